@@ -1,0 +1,372 @@
+//! Where a pod's AWS identity comes from: its ServiceAccount's annotations, the ConfigMap
+//! mapping, or the container-credentials file, merged with the flags by fixed precedence.
+
+mod config_map;
+mod container_credentials;
+mod service_account;
+
+pub(crate) use config_map::json_type;
+pub use config_map::{ConfigMapMapping, MappingEntry, MappingError, ParsedMapping, CONFIG_KEY};
+pub use container_credentials::{ContainerCredentialsConfig, ContainerCredentialsError};
+pub use service_account::ServiceAccountAnnotations;
+
+use crate::go_syntax;
+use crate::settings::{clamp_expiration, MutationSettings};
+
+/// How the pod's SDKs will obtain credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// IRSA: `sts:AssumeRoleWithWebIdentity` with a projected token.
+    WebIdentity { role_arn: String, audience: String },
+    /// EKS Pod Identity: the node agent at `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
+    ContainerCredentials,
+}
+
+/// The resolved identity of a ServiceAccount, before pod-level annotations apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub source: CredentialSource,
+    pub regional_sts: bool,
+    /// Seconds, already clamped.
+    pub token_expiration: i64,
+}
+
+/// What resolution found, with warnings for values it had to ignore or doubts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resolution {
+    pub identity: Option<Identity>,
+    pub warnings: Vec<String>,
+}
+
+/// Everything known about one ServiceAccount at admission time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdentitySources<'a> {
+    /// `None` when the ServiceAccount is not known (not in the cache, not found).
+    pub service_account: Option<&'a ServiceAccountAnnotations>,
+    pub mapping: Option<&'a ConfigMapMapping>,
+    pub container_credentials: Option<&'a ContainerCredentialsConfig>,
+}
+
+/// Merges the sources. Audience and regional STS: ServiceAccount annotation > ConfigMap entry
+/// > flag. Expiration: ServiceAccount annotation or ConfigMap entry > flag (pod annotations
+/// are applied later by the engine). Container credentials win over a role.
+pub fn resolve_identity(
+    namespace: &str,
+    service_account: &str,
+    sources: IdentitySources<'_>,
+    settings: &MutationSettings,
+) -> Resolution {
+    let mut warnings = Vec::new();
+    let annotations = sources.service_account;
+    let annotated_role = annotations.and_then(ServiceAccountAnnotations::role);
+    // The mapping is consulted only for ServiceAccounts that carry no role of their own.
+    let entry = match annotated_role {
+        Some(_) => None,
+        None => sources
+            .mapping
+            .and_then(|mapping| mapping.lookup(namespace, service_account)),
+    };
+    let who = || format!("ServiceAccount {namespace}/{service_account}");
+
+    let regional_sts = annotations
+        .and_then(|a| a.sts_regional_endpoints.as_deref())
+        .and_then(|value| {
+            let parsed = go_syntax::parse_bool(value);
+            if parsed.is_none() {
+                warnings.push(format!(
+                    "{}: annotation {} has value {value:?}, which is not a boolean (true/false/1/0/t/f); using {}",
+                    who(),
+                    settings.keys.sts_regional_endpoints,
+                    entry
+                        .and_then(|e| e.use_regional_sts)
+                        .unwrap_or(settings.sts_regional_endpoint)
+                ));
+            }
+            parsed
+        })
+        .or_else(|| entry.and_then(|e| e.use_regional_sts))
+        .unwrap_or(settings.sts_regional_endpoint);
+
+    let fallback_expiration = entry
+        .and_then(|e| e.token_expiration)
+        .unwrap_or(settings.token_expiration);
+    let token_expiration = match annotations.and_then(|a| a.token_expiration.as_deref()) {
+        Some(value) => parse_expiration(value).unwrap_or_else(|| {
+            warnings.push(format!(
+                "{}: annotation {} has value {value:?}, which is not a whole number of seconds; using {fallback_expiration}",
+                who(),
+                settings.keys.token_expiration
+            ));
+            fallback_expiration
+        }),
+        None => fallback_expiration,
+    };
+
+    let listed_for_container_credentials = sources
+        .container_credentials
+        .is_some_and(|config| config.contains(namespace, service_account));
+    let source = if listed_for_container_credentials {
+        CredentialSource::ContainerCredentials
+    } else {
+        let role = annotated_role.or_else(|| entry.and_then(|e| e.role_arn.as_deref()));
+        let Some(role) = role else {
+            return Resolution {
+                identity: None,
+                warnings,
+            };
+        };
+        if !is_iam_role_arn(role) {
+            warnings.push(format!(
+                "{}: role {role:?} is not an IAM role ARN (arn:<partition>:iam::<12-digit account>:role/<name>); it is injected as given",
+                who()
+            ));
+        }
+        let audience = annotations
+            .and_then(|a| a.audience.as_deref())
+            .filter(|a| !a.is_empty())
+            .or_else(|| entry.and_then(|e| e.audience.as_deref()))
+            .unwrap_or(&settings.token_audience);
+        CredentialSource::WebIdentity {
+            role_arn: role.to_string(),
+            audience: audience.to_string(),
+        }
+    };
+    Resolution {
+        identity: Some(Identity {
+            source,
+            regional_sts,
+            token_expiration,
+        }),
+        warnings,
+    }
+}
+
+/// An expiration annotation: whole seconds (Go's `ParseInt` syntax), clamped to the minimum.
+pub fn parse_expiration(value: &str) -> Option<i64> {
+    value.parse::<i64>().ok().map(clamp_expiration)
+}
+
+/// `arn:<partition>:iam::<12 digits>:role/<path-and-name>`.
+pub fn is_iam_role_arn(value: &str) -> bool {
+    let mut parts = value.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    let partition_ok = !partition.is_empty()
+        && partition
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+    let role_ok = resource
+        .strip_prefix("role/")
+        .is_some_and(|name| !name.is_empty() && !name.ends_with('/'));
+    partition_ok && account_ok && role_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROLE: &str = "arn:aws:iam::111122223333:role/app";
+
+    fn annotations(pairs: &[(&str, &str)]) -> ServiceAccountAnnotations {
+        let mut a = ServiceAccountAnnotations::default();
+        for (k, v) in pairs {
+            let slot = match *k {
+                "role-arn" => &mut a.role_arn,
+                "audience" => &mut a.audience,
+                "sts-regional-endpoints" => &mut a.sts_regional_endpoints,
+                "token-expiration" => &mut a.token_expiration,
+                other => panic!("unknown {other}"),
+            };
+            *slot = Some((*v).into());
+        }
+        a
+    }
+
+    fn resolve(sa: Option<&ServiceAccountAnnotations>, settings: &MutationSettings) -> Resolution {
+        resolve_identity(
+            "ns",
+            "sa",
+            IdentitySources {
+                service_account: sa,
+                ..Default::default()
+            },
+            settings,
+        )
+    }
+
+    #[test]
+    fn role_arn_annotation_gives_web_identity_with_flag_defaults() {
+        let sa = annotations(&[("role-arn", ROLE)]);
+        let r = resolve(Some(&sa), &MutationSettings::default());
+        assert!(r.warnings.is_empty());
+        assert_eq!(
+            r.identity.unwrap(),
+            Identity {
+                source: CredentialSource::WebIdentity {
+                    role_arn: ROLE.into(),
+                    audience: "sts.amazonaws.com".into()
+                },
+                regional_sts: false,
+                token_expiration: 86400,
+            }
+        );
+    }
+
+    #[test]
+    fn missing_or_empty_role_gives_no_identity() {
+        assert_eq!(resolve(None, &MutationSettings::default()).identity, None);
+        let sa = annotations(&[("role-arn", ""), ("audience", "x")]);
+        assert_eq!(resolve(Some(&sa), &MutationSettings::default()).identity, None);
+    }
+
+    #[test]
+    fn non_arn_role_is_used_with_a_warning() {
+        let sa = annotations(&[("role-arn", "my-role")]);
+        let r = resolve(Some(&sa), &MutationSettings::default());
+        assert!(r.identity.is_some());
+        assert_eq!(r.warnings.len(), 1);
+        assert!(r.warnings[0].contains("\"my-role\""), "{}", r.warnings[0]);
+    }
+
+    #[test]
+    fn service_account_false_beats_flag_true_for_regional_sts() {
+        let settings = MutationSettings {
+            sts_regional_endpoint: true,
+            ..Default::default()
+        };
+        let sa = annotations(&[("role-arn", ROLE), ("sts-regional-endpoints", "false")]);
+        assert!(!resolve(Some(&sa), &settings).identity.unwrap().regional_sts);
+    }
+
+    #[test]
+    fn bad_sts_and_expiration_values_warn_and_use_flags() {
+        let settings = MutationSettings {
+            sts_regional_endpoint: true,
+            token_expiration: 7200,
+            ..Default::default()
+        };
+        let sa = annotations(&[
+            ("role-arn", ROLE),
+            ("sts-regional-endpoints", "yes"),
+            ("token-expiration", "1h"),
+        ]);
+        let r = resolve(Some(&sa), &settings);
+        let identity = r.identity.unwrap();
+        assert!(identity.regional_sts);
+        assert_eq!(identity.token_expiration, 7200);
+        assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+        assert!(r.warnings[0].contains("\"yes\""));
+        assert!(r.warnings[1].contains("\"1h\""));
+    }
+
+    #[test]
+    fn expiration_annotation_is_clamped_without_upper_bound() {
+        let sa = annotations(&[("role-arn", ROLE), ("token-expiration", "100")]);
+        let r = resolve(Some(&sa), &MutationSettings::default());
+        assert_eq!(r.identity.unwrap().token_expiration, 600);
+        let sa = annotations(&[("role-arn", ROLE), ("token-expiration", "999999")]);
+        let r = resolve(Some(&sa), &MutationSettings::default());
+        assert_eq!(r.identity.unwrap().token_expiration, 999999);
+    }
+
+    #[test]
+    fn mapping_is_used_only_without_annotated_role_and_annotations_win() {
+        let mapping = ConfigMapMapping::parse(
+            r#"{"ns/sa": {"RoleARN": "arn:aws:iam::111122223333:role/mapped", "Audience": "mapped-aud",
+                "UseRegionalSTS": true, "TokenExpiration": 3600}}"#,
+        )
+        .unwrap()
+        .mapping;
+        let settings = MutationSettings::default();
+        let sa = annotations(&[("audience", "sa-aud")]);
+        let r = resolve_identity(
+            "ns",
+            "sa",
+            IdentitySources {
+                service_account: Some(&sa),
+                mapping: Some(&mapping),
+                container_credentials: None,
+            },
+            &settings,
+        );
+        let identity = r.identity.unwrap();
+        assert_eq!(
+            identity.source,
+            CredentialSource::WebIdentity {
+                role_arn: "arn:aws:iam::111122223333:role/mapped".into(),
+                audience: "sa-aud".into()
+            }
+        );
+        assert!(identity.regional_sts);
+        assert_eq!(identity.token_expiration, 3600);
+
+        let annotated = annotations(&[("role-arn", ROLE)]);
+        let r = resolve_identity(
+            "ns",
+            "sa",
+            IdentitySources {
+                service_account: Some(&annotated),
+                mapping: Some(&mapping),
+                container_credentials: None,
+            },
+            &settings,
+        );
+        let identity = r.identity.unwrap();
+        assert_eq!(identity.token_expiration, 86400, "mapping ignored when SA has a role");
+        assert!(!identity.regional_sts);
+    }
+
+    #[test]
+    fn container_credentials_win_over_role() {
+        let config = ContainerCredentialsConfig::parse(
+            br#"{"identities":[{"namespace":"ns","serviceAccount":"sa"}]}"#,
+        )
+        .unwrap();
+        let sa = annotations(&[("role-arn", ROLE), ("sts-regional-endpoints", "true")]);
+        let r = resolve_identity(
+            "ns",
+            "sa",
+            IdentitySources {
+                service_account: Some(&sa),
+                mapping: None,
+                container_credentials: Some(&config),
+            },
+            &MutationSettings::default(),
+        );
+        let identity = r.identity.unwrap();
+        assert_eq!(identity.source, CredentialSource::ContainerCredentials);
+        assert!(identity.regional_sts);
+    }
+
+    #[test]
+    fn iam_role_arn_shapes() {
+        for good in [
+            ROLE,
+            "arn:aws-cn:iam::111122223333:role/path/to/name",
+            "arn:aws-us-gov:iam::000000000000:role/x",
+        ] {
+            assert!(is_iam_role_arn(good), "{good}");
+        }
+        for bad in [
+            "",
+            "my-role",
+            "arn:aws:iam::11112222333:role/x",
+            "arn:aws:iam::111122223333:user/x",
+            "arn:aws:iam::111122223333:role/",
+            "arn:aws:s3::111122223333:role/x",
+            "arn::iam::111122223333:role/x",
+            "arn:aws:iam:us-east-1:111122223333:role/x",
+        ] {
+            assert!(!is_iam_role_arn(bad), "{bad}");
+        }
+    }
+}

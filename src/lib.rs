@@ -1,0 +1,9 @@
+//! pod-identity-webhook: a Kubernetes mutating admission webhook that gives pods AWS
+//! credentials (IRSA and EKS Pod Identity), compatible with aws/amazon-eks-pod-identity-webhook.
+
+pub mod go_syntax;
+pub mod identity;
+pub mod mutate;
+pub mod settings;
+pub mod pipeline;
+pub mod cli;

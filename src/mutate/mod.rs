@@ -1,0 +1,266 @@
+//! The mutation engine: pod JSON + resolved identity + settings -> RFC 6902 patch operations.
+//! Pure and synchronous; randomness (token-lifetime jitter) comes in as a parameter.
+//!
+//! Operations are granular (append one env entry, create a list only where absent), so fields
+//! the engine does not know, including future Kubernetes fields, pass through untouched, and a
+//! second pass over an already-mutated pod yields no operations.
+
+mod container;
+mod patch;
+mod pod;
+
+use std::ops::RangeInclusive;
+
+use json_patch::{Patch, PatchOperation};
+use serde_json::{json, Map, Value};
+
+use crate::identity::{parse_expiration, CredentialSource, Identity};
+use crate::settings::MutationSettings;
+use container::{mutate_container, ContainerPlan};
+pub use pod::PodShapeError;
+
+/// Label set on pods that get EKS Pod Identity credentials; it ignores `--annotation-prefix`.
+pub const POD_IDENTITY_LABEL: &str = "eks.amazonaws.com/pod-identity";
+/// Name of the IRSA token volume, and the file inside it.
+pub const WEB_IDENTITY_VOLUME: &str = "aws-iam-token";
+pub const WEB_IDENTITY_TOKEN_PATH: &str = "token";
+/// Token lifetimes of exactly one day are spread over [22h, 24h] in container-credentials
+/// mode so that a fleet's refreshes do not all land at once.
+pub const JITTERED_EXPIRATION: i64 = 86400;
+pub const JITTER_RANGE: RangeInclusive<i64> = 79200..=86400;
+
+/// The pod-specific inputs the engine needs beside the pod itself.
+pub struct PodContext<'a> {
+    pub identity: &'a Identity,
+    pub settings: &'a MutationSettings,
+}
+
+/// The engine's answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mutation {
+    pub patch: Patch,
+    /// Shown to the user as admission warnings.
+    pub warnings: Vec<String>,
+    /// Names of the containers and init containers that were changed, for the log line.
+    pub containers: Vec<String>,
+}
+
+/// Checks that `pod` is an object with a `spec` object, the least a Pod must be.
+pub fn check_shape(pod: &Value) -> Result<(), PodShapeError> {
+    pod::root(pod).map(|_| ())
+}
+
+/// Computes the patch for `pod`. `jitter` draws a uniformly random value from a range.
+pub fn mutate_pod(
+    pod: &Value,
+    context: &PodContext<'_>,
+    jitter: &mut dyn FnMut(RangeInclusive<i64>) -> i64,
+) -> Result<Mutation, PodShapeError> {
+    let settings = context.settings;
+    let identity = context.identity;
+    let (pod, spec) = pod::root(pod)?;
+    let metadata = pod::object(pod, "metadata", "metadata")?;
+    let annotations = match metadata {
+        Some(metadata) => pod::object(metadata, "annotations", "metadata.annotations")?,
+        None => None,
+    };
+    let annotation = |key: &str| -> Result<Option<&str>, PodShapeError> {
+        match annotations {
+            Some(map) => pod::string(map, key, &format!("metadata.annotations[{key:?}]")),
+            None => Ok(None),
+        }
+    };
+
+    let mut warnings = Vec::new();
+    let mut token_expiration = identity.token_expiration;
+    if let Some(value) = annotation(&settings.keys.token_expiration)? {
+        match parse_expiration(value) {
+            Some(seconds) => token_expiration = seconds,
+            None => warnings.push(format!(
+                "pod annotation {} has value {value:?}, which is not a whole number of seconds; using {token_expiration}",
+                settings.keys.token_expiration
+            )),
+        }
+    }
+    let container_credentials = identity.source == CredentialSource::ContainerCredentials;
+    if container_credentials && token_expiration == JITTERED_EXPIRATION {
+        token_expiration = jitter(JITTER_RANGE);
+    }
+    let skip: Vec<&str> = annotation(&settings.keys.skip_containers)?
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let mode = Mode::new(identity, settings, is_windows(spec)?);
+    let mut ops: Vec<PatchOperation> = Vec::new();
+    let mut containers = Vec::new();
+
+    // The volume, prepended as the reference does, unless one of that name exists.
+    let volumes = pod::array(spec, "volumes", "spec.volumes")?;
+    if !pod::names(volumes, "spec.volumes")?.contains(&mode.volume_name) {
+        let volume = json!({
+            "name": mode.volume_name,
+            "projected": {"sources": [{"serviceAccountToken": {
+                "audience": mode.audience,
+                "expirationSeconds": token_expiration,
+                "path": mode.token_path,
+            }}]},
+        });
+        ops.push(match volumes {
+            Some(_) => patch::add(["spec", "volumes", "0"], volume),
+            None => patch::add(["spec", "volumes"], Value::Array(vec![volume])),
+        });
+    }
+
+    if container_credentials {
+        label_pod(&mut ops, metadata)?;
+    }
+
+    let plan = ContainerPlan {
+        env_pair: mode.env_pair(),
+        regional_sts: identity.regional_sts,
+        region: settings.aws_default_region.as_deref(),
+        volume_name: mode.volume_name,
+        mount_path: mode.mount_path,
+    };
+    for list in ["containers", "initContainers"] {
+        let field = format!("spec.{list}");
+        let Some(items) = pod::array(spec, list, &field)? else {
+            continue;
+        };
+        for (index, item) in items.iter().enumerate() {
+            let field = format!("{field}[{index}]");
+            let container = pod::element(item, &field)?;
+            let name = pod::string(container, "name", &format!("{field}.name"))?.unwrap_or("");
+            if skip.contains(&name) {
+                continue;
+            }
+            let path = ["spec", list, &index.to_string()];
+            if mutate_container(&mut ops, &path, container, &field, &plan)? {
+                containers.push(name.to_string());
+            }
+        }
+    }
+
+    Ok(Mutation {
+        patch: Patch(ops),
+        warnings,
+        containers,
+    })
+}
+
+/// The names and values that differ between IRSA and container-credentials mode.
+struct Mode<'a> {
+    volume_name: &'a str,
+    mount_path: &'a str,
+    token_path: &'a str,
+    audience: &'a str,
+    token_file: String,
+    identity: &'a Identity,
+    settings: &'a MutationSettings,
+}
+
+impl<'a> Mode<'a> {
+    fn new(identity: &'a Identity, settings: &'a MutationSettings, windows: bool) -> Self {
+        let (volume_name, mount_path, token_path, audience) = match &identity.source {
+            CredentialSource::WebIdentity { audience, .. } => (
+                WEB_IDENTITY_VOLUME,
+                settings.token_mount_path.as_str(),
+                WEB_IDENTITY_TOKEN_PATH,
+                audience.as_str(),
+            ),
+            CredentialSource::ContainerCredentials => {
+                let cc = &settings.container_credentials;
+                (
+                    cc.volume_name.as_str(),
+                    cc.mount_path.as_str(),
+                    cc.token_path.as_str(),
+                    cc.audience.as_str(),
+                )
+            }
+        };
+        let mut token_file = format!("{}/{token_path}", mount_path.trim_end_matches('/'));
+        if windows {
+            token_file = format!("C:{}", token_file.replace('/', "\\"));
+        }
+        Self {
+            volume_name,
+            mount_path,
+            token_path,
+            audience,
+            token_file,
+            identity,
+            settings,
+        }
+    }
+
+    /// The two variables that carry the identity: (name, value) twice.
+    fn env_pair(&self) -> [(&'a str, String); 2] {
+        match &self.identity.source {
+            CredentialSource::WebIdentity { role_arn, .. } => [
+                ("AWS_ROLE_ARN", role_arn.clone()),
+                ("AWS_WEB_IDENTITY_TOKEN_FILE", self.token_file.clone()),
+            ],
+            CredentialSource::ContainerCredentials => [
+                (
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    self.settings.container_credentials.full_uri.clone(),
+                ),
+                ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", self.token_file.clone()),
+            ],
+        }
+    }
+}
+
+/// Windows pods need a `C:\...` token path. The reference looks only at the node selectors;
+/// `spec.os.name` says the same thing and is honoured too.
+fn is_windows(spec: &Map<String, Value>) -> Result<bool, PodShapeError> {
+    if let Some(selector) = pod::object(spec, "nodeSelector", "spec.nodeSelector")? {
+        for key in ["kubernetes.io/os", "beta.kubernetes.io/os"] {
+            let field = format!("spec.nodeSelector[{key:?}]");
+            if pod::string(selector, key, &field)? == Some("windows") {
+                return Ok(true);
+            }
+        }
+    }
+    if let Some(os) = pod::object(spec, "os", "spec.os")? {
+        return Ok(pod::string(os, "name", "spec.os.name")? == Some("windows"));
+    }
+    Ok(false)
+}
+
+/// Sets `eks.amazonaws.com/pod-identity: enabled`, creating `labels` (or `metadata`) only
+/// where absent.
+fn label_pod(
+    ops: &mut Vec<PatchOperation>,
+    metadata: Option<&Map<String, Value>>,
+) -> Result<(), PodShapeError> {
+    const ENABLED: &str = "enabled";
+    let Some(metadata) = metadata else {
+        ops.push(patch::add(
+            ["metadata"],
+            json!({"labels": {POD_IDENTITY_LABEL: ENABLED}}),
+        ));
+        return Ok(());
+    };
+    match pod::object(metadata, "labels", "metadata.labels")? {
+        None => ops.push(patch::add(
+            ["metadata", "labels"],
+            json!({POD_IDENTITY_LABEL: ENABLED}),
+        )),
+        Some(labels) => {
+            let field = format!("metadata.labels[{POD_IDENTITY_LABEL:?}]");
+            if pod::string(labels, POD_IDENTITY_LABEL, &field)? != Some(ENABLED) {
+                ops.push(patch::add(
+                    ["metadata", "labels", POD_IDENTITY_LABEL],
+                    Value::String(ENABLED.into()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
