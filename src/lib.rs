@@ -7,3 +7,7 @@ pub mod mutate;
 pub mod settings;
 pub mod pipeline;
 pub mod cli;
+pub mod health;
+pub mod metrics;
+pub mod sources;
+pub mod cache;

@@ -1,0 +1,183 @@
+//! The Prometheus registry and every name we export. The reference webhook's names are kept
+//! as they were (`pod_identity_webhook_pod_count`, `pod_identity_webhook_missing_sa_count`,
+//! `http_request_count`) so existing dashboards keep working.
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds: the handler runs in microseconds, so they start at 25 µs.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Mutated pods by `method`: `sts_web_identity` or `container_credentials`.
+    pub pod_count: IntCounterVec,
+    /// Pods whose ServiceAccount was not found within the grace period.
+    pub missing_sa_count: IntCounter,
+    /// HTTP requests by `verb`, `path` and `code`.
+    pub http_request_count: IntCounterVec,
+    /// Time to answer an admission request, by `path`.
+    pub request_duration: HistogramVec,
+    /// ServiceAccounts held in the cache.
+    pub cache_service_accounts: IntGauge,
+    /// Watch stream errors by `resource` (serviceaccounts, configmaps).
+    pub watch_errors: IntCounterVec,
+    /// Direct GETs after a cache miss, by `outcome`: found, not_found, error, timeout,
+    /// rate_limited.
+    pub lookup_fallbacks: IntCounterVec,
+    /// Serving-certificate loads by `result`: success or failure.
+    pub certificate_reloads: IntCounterVec,
+    /// Expiry of the serving certificate in use, as a Unix timestamp.
+    pub certificate_expiry: Gauge,
+    /// Reloads of the ConfigMap mapping and container-credentials file, by `source` and
+    /// `result`.
+    pub config_reloads: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let pod_count = IntCounterVec::new(
+            Opts::new("pod_identity_webhook_pod_count", "Pods mutated, by credential method"),
+            &["method"],
+        )
+        .expect("valid metric");
+        let missing_sa_count = IntCounter::new(
+            "pod_identity_webhook_missing_sa_count",
+            "Pods whose ServiceAccount was not found within the lookup grace period",
+        )
+        .expect("valid metric");
+        let http_request_count = IntCounterVec::new(
+            Opts::new("http_request_count", "HTTP requests to the webhook"),
+            &["verb", "path", "code"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "pod_identity_webhook_request_duration_seconds",
+                "Time to answer a webhook request",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["path"],
+        )
+        .expect("valid metric");
+        let cache_service_accounts = IntGauge::new(
+            "pod_identity_webhook_cache_service_accounts",
+            "ServiceAccounts held in the cache",
+        )
+        .expect("valid metric");
+        let watch_errors = IntCounterVec::new(
+            Opts::new(
+                "pod_identity_webhook_watch_errors_total",
+                "Errors of the Kubernetes watches, by resource",
+            ),
+            &["resource"],
+        )
+        .expect("valid metric");
+        let lookup_fallbacks = IntCounterVec::new(
+            Opts::new(
+                "pod_identity_webhook_lookup_fallbacks_total",
+                "Direct ServiceAccount GETs after a cache miss, by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let certificate_reloads = IntCounterVec::new(
+            Opts::new(
+                "pod_identity_webhook_certificate_reloads_total",
+                "Serving certificate loads, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let certificate_expiry = Gauge::new(
+            "pod_identity_webhook_certificate_expiry_timestamp_seconds",
+            "Expiry of the serving certificate in use (Unix time)",
+        )
+        .expect("valid metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "pod_identity_webhook_config_reloads_total",
+                "Reloads of the ConfigMap mapping and container-credentials file, by source and result",
+            ),
+            &["source", "result"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(pod_count.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(missing_sa_count.clone()),
+            Box::new(http_request_count.clone()),
+            Box::new(request_duration.clone()),
+            Box::new(cache_service_accounts.clone()),
+            Box::new(watch_errors.clone()),
+            Box::new(lookup_fallbacks.clone()),
+            Box::new(certificate_reloads.clone()),
+            Box::new(certificate_expiry.clone()),
+            Box::new(config_reloads.clone()),
+        ] {
+            registry.register(collector).expect("metric names are unique");
+        }
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metrics register once");
+        Self {
+            registry,
+            pod_count,
+            missing_sa_count,
+            http_request_count,
+            request_duration,
+            cache_service_accounts,
+            watch_errors,
+            lookup_fallbacks,
+            certificate_reloads,
+            certificate_expiry,
+            config_reloads,
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding into a Vec cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_names_are_exported_unchanged() {
+        let metrics = Metrics::new();
+        metrics.pod_count.with_label_values(&["sts_web_identity"]).inc();
+        metrics.missing_sa_count.inc();
+        metrics
+            .http_request_count
+            .with_label_values(&["POST", "/mutate", "200"])
+            .inc();
+        let text = metrics.encode();
+        assert!(text.contains("pod_identity_webhook_pod_count{method=\"sts_web_identity\"} 1"), "{text}");
+        assert!(text.contains("pod_identity_webhook_missing_sa_count 1"));
+        assert!(text.contains("http_request_count{code=\"200\",path=\"/mutate\",verb=\"POST\"} 1"));
+        assert!(text.contains("process_resident_memory_bytes"));
+        assert!(text.contains("process_open_fds"));
+    }
+}
