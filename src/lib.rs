@@ -11,3 +11,5 @@ pub mod health;
 pub mod metrics;
 pub mod sources;
 pub mod cache;
+pub mod manifests;
+pub mod offline;

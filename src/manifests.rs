@@ -1,0 +1,164 @@
+//! Reading Kubernetes manifests from files: YAML or JSON, several documents per file, `List`
+//! objects expanded. Used by the offline `mutate` command.
+
+use std::io::Read;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A manifest file could not be read; the message names the file and the problem.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {problem}")]
+pub struct ManifestError {
+    pub file: String,
+    pub problem: String,
+}
+
+impl ManifestError {
+    pub fn new(file: &str, problem: impl Into<String>) -> Self {
+        Self {
+            file: file.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// One object from a manifest file, with its position for error messages.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// 1-based position in the file.
+    pub index: usize,
+    pub object: Value,
+}
+
+impl Document {
+    pub fn kind(&self) -> &str {
+        self.object.get("kind").and_then(Value::as_str).unwrap_or("")
+    }
+
+    pub fn api_version(&self) -> &str {
+        self.object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    /// `metadata.<field>` as a string, when present.
+    pub fn metadata_str(&self, field: &str) -> Option<&str> {
+        self.object.get("metadata")?.get(field)?.as_str()
+    }
+
+    /// True for core/v1 objects of `kind`.
+    pub fn is_core_v1(&self, kind: &str) -> bool {
+        self.kind() == kind && self.api_version() == "v1"
+    }
+
+    /// What the document is, for error messages: `document 2 (a Deployment)`.
+    pub fn describe(&self) -> String {
+        match self.kind() {
+            "" => format!("document {} (no kind)", self.index),
+            kind => format!("document {} (a {kind})", self.index),
+        }
+    }
+}
+
+/// Reads `path` (`-` is standard input) and returns its objects in order.
+pub fn read_documents(path: &Path) -> Result<Vec<Document>, ManifestError> {
+    let name = path.display().to_string();
+    let text = if name == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|err| ManifestError::new("standard input", format!("cannot read: {err}")))?;
+        text
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|err| ManifestError::new(&name, format!("cannot read: {err}")))?
+    };
+    parse_documents(&text).map_err(|problem| ManifestError::new(&display_name(&name), problem))
+}
+
+fn display_name(name: &str) -> String {
+    if name == "-" {
+        "standard input".into()
+    } else {
+        name.to_string()
+    }
+}
+
+/// Parses YAML or JSON text into objects. Empty documents are skipped; `kind: List` is
+/// expanded into its items.
+pub fn parse_documents(text: &str) -> Result<Vec<Document>, String> {
+    let trimmed = text.trim_start();
+    let mut values = Vec::new();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        // JSON proper: serde_json keeps numbers and strings exactly as written.
+        let stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+        for (index, value) in stream.enumerate() {
+            values.push(value.map_err(|err| format!("document {} is not valid JSON: {err}", index + 1))?);
+        }
+    } else {
+        for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+            let value = Value::deserialize(document)
+                .map_err(|err| format!("document {} is not valid YAML: {err}", index + 1))?;
+            values.push(value);
+        }
+    }
+    let mut documents = Vec::new();
+    for value in values {
+        match value {
+            Value::Null => continue,
+            Value::Object(_) if value.get("kind").and_then(Value::as_str) == Some("List") => {
+                let items = value.get("items").and_then(Value::as_array).cloned();
+                for item in items.unwrap_or_default() {
+                    documents.push(item);
+                }
+            }
+            Value::Object(_) => documents.push(value),
+            other => {
+                return Err(format!(
+                    "document {} is not a Kubernetes object (got {})",
+                    documents.len() + 1,
+                    crate::identity::json_type(&other)
+                ))
+            }
+        }
+    }
+    Ok(documents
+        .into_iter()
+        .enumerate()
+        .map(|(i, object)| Document {
+            index: i + 1,
+            object,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_with_several_documents_and_empty_ones() {
+        let docs = parse_documents("---\nkind: ServiceAccount\napiVersion: v1\n---\n---\nkind: Pod\napiVersion: v1\n").unwrap();
+        assert_eq!(docs.len(), 2);
+        assert!(docs[0].is_core_v1("ServiceAccount"));
+        assert!(docs[1].is_core_v1("Pod"));
+        assert_eq!(docs[1].index, 2);
+    }
+
+    #[test]
+    fn json_and_lists_are_read() {
+        let docs = parse_documents(r#"{"kind":"List","items":[{"kind":"Pod","apiVersion":"v1"},{"kind":"ServiceAccount","apiVersion":"v1"}]}"#).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1].kind(), "ServiceAccount");
+    }
+
+    #[test]
+    fn scalars_and_syntax_errors_are_reported_with_the_document_number() {
+        assert!(parse_documents("just text").unwrap_err().contains("document 1"));
+        assert!(parse_documents("a: [").unwrap_err().contains("not valid YAML"));
+        assert!(parse_documents("{\"a\": }").unwrap_err().contains("not valid JSON"));
+    }
+}
