@@ -8,6 +8,7 @@
 //! in which case they fail.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -71,10 +72,18 @@ fn helm_or_skip(test: &str) -> Option<&'static Path> {
              or set HELM=/path/to/helm"
         );
     }
-    eprintln!(
-        "SKIPPED: helm not found; {test} did not run. Run hack/install-helm.sh \
-         (or set HELM) to run the chart tests."
-    );
+    // Written straight to the process's stderr: libtest captures eprintln!
+    // output of passing tests, and this must be seen.
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED: helm not found: the chart tests in tests/chart.rs did not run. \
+             Run hack/install-helm.sh (or set HELM=/path/to/helm); set PIW_REQUIRE_TOOLS=1 \
+             to make this an error. ***\n"
+        );
+    });
+    let _ = writeln!(std::io::stderr(), "SKIPPED: helm not found: {test}");
     None
 }
 
@@ -171,7 +180,12 @@ fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
         .into_iter()
         .filter(|d| d["metadata"]["annotations"]["helm.sh/hook"].is_null())
         .collect();
-    assert_eq!(found.len(), 1, "expected exactly one {kind}, found {}", found.len());
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one {kind}, found {}",
+        found.len()
+    );
     found[0]
 }
 
@@ -214,7 +228,10 @@ fn webhook(docs: &[Value]) -> &Value {
 }
 
 fn rules(doc: &Value) -> Vec<&Value> {
-    doc["rules"].as_array().map(|r| r.iter().collect()).unwrap_or_default()
+    doc["rules"]
+        .as_array()
+        .map(|r| r.iter().collect())
+        .unwrap_or_default()
 }
 
 fn strs(v: &Value) -> Vec<&str> {
@@ -270,7 +287,10 @@ fn lint_strict_passes_with_default_values() {
 fn lint_strict_passes_with_every_ci_values_file() {
     let helm = require_helm!("lint_strict_passes_with_every_ci_values_file");
     let files = ci_values_files();
-    assert!(files.len() >= 8, "expected the ci/*-values.yaml variants, found {files:?}");
+    assert!(
+        files.len() >= 8,
+        "expected the ci/*-values.yaml variants, found {files:?}"
+    );
     for file in &files {
         assert_lints(helm, Some(file));
         // Lint does not render every path the way install does: render too.
@@ -285,9 +305,16 @@ fn lint_strict_passes_with_helm4_when_installed() {
     let helm4 = std::env::var_os("HELM4")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| cache_bin_dir().map(|d| d.join("helm4")).filter(|p| p.is_file()));
+        .or_else(|| {
+            cache_bin_dir()
+                .map(|d| d.join("helm4"))
+                .filter(|p| p.is_file())
+        });
     let Some(helm4) = helm4 else {
-        eprintln!("SKIPPED: helm4 not found; Helm 4 lint did not run");
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: helm4 not found: Helm 4 lint did not run"
+        );
         return;
     };
     assert_lints(&helm4, None);
@@ -331,33 +358,58 @@ fn args_follow_values_set_on_the_command_line() {
     let docs = render(
         helm,
         &[
-            "--set", "config.annotationPrefix=irsa.example.com",
-            "--set", "config.tokenAudience=my-audience",
-            "--set", "config.tokenMountPath=/var/run/secrets/custom",
-            "--set", "config.tokenExpiration=3600",
-            "--set", "config.awsDefaultRegion=eu-west-1",
-            "--set", "config.stsRegionalEndpoint=true",
-            "--set", "config.serviceAccountLookupGracePeriod=2500ms",
-            "--set", "config.shutdownTimeout=25s",
-            "--set", "config.logVerbosity=4",
-            "--set", "config.logFormat=json",
-            "--set", "ports.webhook=10443",
-            "--set", "ports.metrics=10999",
-            "--set", "roleMapping.enabled=true",
-            "--set", "certificates.builtin.secretName=custom-tls",
-            "--set", "fullnameOverride=piw",
-            "--set", "extraArgs={--future-flag=1,--other}",
+            "--set",
+            "config.annotationPrefix=irsa.example.com",
+            "--set",
+            "config.tokenAudience=my-audience",
+            "--set",
+            "config.tokenMountPath=/var/run/secrets/custom",
+            "--set",
+            "config.tokenExpiration=3600",
+            "--set",
+            "config.awsDefaultRegion=eu-west-1",
+            "--set",
+            "config.stsRegionalEndpoint=true",
+            "--set",
+            "config.serviceAccountLookupGracePeriod=2500ms",
+            "--set",
+            "config.shutdownTimeout=25s",
+            "--set",
+            "config.logVerbosity=4",
+            "--set",
+            "config.logFormat=json",
+            "--set",
+            "ports.webhook=10443",
+            "--set",
+            "ports.metrics=10999",
+            "--set",
+            "roleMapping.enabled=true",
+            "--set",
+            "certificates.builtin.secretName=custom-tls",
+            "--set",
+            "fullnameOverride=piw",
+            "--set",
+            "extraArgs={--future-flag=1,--other}",
         ],
     );
     let a = args(&docs);
     let get = |n: &str| flag(&a, n);
-    assert_eq!(get("annotation-prefix").as_deref(), Some("irsa.example.com"));
+    assert_eq!(
+        get("annotation-prefix").as_deref(),
+        Some("irsa.example.com")
+    );
     assert_eq!(get("token-audience").as_deref(), Some("my-audience"));
-    assert_eq!(get("token-mount-path").as_deref(), Some("/var/run/secrets/custom"));
+    assert_eq!(
+        get("token-mount-path").as_deref(),
+        Some("/var/run/secrets/custom")
+    );
     assert_eq!(get("token-expiration").as_deref(), Some("3600"));
     assert_eq!(get("aws-default-region").as_deref(), Some("eu-west-1"));
     assert_eq!(get("sts-regional-endpoint").as_deref(), Some("true"));
-    assert_eq!(get("service-account-lookup-grace-period").as_deref(), Some("2500ms"));
+    assert_eq!(
+        get("service-account-lookup-grace-period").as_deref(),
+        Some("2500ms")
+    );
     assert_eq!(get("shutdown-timeout").as_deref(), Some("25s"));
     assert_eq!(get("v").as_deref(), Some("4"));
     assert_eq!(get("log-format").as_deref(), Some("json"));
@@ -367,7 +419,11 @@ fn args_follow_values_set_on_the_command_line() {
     assert_eq!(get("tls-secret").as_deref(), Some("custom-tls"));
     assert_eq!(get("service-name").as_deref(), Some("piw"));
     assert_eq!(get("webhook-config-name").as_deref(), Some("piw"));
-    assert_eq!(&a[a.len() - 2..], ["--future-flag=1", "--other"], "extraArgs come last");
+    assert_eq!(
+        &a[a.len() - 2..],
+        ["--future-flag=1", "--other"],
+        "extraArgs come last"
+    );
 
     let ports = &container(&docs)["ports"];
     assert_eq!(ports[0]["containerPort"], 10443);
@@ -378,21 +434,35 @@ fn args_follow_values_set_on_the_command_line() {
 fn aws_default_region_flag_is_left_out_when_empty() {
     let helm = require_helm!("aws_default_region_flag_is_left_out_when_empty");
     let a = args(default_docs(helm));
-    assert!(!a.iter().any(|x| x.starts_with("--aws-default-region")), "{a:?}");
+    assert!(
+        !a.iter().any(|x| x.starts_with("--aws-default-region")),
+        "{a:?}"
+    );
 }
 
 #[test]
 fn container_credentials_flags_and_directory_mount_only_when_enabled() {
     let helm = require_helm!("container_credentials_flags_and_directory_mount_only_when_enabled");
     let a = args(default_docs(helm));
-    assert!(!a.iter().any(|x| x.contains("container-credentials")), "{a:?}");
+    assert!(
+        !a.iter().any(|x| x.contains("container-credentials")),
+        "{a:?}"
+    );
 
-    let values = chart_dir().join("ci").join("container-credentials-values.yaml");
+    let values = chart_dir()
+        .join("ci")
+        .join("container-credentials-values.yaml");
     let docs = render(helm, &["-f", values.to_str().unwrap()]);
     let a = args(&docs);
     let file = "/etc/pod-identity-webhook/container-credentials/config.json";
-    assert_eq!(flag(&a, "watch-container-credentials-config").as_deref(), Some(file));
-    assert_eq!(flag(&a, "container-credentials-audience").as_deref(), Some("pods.eks.amazonaws.com"));
+    assert_eq!(
+        flag(&a, "watch-container-credentials-config").as_deref(),
+        Some(file)
+    );
+    assert_eq!(
+        flag(&a, "container-credentials-audience").as_deref(),
+        Some("pods.eks.amazonaws.com")
+    );
     assert_eq!(
         flag(&a, "container-credentials-token-mount-path").as_deref(),
         Some("/var/run/secrets/pods.eks.amazonaws.com/serviceaccount")
@@ -401,7 +471,10 @@ fn container_credentials_flags_and_directory_mount_only_when_enabled() {
         flag(&a, "container-credentials-token-volume-name").as_deref(),
         Some("eks-pod-identity-token")
     );
-    assert_eq!(flag(&a, "container-credentials-token-path").as_deref(), Some("eks-pod-identity-token"));
+    assert_eq!(
+        flag(&a, "container-credentials-token-path").as_deref(),
+        Some("eks-pod-identity-token")
+    );
     assert_eq!(
         flag(&a, "container-credentials-full-uri").as_deref(),
         Some("http://169.254.170.23/v1/credentials")
@@ -414,13 +487,20 @@ fn container_credentials_flags_and_directory_mount_only_when_enabled() {
         .iter()
         .find(|m| m["name"] == "container-credentials")
         .expect("container-credentials mount");
-    assert_eq!(mount["mountPath"], "/etc/pod-identity-webhook/container-credentials");
+    assert_eq!(
+        mount["mountPath"],
+        "/etc/pod-identity-webhook/container-credentials"
+    );
     assert!(mount["subPath"].is_null(), "must not use subPath: {mount}");
 
     let cm_name = "pod-identity-webhook-container-credentials";
     let volumes = &one(&docs, "Deployment")["spec"]["template"]["spec"]["volumes"];
     assert!(
-        volumes.as_array().unwrap().iter().any(|v| v["configMap"]["name"] == cm_name),
+        volumes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["configMap"]["name"] == cm_name),
         "{volumes}"
     );
     let cm = all_of(&docs, "ConfigMap")
@@ -445,9 +525,16 @@ fn role_mapping_configmap_holds_the_mappings_as_json_under_key_config() {
 
     let values = chart_dir().join("ci").join("role-mapping-values.yaml");
     let docs = render(helm, &["-f", values.to_str().unwrap()]);
-    assert_eq!(flag(&args(&docs), "watch-config-map").as_deref(), Some("true"));
+    assert_eq!(
+        flag(&args(&docs), "watch-config-map").as_deref(),
+        Some("true")
+    );
     let cm = one(&docs, "ConfigMap");
-    assert_eq!(name_of(cm), "pod-identity-webhook", "the binary watches this exact name");
+    assert_eq!(
+        name_of(cm),
+        "pod-identity-webhook",
+        "the binary watches this exact name"
+    );
     assert_eq!(cm["metadata"]["namespace"], NAMESPACE);
     let config: Value = serde_json::from_str(cm["data"]["config"].as_str().unwrap()).expect("JSON");
     assert_eq!(
@@ -461,7 +548,15 @@ fn role_mapping_configmap_holds_the_mappings_as_json_under_key_config() {
     );
 
     // create=false: watched, but managed outside the chart.
-    let docs = render(helm, &["--set", "roleMapping.enabled=true", "--set", "roleMapping.create=false"]);
+    let docs = render(
+        helm,
+        &[
+            "--set",
+            "roleMapping.enabled=true",
+            "--set",
+            "roleMapping.create=false",
+        ],
+    );
     assert!(all_of(&docs, "ConfigMap").is_empty());
 }
 
@@ -478,7 +573,11 @@ fn builtin_mode_renders_no_secret_and_no_ca_bundle_offline() {
     assert!(webhook(docs)["clientConfig"]["caBundle"].is_null());
     let mounts = &container(docs)["volumeMounts"];
     assert!(
-        !mounts.as_array().unwrap().iter().any(|m| m["mountPath"] == "/etc/webhook/certs"),
+        !mounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/etc/webhook/certs"),
         "{mounts}"
     );
 }
@@ -508,10 +607,16 @@ fn upgrade_keeps_the_ca_bundle_already_in_the_cluster(#[case] mode: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let chart = tmp.path().join("pod-identity-webhook");
     copy_dir(&chart_dir(), &chart);
-    let tpl_path = chart.join("templates").join("mutatingwebhookconfiguration.yaml");
+    let tpl_path = chart
+        .join("templates")
+        .join("mutatingwebhookconfiguration.yaml");
     let tpl = std::fs::read_to_string(&tpl_path).unwrap();
-    let lookup = r#"lookup "admissionregistration.k8s.io/v1" "MutatingWebhookConfiguration" "" $name"#;
-    assert!(tpl.contains(lookup), "the template must look up the live webhook configuration");
+    let lookup =
+        r#"lookup "admissionregistration.k8s.io/v1" "MutatingWebhookConfiguration" "" $name"#;
+    assert!(
+        tpl.contains(lookup),
+        "the template must look up the live webhook configuration"
+    );
     let fixture = r#"fromYaml "webhooks:\n- name: other.example.com\n  clientConfig: {caBundle: T1RIRVI=}\n- name: pod-identity-webhook.amazonaws.com\n  clientConfig: {caBundle: TElWRQ==}\n""#;
     std::fs::write(&tpl_path, tpl.replace(lookup, fixture)).unwrap();
 
@@ -519,8 +624,13 @@ fn upgrade_keeps_the_ca_bundle_already_in_the_cluster(#[case] mode: &str) {
     let out = run_helm(
         helm,
         &[
-            "template", RELEASE, chart.to_str().unwrap(), "--namespace", NAMESPACE,
-            "--set", &mode_arg,
+            "template",
+            RELEASE,
+            chart.to_str().unwrap(),
+            "--namespace",
+            NAMESPACE,
+            "--set",
+            &mode_arg,
         ],
     );
     assert!(out.ok, "{}", out.stderr);
@@ -537,12 +647,20 @@ fn builtin_mode_renders_no_ca_bundle_when_the_cluster_has_none() {
 #[test]
 fn cert_manager_mode_issues_a_certificate_and_injects_its_ca() {
     let helm = require_helm!("cert_manager_mode_issues_a_certificate_and_injects_its_ca");
-    let values = chart_dir().join("ci").join("cert-manager-selfsigned-values.yaml");
+    let values = chart_dir()
+        .join("ci")
+        .join("cert-manager-selfsigned-values.yaml");
     let docs = render(helm, &["-f", values.to_str().unwrap()]);
     let a = args(&docs);
     assert_eq!(flag(&a, "in-cluster").as_deref(), Some("false"));
-    assert_eq!(flag(&a, "tls-cert").as_deref(), Some("/etc/webhook/certs/tls.crt"));
-    assert_eq!(flag(&a, "tls-key").as_deref(), Some("/etc/webhook/certs/tls.key"));
+    assert_eq!(
+        flag(&a, "tls-cert").as_deref(),
+        Some("/etc/webhook/certs/tls.crt")
+    );
+    assert_eq!(
+        flag(&a, "tls-key").as_deref(),
+        Some("/etc/webhook/certs/tls.key")
+    );
     assert_eq!(flag(&a, "tls-secret"), None);
     assert_eq!(flag(&a, "webhook-config-name"), None);
 
@@ -552,8 +670,14 @@ fn cert_manager_mode_issues_a_certificate_and_injects_its_ca() {
     assert_eq!(cert["spec"]["secretName"], "pod-identity-webhook-tls");
     assert_eq!(cert["spec"]["issuerRef"]["name"], name_of(issuer));
     let dns = strs(&cert["spec"]["dnsNames"]);
-    assert!(dns.contains(&"pod-identity-webhook.pod-identity-webhook.svc"), "{dns:?}");
-    assert!(dns.contains(&"pod-identity-webhook.pod-identity-webhook.svc.cluster.local"), "{dns:?}");
+    assert!(
+        dns.contains(&"pod-identity-webhook.pod-identity-webhook.svc"),
+        "{dns:?}"
+    );
+    assert!(
+        dns.contains(&"pod-identity-webhook.pod-identity-webhook.svc.cluster.local"),
+        "{dns:?}"
+    );
 
     let cfg = one(&docs, "MutatingWebhookConfiguration");
     assert_eq!(
@@ -562,16 +686,24 @@ fn cert_manager_mode_issues_a_certificate_and_injects_its_ca() {
     );
 
     let deploy = one(&docs, "Deployment");
-    let volumes = deploy["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
-    assert!(volumes.iter().any(|v| v["secret"]["secretName"] == "pod-identity-webhook-tls"));
+    let volumes = deploy["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap();
+    assert!(volumes
+        .iter()
+        .any(|v| v["secret"]["secretName"] == "pod-identity-webhook-tls"));
     let mounts = container(&docs)["volumeMounts"].as_array().unwrap();
-    assert!(mounts.iter().any(|m| m["mountPath"] == "/etc/webhook/certs" && m["readOnly"] == true));
+    assert!(mounts
+        .iter()
+        .any(|m| m["mountPath"] == "/etc/webhook/certs" && m["readOnly"] == true));
 }
 
 #[test]
 fn cert_manager_mode_with_issuer_ref_creates_no_issuer() {
     let helm = require_helm!("cert_manager_mode_with_issuer_ref_creates_no_issuer");
-    let values = chart_dir().join("ci").join("cert-manager-issuer-values.yaml");
+    let values = chart_dir()
+        .join("ci")
+        .join("cert-manager-issuer-values.yaml");
     let docs = render(helm, &["-f", values.to_str().unwrap()]);
     assert!(!has_kind(&docs, "Issuer"));
     let cert = one(&docs, "Certificate");
@@ -585,33 +717,57 @@ fn cert_manager_mode_with_issuer_ref_creates_no_issuer() {
 fn secret_mode_fails_clearly_without_existing_secret_or_ca_bundle() {
     let helm = require_helm!("secret_mode_fails_clearly_without_existing_secret_or_ca_bundle");
     let err = try_render(helm, &["--set", "certificates.mode=secret"]).unwrap_err();
-    assert!(err.contains("certificates.secret.existingSecret is required"), "{err}");
+    assert!(
+        err.contains("certificates.secret.existingSecret is required"),
+        "{err}"
+    );
     let err = try_render(
         helm,
-        &["--set", "certificates.mode=secret", "--set", "certificates.secret.existingSecret=mine"],
+        &[
+            "--set",
+            "certificates.mode=secret",
+            "--set",
+            "certificates.secret.existingSecret=mine",
+        ],
     )
     .unwrap_err();
-    assert!(err.contains("certificates.secret.caBundle is required"), "{err}");
+    assert!(
+        err.contains("certificates.secret.caBundle is required"),
+        "{err}"
+    );
 }
 
 #[test]
 fn secret_mode_mounts_the_given_secret_and_base64_encodes_a_pem_ca_bundle() {
-    let helm = require_helm!("secret_mode_mounts_the_given_secret_and_base64_encodes_a_pem_ca_bundle");
+    let helm =
+        require_helm!("secret_mode_mounts_the_given_secret_and_base64_encodes_a_pem_ca_bundle");
     let values = chart_dir().join("ci").join("existing-secret-values.yaml");
     let docs = render(helm, &["-f", values.to_str().unwrap()]);
     assert_eq!(flag(&args(&docs), "in-cluster").as_deref(), Some("false"));
     let volumes = &one(&docs, "Deployment")["spec"]["template"]["spec"]["volumes"];
-    assert!(volumes.as_array().unwrap().iter().any(|v| v["secret"]["secretName"] == "my-webhook-tls"));
-    let ca = webhook(&docs)["clientConfig"]["caBundle"].as_str().expect("caBundle");
-    assert!(ca.starts_with("LS0tLS1CRUdJTi"), "PEM must be base64-encoded: {ca}");
+    assert!(volumes
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["secret"]["secretName"] == "my-webhook-tls"));
+    let ca = webhook(&docs)["clientConfig"]["caBundle"]
+        .as_str()
+        .expect("caBundle");
+    assert!(
+        ca.starts_with("LS0tLS1CRUdJTi"),
+        "PEM must be base64-encoded: {ca}"
+    );
 
     // Already base64: passed through unchanged.
     let docs = render(
         helm,
         &[
-            "--set", "certificates.mode=secret",
-            "--set", "certificates.secret.existingSecret=mine",
-            "--set", "certificates.secret.caBundle=QUJD",
+            "--set",
+            "certificates.mode=secret",
+            "--set",
+            "certificates.secret.existingSecret=mine",
+            "--set",
+            "certificates.secret.caBundle=QUJD",
         ],
     );
     assert_eq!(webhook(&docs)["clientConfig"]["caBundle"], "QUJD");
@@ -654,7 +810,12 @@ fn webhook_failure_policy_and_timeout_follow_values() {
     let helm = require_helm!("webhook_failure_policy_and_timeout_follow_values");
     let docs = render(
         helm,
-        &["--set", "webhook.failurePolicy=Fail", "--set", "webhook.timeoutSeconds=5"],
+        &[
+            "--set",
+            "webhook.failurePolicy=Fail",
+            "--set",
+            "webhook.timeoutSeconds=5",
+        ],
     );
     let w = webhook(&docs);
     assert_eq!(w["failurePolicy"], "Fail");
@@ -663,7 +824,8 @@ fn webhook_failure_policy_and_timeout_follow_values() {
 
 #[test]
 fn selectors_skip_opted_out_pods_and_namespaces_and_the_release_namespace() {
-    let helm = require_helm!("selectors_skip_opted_out_pods_and_namespaces_and_the_release_namespace");
+    let helm =
+        require_helm!("selectors_skip_opted_out_pods_and_namespaces_and_the_release_namespace");
     let docs = default_docs(helm);
     let w = webhook(docs);
     assert_eq!(
@@ -688,10 +850,14 @@ fn extra_selector_terms_are_added_to_the_built_in_opt_out() {
     let docs = render(
         helm,
         &[
-            "--set", "webhook.excludeOwnNamespace=false",
-            "--set", "webhook.namespaceSelector.matchLabels.irsa=on",
-            "--set", "webhook.objectSelector.matchExpressions[0].key=tier",
-            "--set", "webhook.objectSelector.matchExpressions[0].operator=Exists",
+            "--set",
+            "webhook.excludeOwnNamespace=false",
+            "--set",
+            "webhook.namespaceSelector.matchLabels.irsa=on",
+            "--set",
+            "webhook.objectSelector.matchExpressions[0].key=tier",
+            "--set",
+            "webhook.objectSelector.matchExpressions[0].operator=Exists",
         ],
     );
     let w = webhook(&docs);
@@ -717,17 +883,31 @@ fn url_mode_renders_client_config_url_rbac_and_no_workload() {
     let values = chart_dir().join("ci").join("url-mode-values.yaml");
     let docs = render(helm, &["-f", values.to_str().unwrap()]);
     let cc = &webhook(&docs)["clientConfig"];
-    assert_eq!(cc["url"], "https://pod-identity-webhook.internal.example:8443/mutate");
+    assert_eq!(
+        cc["url"],
+        "https://pod-identity-webhook.internal.example:8443/mutate"
+    );
     assert!(cc["service"].is_null());
     assert_eq!(cc["caBundle"], "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==");
     for kind in [
-        "Deployment", "Service", "PodDisruptionBudget", "ServiceMonitor", "NetworkPolicy",
-        "Certificate", "Issuer",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+        "NetworkPolicy",
+        "Certificate",
+        "Issuer",
     ] {
-        assert!(!has_kind(&docs, kind), "{kind} must not be rendered in URL mode");
+        assert!(
+            !has_kind(&docs, kind),
+            "{kind} must not be rendered in URL mode"
+        );
     }
     for kind in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"] {
-        assert!(has_kind(&docs, kind), "{kind} must still be rendered in URL mode");
+        assert!(
+            has_kind(&docs, kind),
+            "{kind} must still be rendered in URL mode"
+        );
     }
     assert!(rules_for(&docs, "secrets").is_empty());
     assert!(rules_for(&docs, "mutatingwebhookconfigurations").is_empty());
@@ -740,18 +920,43 @@ fn url_mode_renders_client_config_url_rbac_and_no_workload() {
 fn assert_restricted(pod_spec: &Value, what: &str) {
     let psc = &pod_spec["securityContext"];
     assert_eq!(psc["runAsNonRoot"], true, "{what}: pod runAsNonRoot");
-    assert_eq!(psc["seccompProfile"]["type"], "RuntimeDefault", "{what}: seccomp");
+    assert_eq!(
+        psc["seccompProfile"]["type"], "RuntimeDefault",
+        "{what}: seccomp"
+    );
     assert_ne!(psc["runAsUser"], 0, "{what}: runAsUser");
-    assert!(pod_spec["hostNetwork"].is_null() || pod_spec["hostNetwork"] == false, "{what}");
+    assert!(
+        pod_spec["hostNetwork"].is_null() || pod_spec["hostNetwork"] == false,
+        "{what}"
+    );
     for c in pod_spec["containers"].as_array().unwrap() {
         let sc = &c["securityContext"];
-        assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}: allowPrivilegeEscalation");
-        assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}: readOnlyRootFilesystem");
-        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{what}: drop ALL");
-        assert!(sc["capabilities"]["add"].is_null(), "{what}: no added capabilities");
-        assert!(sc["privileged"].is_null() || sc["privileged"] == false, "{what}");
+        assert_eq!(
+            sc["allowPrivilegeEscalation"], false,
+            "{what}: allowPrivilegeEscalation"
+        );
+        assert_eq!(
+            sc["readOnlyRootFilesystem"], true,
+            "{what}: readOnlyRootFilesystem"
+        );
+        assert_eq!(
+            sc["capabilities"]["drop"],
+            json!(["ALL"]),
+            "{what}: drop ALL"
+        );
+        assert!(
+            sc["capabilities"]["add"].is_null(),
+            "{what}: no added capabilities"
+        );
+        assert!(
+            sc["privileged"].is_null() || sc["privileged"] == false,
+            "{what}"
+        );
         for p in c["ports"].as_array().into_iter().flatten() {
-            assert!(p["containerPort"].as_u64().unwrap() >= 1024, "{what}: unprivileged port");
+            assert!(
+                p["containerPort"].as_u64().unwrap() >= 1024,
+                "{what}: unprivileged port"
+            );
         }
     }
 }
@@ -774,7 +979,8 @@ fn webhook_and_test_pods_meet_pod_security_restricted() {
 
 #[test]
 fn deployment_defaults_are_highly_available_and_probed_on_the_metrics_port() {
-    let helm = require_helm!("deployment_defaults_are_highly_available_and_probed_on_the_metrics_port");
+    let helm =
+        require_helm!("deployment_defaults_are_highly_available_and_probed_on_the_metrics_port");
     let docs = default_docs(helm);
     let deploy = one(docs, "Deployment");
     assert_eq!(deploy["spec"]["replicas"], 2);
@@ -793,7 +999,10 @@ fn deployment_defaults_are_highly_available_and_probed_on_the_metrics_port() {
     );
 
     let c = container(docs);
-    assert_eq!(c["image"], "pod-identity-webhook:0.1.0", "tag defaults to appVersion");
+    assert_eq!(
+        c["image"], "pod-identity-webhook:0.1.0",
+        "tag defaults to appVersion"
+    );
     assert_eq!(
         c["ports"],
         json!([
@@ -801,7 +1010,11 @@ fn deployment_defaults_are_highly_available_and_probed_on_the_metrics_port() {
             {"name": "metrics", "containerPort": 9999, "protocol": "TCP"}
         ])
     );
-    for (probe, path) in [("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+    for (probe, path) in [
+        ("startupProbe", "/healthz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ] {
         let get = &c[probe]["httpGet"];
         assert_eq!(get["path"], path, "{probe}");
         assert_eq!(get["port"], "metrics", "{probe}");
@@ -825,7 +1038,10 @@ fn webhook_service_maps_port_443_to_the_https_container_port() {
         svc["spec"]["ports"],
         json!([{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}])
     );
-    assert_eq!(svc["spec"]["selector"], one(docs, "Deployment")["spec"]["selector"]["matchLabels"]);
+    assert_eq!(
+        svc["spec"]["selector"],
+        one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    );
     let metrics = all_of(docs, "Service")
         .into_iter()
         .find(|s| name_of(s) == "pod-identity-webhook-metrics")
@@ -868,7 +1084,9 @@ fn service_monitor_and_network_policy_are_opt_in() {
 
 #[test]
 fn rbac_default_reads_serviceaccounts_and_narrows_builtin_certificate_rules_by_name() {
-    let helm = require_helm!("rbac_default_reads_serviceaccounts_and_narrows_builtin_certificate_rules_by_name");
+    let helm = require_helm!(
+        "rbac_default_reads_serviceaccounts_and_narrows_builtin_certificate_rules_by_name"
+    );
     let docs = default_docs(helm);
 
     let cr = one(docs, "ClusterRole");
@@ -876,10 +1094,15 @@ fn rbac_default_reads_serviceaccounts_and_narrows_builtin_certificate_rules_by_n
     assert_eq!(sa_rules.len(), 1);
     assert_eq!(strs(&sa_rules[0]["verbs"]), ["get", "list", "watch"]);
 
-    assert!(rules_for(docs, "configmaps").is_empty(), "no ConfigMap access without roleMapping");
+    assert!(
+        rules_for(docs, "configmaps").is_empty(),
+        "no ConfigMap access without roleMapping"
+    );
 
     // Secrets only in its own namespace; every verb but create narrowed by name.
-    assert!(rules(cr).iter().all(|r| !strs(&r["resources"]).contains(&"secrets")));
+    assert!(rules(cr)
+        .iter()
+        .all(|r| !strs(&r["resources"]).contains(&"secrets")));
     let role = one(docs, "Role");
     assert_eq!(role["metadata"]["namespace"], NAMESPACE);
     for r in rules_for(docs, "secrets") {
@@ -887,8 +1110,15 @@ fn rbac_default_reads_serviceaccounts_and_narrows_builtin_certificate_rules_by_n
         if verbs == ["create"] {
             assert!(r["resourceNames"].is_null());
         } else {
-            assert_eq!(strs(&r["resourceNames"]), ["pod-identity-webhook-tls"], "{r}");
-            assert!(verbs.iter().all(|v| ["get", "update", "patch"].contains(v)), "{r}");
+            assert_eq!(
+                strs(&r["resourceNames"]),
+                ["pod-identity-webhook-tls"],
+                "{r}"
+            );
+            assert!(
+                verbs.iter().all(|v| ["get", "update", "patch"].contains(v)),
+                "{r}"
+            );
         }
     }
     assert_eq!(rules_for(docs, "secrets").len(), 2);
@@ -899,7 +1129,11 @@ fn rbac_default_reads_serviceaccounts_and_narrows_builtin_certificate_rules_by_n
     assert_eq!(strs(&mwc[0]["verbs"]), ["get", "update", "patch"]);
 
     // No wildcards anywhere.
-    for r in docs.iter().filter(|d| matches!(kind_of(d), "Role" | "ClusterRole")).flat_map(rules) {
+    for r in docs
+        .iter()
+        .filter(|d| matches!(kind_of(d), "Role" | "ClusterRole"))
+        .flat_map(rules)
+    {
         for field in ["apiGroups", "resources", "verbs"] {
             assert!(!strs(&r[field]).contains(&"*"), "wildcard in {r}");
         }
@@ -916,16 +1150,26 @@ fn rbac_default_reads_serviceaccounts_and_narrows_builtin_certificate_rules_by_n
 
 #[test]
 fn rbac_role_mapping_grants_configmap_get_by_name_and_list_watch_in_own_namespace() {
-    let helm = require_helm!("rbac_role_mapping_grants_configmap_get_by_name_and_list_watch_in_own_namespace");
+    let helm = require_helm!(
+        "rbac_role_mapping_grants_configmap_get_by_name_and_list_watch_in_own_namespace"
+    );
     let docs = render(helm, &["--set", "roleMapping.enabled=true"]);
     let cm_rules = rules_for(&docs, "configmaps");
     assert_eq!(cm_rules.len(), 2, "{cm_rules:?}");
-    let get = cm_rules.iter().find(|r| strs(&r["verbs"]) == ["get"]).expect("get rule");
+    let get = cm_rules
+        .iter()
+        .find(|r| strs(&r["verbs"]) == ["get"])
+        .expect("get rule");
     assert_eq!(strs(&get["resourceNames"]), ["pod-identity-webhook"]);
-    let watch = cm_rules.iter().find(|r| strs(&r["verbs"]) == ["list", "watch"]).expect("list/watch rule");
+    let watch = cm_rules
+        .iter()
+        .find(|r| strs(&r["verbs"]) == ["list", "watch"])
+        .expect("list/watch rule");
     assert!(watch["resourceNames"].is_null());
     assert!(
-        rules(one(&docs, "ClusterRole")).iter().all(|r| !strs(&r["resources"]).contains(&"configmaps")),
+        rules(one(&docs, "ClusterRole"))
+            .iter()
+            .all(|r| !strs(&r["resources"]).contains(&"configmaps")),
         "ConfigMap access must stay namespaced"
     );
 }
@@ -936,11 +1180,15 @@ fn rbac_role_mapping_grants_configmap_get_by_name_and_list_watch_in_own_namespac
 #[case::existing_secret("existing-secret-values.yaml")]
 #[case::url_mode("url-mode-values.yaml")]
 fn rbac_has_no_secret_or_webhook_configuration_rules_outside_builtin_mode(#[case] file: &str) {
-    let helm = require_helm!("rbac_has_no_secret_or_webhook_configuration_rules_outside_builtin_mode");
+    let helm =
+        require_helm!("rbac_has_no_secret_or_webhook_configuration_rules_outside_builtin_mode");
     let values = chart_dir().join("ci").join(file);
     let docs = render(helm, &["-f", values.to_str().unwrap()]);
     assert!(rules_for(&docs, "secrets").is_empty(), "{file}");
-    assert!(rules_for(&docs, "mutatingwebhookconfigurations").is_empty(), "{file}");
+    assert!(
+        rules_for(&docs, "mutatingwebhookconfigurations").is_empty(),
+        "{file}"
+    );
     assert!(!has_kind(&docs, "Role"), "{file}: no Role needed");
     assert_eq!(rules_for(&docs, "serviceaccounts").len(), 1, "{file}");
 }
@@ -950,12 +1198,28 @@ fn rbac_and_service_account_can_be_left_to_the_user() {
     let helm = require_helm!("rbac_and_service_account_can_be_left_to_the_user");
     let docs = render(
         helm,
-        &["--set", "rbac.create=false", "--set", "serviceAccount.create=false", "--set", "serviceAccount.name=mine"],
+        &[
+            "--set",
+            "rbac.create=false",
+            "--set",
+            "serviceAccount.create=false",
+            "--set",
+            "serviceAccount.name=mine",
+        ],
     );
-    for kind in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"] {
+    for kind in [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    ] {
         assert!(!has_kind(&docs, kind), "{kind}");
     }
-    assert_eq!(one(&docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"], "mine");
+    assert_eq!(
+        one(&docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"],
+        "mine"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1000,10 +1264,16 @@ fn schema_rejects_values_outside_the_allowed_set() {
         ("config.logVerbosity=9", "logVerbosity"),
         ("ports.webhook=443", "webhook"),
         ("webhook.timeoutSeconds=60", "timeoutSeconds"),
-        ("config.serviceAccountLookupGracePeriod=1 second", "serviceAccountLookupGracePeriod"),
+        (
+            "config.serviceAccountLookupGracePeriod=1 second",
+            "serviceAccountLookupGracePeriod",
+        ),
         ("config.tokenExpiration=60", "tokenExpiration"),
         ("webhook.url=http://insecure.example/mutate", "url"),
-        ("roleMapping.mappings.bad-key.RoleARN=arn:aws:iam::111122223333:role/x", "mappings"),
+        (
+            "roleMapping.mappings.bad-key.RoleARN=arn:aws:iam::111122223333:role/x",
+            "bad-key",
+        ),
     ] {
         let err = try_render(helm, &["--set", set]).expect_err(set);
         assert!(err.contains("schema"), "{set}: {err}");
@@ -1011,55 +1281,134 @@ fn schema_rejects_values_outside_the_allowed_set() {
     }
 }
 
+/// True when the lines just above `i` are a comment block; with `doc_only`,
+/// the block must hold a `# --` description.
+fn comment_above(lines: &[&str], i: usize, doc_only: bool) -> bool {
+    let mut j = i;
+    let mut any = false;
+    while j > 0 {
+        j -= 1;
+        let t = lines[j].trim_start();
+        if !t.starts_with('#') {
+            break;
+        }
+        any = true;
+        if t.starts_with("# --") {
+            return true;
+        }
+    }
+    any && !doc_only
+}
+
 #[test]
 fn every_value_in_values_yaml_is_documented_with_a_comment() {
-    // Needs no helm: a key line must follow a comment line, or open a block
-    // whose parent is documented by a section comment.
+    // Needs no helm. A key is documented when a comment sits right above it,
+    // or above one of its parents with a `# --` description (that covers the
+    // body of a default such as securityContext or resources).
     let text = std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
+    let indent_of = |l: &str| l.len() - l.trim_start().len();
     let mut undocumented = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let trimmed = line.trim_start();
         if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with('-') {
             continue;
         }
-        let indent = line.len() - trimmed.len();
-        let is_key = trimmed.split_once(':').is_some_and(|(k, _)| {
-            !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c))
-        });
-        if !is_key {
+        let Some((key, value)) = trimmed.split_once(':') else {
+            continue;
+        };
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c))
+        {
             continue;
         }
-        let value = trimmed.split_once(':').unwrap().1.trim();
-        let is_block_parent = value.is_empty();
-        let prev = i.checked_sub(1).map(|j| lines[j].trim_start()).unwrap_or("");
-        let documented = prev.starts_with('#');
-        // Keys nested inside a documented passthrough default (e.g. the
-        // securityContext body) are covered by their parent's comment.
-        let inside_documented_default = {
-            let mut j = i;
-            let mut found = false;
-            while j > 0 {
-                j -= 1;
-                let l = lines[j];
-                let t = l.trim_start();
-                if t.is_empty() || t.starts_with('#') {
-                    continue;
-                }
-                let ind = l.len() - t.len();
-                if ind < indent {
-                    let before = j.checked_sub(1).map(|k| lines[k].trim_start()).unwrap_or("");
-                    found = before.starts_with("# --");
+        if value.trim().is_empty() {
+            // A section: its leaves are checked one by one.
+            continue;
+        }
+        if comment_above(&lines, i, false) {
+            continue;
+        }
+        // Walk up the parents.
+        let mut indent = indent_of(line);
+        let mut covered = false;
+        let mut j = i;
+        while j > 0 && indent > 0 {
+            j -= 1;
+            let t = lines[j].trim_start();
+            if t.is_empty() || t.starts_with('#') || t.starts_with('-') {
+                continue;
+            }
+            if indent_of(lines[j]) < indent {
+                indent = indent_of(lines[j]);
+                if comment_above(&lines, j, true) {
+                    covered = true;
                     break;
                 }
             }
-            found
-        };
-        if !(documented || is_block_parent || inside_documented_default) {
+        }
+        if !covered {
             undocumented.push(format!("values.yaml:{}: {}", i + 1, line.trim()));
         }
     }
-    assert!(undocumented.is_empty(), "values without a comment:\n{}", undocumented.join("\n"));
+    assert!(
+        undocumented.is_empty(),
+        "values without a comment:\n{}",
+        undocumented.join("\n")
+    );
+}
+
+/// Dotted keys of values.yaml; the Kubernetes objects given whole as
+/// defaults (security contexts, resources, nodeSelector) count as one key.
+fn value_keys(prefix: &str, v: &serde_yaml_ng::Value, out: &mut Vec<String>) {
+    const WHOLE: [&str; 4] = [
+        "podSecurityContext",
+        "securityContext",
+        "resources",
+        "nodeSelector",
+    ];
+    match v {
+        serde_yaml_ng::Value::Mapping(m) if !m.is_empty() && !WHOLE.contains(&prefix) => {
+            for (k, child) in m {
+                let k = k.as_str().expect("string keys");
+                let path = if prefix.is_empty() {
+                    k.to_owned()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                value_keys(&path, child, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+#[test]
+fn readme_values_table_lists_every_value() {
+    // Needs no helm.
+    let values: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap())
+            .unwrap();
+    let mut keys = Vec::new();
+    value_keys("", &values, &mut keys);
+    let readme = std::fs::read_to_string(chart_dir().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Values\n")
+        .nth(1)
+        .expect("README has a ## Values section");
+    let table: Vec<String> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(k, _)| k.to_owned()))
+        .collect();
+    let missing: Vec<&String> = keys.iter().filter(|k| !table.contains(k)).collect();
+    let stale: Vec<&String> = table.iter().filter(|k| !keys.contains(k)).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "README values table out of sync: missing {missing:?}, not in values.yaml {stale:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1068,14 +1417,22 @@ fn every_value_in_values_yaml_is_documented_with_a_comment() {
 
 #[test]
 fn helm_test_pod_checks_role_arn_and_token_file_under_an_annotated_service_account() {
-    let helm = require_helm!("helm_test_pod_checks_role_arn_and_token_file_under_an_annotated_service_account");
+    let helm = require_helm!(
+        "helm_test_pod_checks_role_arn_and_token_file_under_an_annotated_service_account"
+    );
     let docs = default_docs(helm);
     let hooks: Vec<&Value> = docs
         .iter()
         .filter(|d| d["metadata"]["annotations"]["helm.sh/hook"] == "test")
         .collect();
-    let sa = hooks.iter().find(|d| kind_of(d) == "ServiceAccount").expect("test ServiceAccount");
-    let pod = hooks.iter().find(|d| kind_of(d) == "Pod").expect("test Pod");
+    let sa = hooks
+        .iter()
+        .find(|d| kind_of(d) == "ServiceAccount")
+        .expect("test ServiceAccount");
+    let pod = hooks
+        .iter()
+        .find(|d| kind_of(d) == "Pod")
+        .expect("test Pod");
     assert_eq!(
         sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
         "arn:aws:iam::111122223333:role/pod-identity-webhook-test"
@@ -1087,7 +1444,10 @@ fn helm_test_pod_checks_role_arn_and_token_file_under_an_annotated_service_accou
     assert!(pod["metadata"]["labels"][SKIP_LABEL].is_null());
     let script = pod["spec"]["containers"][0]["command"][2].as_str().unwrap();
     assert!(script.contains("AWS_ROLE_ARN"), "{script}");
-    assert!(script.contains(r#"test -s "${AWS_WEB_IDENTITY_TOKEN_FILE"#), "{script}");
+    assert!(
+        script.contains(r#"test -s "${AWS_WEB_IDENTITY_TOKEN_FILE"#),
+        "{script}"
+    );
     assert_eq!(pod["spec"]["containers"][0]["image"], "busybox:1.37");
 
     // Without the own-namespace exclusion the test stays in the release namespace.
@@ -1153,11 +1513,17 @@ fn deploy_directory_is_up_to_date_with_the_chart() {
     assert_eq!(resources.first(), Some(&"namespace.yaml"));
     let mut listed: Vec<&str> = resources.clone();
     listed.sort_unstable();
-    let mut on_disk: Vec<&str> =
-        committed.keys().map(String::as_str).filter(|n| *n != "kustomization.yaml").collect();
+    let mut on_disk: Vec<&str> = committed
+        .keys()
+        .map(String::as_str)
+        .filter(|n| *n != "kustomization.yaml")
+        .collect();
     on_disk.sort_unstable();
     assert_eq!(listed, on_disk);
     let ns: Value = serde_yaml_ng::from_str(&committed["namespace.yaml"]).unwrap();
     assert_eq!(ns["metadata"]["name"], NAMESPACE);
-    assert_eq!(ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
 }

@@ -1,0 +1,33 @@
+# The two commands a newcomer needs: `make demo` runs the product on a local control plane,
+# `make test` runs the whole test suite. Both install what they need first.
+
+SHELL := /bin/bash
+TOOLS_BIN := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pod-identity-webhook/bin
+export PATH := $(TOOLS_BIN):$(PATH)
+
+.PHONY: test tools lint unit demo demo-down bench render-deploy
+
+## Install helm, etcd and a kube-apiserver (cached after the first run).
+tools:
+	hack/install-helm.sh
+	hack/install-control-plane.sh
+
+## fmt + clippy, then every test: unit, golden, property, server, chart and real-cluster.
+test: tools lint
+	PIW_REQUIRE_TOOLS=1 cargo test --locked
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+## Only the tests that need no external tools.
+unit:
+	cargo test --locked --lib --test golden --test engine_properties
+
+## Benchmarks: the engine (criterion) and the request path over TLS.
+bench:
+	cargo bench --bench engine
+
+## Regenerate deploy/ from the chart.
+render-deploy:
+	hack/render-deploy.sh
