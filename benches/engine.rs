@@ -3,9 +3,7 @@
 //! serialization included, which is what the server pays per request.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use pod_identity_webhook::identity::{
-    IdentitySources, ServiceAccountAnnotations,
-};
+use pod_identity_webhook::identity::{IdentitySources, ServiceAccountAnnotations};
 use pod_identity_webhook::pipeline::mutate_with_sources;
 use pod_identity_webhook::settings::MutationSettings;
 use serde_json::{json, Value};
@@ -73,15 +71,21 @@ fn bench_engine(c: &mut Criterion) {
                 black_box(outcome)
             })
         });
-        group.bench_with_input(BenchmarkId::new("parse_mutate_serialize", label), &bytes, |b, bytes| {
-            b.iter(|| {
-                let pod: Value = serde_json::from_slice(black_box(bytes)).unwrap();
-                let outcome =
-                    mutate_with_sources(&pod, "default", "app", sources, &settings, &mut |r| *r.start())
+        group.bench_with_input(
+            BenchmarkId::new("parse_mutate_serialize", label),
+            &bytes,
+            |b, bytes| {
+                b.iter(|| {
+                    let pod: Value = serde_json::from_slice(black_box(bytes)).unwrap();
+                    let outcome =
+                        mutate_with_sources(&pod, "default", "app", sources, &settings, &mut |r| {
+                            *r.start()
+                        })
                         .unwrap();
-                black_box(serde_json::to_vec(&outcome.mutation.patch).unwrap())
-            })
-        });
+                    black_box(serde_json::to_vec(&outcome.mutation.patch).unwrap())
+                })
+            },
+        );
     }
     group.finish();
 }

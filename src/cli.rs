@@ -24,6 +24,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// Parsed once at startup: the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the webhook server (the default when no subcommand is given).
@@ -306,7 +308,10 @@ where
         Ok(cli) => cli,
         Err(err) => {
             use clap::error::ErrorKind;
-            if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) {
                 err.exit();
             }
             eprintln!("{}", one_line(&err));
@@ -343,7 +348,10 @@ mod tests {
         assert_eq!(serve.metrics_port, 9999);
         assert_eq!(serve.namespace, "eks");
         assert!(!serve.in_cluster);
-        assert_eq!(serve.service_account_lookup_grace_period, Duration::from_secs(1));
+        assert_eq!(
+            serve.service_account_lookup_grace_period,
+            Duration::from_secs(1)
+        );
         let settings = serve.mutation.settings();
         assert_eq!(settings, MutationSettings::default());
     }
@@ -369,7 +377,10 @@ mod tests {
         assert_eq!(serve.metrics_port, 9998);
         assert!(serve.mutation.sts_regional_endpoint);
         assert!(!serve.in_cluster);
-        assert_eq!(serve.service_account_lookup_grace_period, Duration::from_secs(90));
+        assert_eq!(
+            serve.service_account_lookup_grace_period,
+            Duration::from_secs(90)
+        );
         assert_eq!(serve.verbosity, 4);
         assert_eq!(serve.mutation.settings().token_expiration, 600);
         let cli = parse(&["-v", "2", "--sts-regional-endpoint=false"]).unwrap();
@@ -381,10 +392,30 @@ mod tests {
     fn bad_values_give_one_line_naming_flag_value_and_expectation() {
         for (args, flag, value, expected) in [
             (&["--port=http"][..], "--port", "http", "port number"),
-            (&["--tls-min-version=1.1"], "--tls-min-version", "1.1", "rustls implements TLS 1.2 and 1.3"),
-            (&["--service-account-lookup-grace-period=5"], "--service-account-lookup-grace-period", "5", "Go duration"),
-            (&["--watch-config-map=yes"], "--watch-config-map", "yes", "boolean"),
-            (&["--token-mount-path=relative"], "--token-mount-path", "relative", "absolute path"),
+            (
+                &["--tls-min-version=1.1"],
+                "--tls-min-version",
+                "1.1",
+                "rustls implements TLS 1.2 and 1.3",
+            ),
+            (
+                &["--service-account-lookup-grace-period=5"],
+                "--service-account-lookup-grace-period",
+                "5",
+                "Go duration",
+            ),
+            (
+                &["--watch-config-map=yes"],
+                "--watch-config-map",
+                "yes",
+                "boolean",
+            ),
+            (
+                &["--token-mount-path=relative"],
+                "--token-mount-path",
+                "relative",
+                "absolute path",
+            ),
         ] {
             let err = parse(args).unwrap_err();
             let line = one_line(&err);

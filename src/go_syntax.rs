@@ -42,8 +42,16 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            "" => return Err(format!("{value:?} has a number without a unit; expected {expected}")),
-            other => return Err(format!("{value:?} has unknown unit {other:?}; expected {expected}")),
+            "" => {
+                return Err(format!(
+                    "{value:?} has a number without a unit; expected {expected}"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "{value:?} has unknown unit {other:?}; expected {expected}"
+                ))
+            }
         };
         total_nanos += amount * nanos_per_unit;
         rest = after_unit;

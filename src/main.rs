@@ -1,15 +1,169 @@
-//! Wiring only: parse the command line and run the chosen command.
+//! Wiring only: parse the command line, build the parts, run the chosen command.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use pod_identity_webhook::cli::{self, Command};
+use pod_identity_webhook::cache::KubeServiceAccountCache;
+use pod_identity_webhook::cli::{self, Command, ServeArgs};
+use pod_identity_webhook::file_watch::WatchOptions;
+use pod_identity_webhook::health::Readiness;
+use pod_identity_webhook::metrics::Metrics;
+use pod_identity_webhook::server::{self, CacheDumper, Components, Limits, Server, ShutdownTiming};
+use pod_identity_webhook::sources::LiveSources;
+use pod_identity_webhook::tls::{self, CertificateStore};
+use pod_identity_webhook::{
+    certs, config_map_watch, container_credentials_watch, logging, offline,
+};
 
 fn main() -> ExitCode {
     match cli::parse_or_exit(std::env::args_os()).into_command() {
-        Command::Mutate(args) => pod_identity_webhook::offline::run(args),
-        Command::Serve(_) => {
-            eprintln!("error: the server is not wired yet");
-            ExitCode::from(2)
+        Command::Mutate(args) => offline::run(args),
+        Command::Serve(args) => serve(args),
+    }
+}
+
+/// Startup failed: the message is one line; 2 for a bad configuration, 1 for anything else.
+struct Fatal(u8, String);
+
+fn serve(args: ServeArgs) -> ExitCode {
+    if let Err(problem) = args.validate() {
+        eprintln!("error: {problem}");
+        return ExitCode::from(2);
+    }
+    logging::init(args.log_format, args.verbosity);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(args));
+    // Background watches end with the runtime; nothing else needs waiting for.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fatal(code, message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
         }
     }
+}
+
+async fn run(args: ServeArgs) -> Result<(), Fatal> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let settings = Arc::new(args.mutation.settings());
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::default());
+    let sources = Arc::new(LiveSources::default());
+    let store = Arc::new(CertificateStore::new(metrics.clone(), readiness.clone()));
+    let tls_config =
+        tls::server_config(args.tls_min_version, &args.tls_cipher_suites, store.clone())
+            .map_err(|err| Fatal(2, err.to_string()))?;
+
+    let client = kube_client(&args).await?;
+    let cache = KubeServiceAccountCache::start(
+        client.clone(),
+        settings.keys.clone(),
+        args.service_account_lookup_grace_period,
+        metrics.clone(),
+        readiness.clone(),
+    );
+    if args.watch_config_map {
+        config_map_watch::start(
+            client.clone(),
+            args.namespace.clone(),
+            sources.clone(),
+            metrics.clone(),
+        );
+    }
+    // Both watches stop when dropped, so they live as long as `run`.
+    let _certificate_files = if args.in_cluster {
+        certs::start(
+            client,
+            certs::CertsConfig::from_serve_args(&args),
+            store.clone(),
+            readiness.clone(),
+        )
+        .await
+        .map_err(|err| Fatal(2, format!("built-in certificate mode: {err:#}")))?;
+        None
+    } else {
+        Some(tls::watch_files(
+            args.tls_cert.clone(),
+            args.tls_key.clone(),
+            store.clone(),
+            WatchOptions::default(),
+        ))
+    };
+    let _container_credentials = args
+        .mutation
+        .watch_container_credentials_config
+        .clone()
+        .map(|path| {
+            container_credentials_watch::start(
+                path,
+                sources.clone(),
+                metrics.clone(),
+                WatchOptions::default(),
+            )
+        });
+
+    let cache_dumper: Option<CacheDumper> = args.enable_debugging_handlers.then(|| {
+        let cache = cache.clone();
+        Arc::new(move || cache.dump()) as CacheDumper
+    });
+    let components = Components {
+        settings,
+        service_accounts: cache,
+        sources,
+        metrics,
+        readiness,
+        cache_dumper,
+    };
+    let server = Server::bind(
+        SocketAddr::new(args.bind_address, args.port),
+        SocketAddr::new(args.bind_address, args.metrics_port),
+    )
+    .await
+    .map_err(|err| Fatal(1, err.to_string()))?;
+    let timing = ShutdownTiming {
+        delay: args.shutdown_delay,
+        timeout: args.shutdown_timeout,
+    };
+    server
+        .run(
+            Arc::new(tls_config),
+            components,
+            Limits::default(),
+            timing,
+            server::shutdown_signal(),
+        )
+        .await;
+    Ok(())
+}
+
+/// A client from `--kubeconfig` when given, else the in-cluster or `$KUBECONFIG`
+/// configuration; `--kube-api` replaces the server URL.
+async fn kube_client(args: &ServeArgs) -> Result<kube::Client, Fatal> {
+    let mut config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|err| Fatal(2, format!("--kubeconfig {}: {err}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|err| Fatal(2, format!("--kubeconfig {}: {err}", path.display())))?
+        }
+        None => kube::Config::infer().await.map_err(|err| {
+            Fatal(2, format!("no Kubernetes configuration found (in-cluster, $KUBECONFIG or ~/.kube/config): {err}; pass --kubeconfig"))
+        })?,
+    };
+    if let Some(url) = &args.kube_api {
+        config.cluster_url = url
+            .parse()
+            .map_err(|err| Fatal(2, format!("--kube-api {url:?} is not a URL: {err}")))?;
+    }
+    kube::Client::try_from(config)
+        .map_err(|err| Fatal(2, format!("cannot build the Kubernetes client: {err}")))
 }

@@ -34,7 +34,10 @@ pub struct Document {
 
 impl Document {
     pub fn kind(&self) -> &str {
-        self.object.get("kind").and_then(Value::as_str).unwrap_or("")
+        self.object
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 
     pub fn api_version(&self) -> &str {
@@ -96,7 +99,9 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, String> {
         // JSON proper: serde_json keeps numbers and strings exactly as written.
         let stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
         for (index, value) in stream.enumerate() {
-            values.push(value.map_err(|err| format!("document {} is not valid JSON: {err}", index + 1))?);
+            values.push(
+                value.map_err(|err| format!("document {} is not valid JSON: {err}", index + 1))?,
+            );
         }
     } else {
         for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
@@ -141,7 +146,10 @@ mod tests {
 
     #[test]
     fn yaml_with_several_documents_and_empty_ones() {
-        let docs = parse_documents("---\nkind: ServiceAccount\napiVersion: v1\n---\n---\nkind: Pod\napiVersion: v1\n").unwrap();
+        let docs = parse_documents(
+            "---\nkind: ServiceAccount\napiVersion: v1\n---\n---\nkind: Pod\napiVersion: v1\n",
+        )
+        .unwrap();
         assert_eq!(docs.len(), 2);
         assert!(docs[0].is_core_v1("ServiceAccount"));
         assert!(docs[1].is_core_v1("Pod"));
@@ -157,8 +165,14 @@ mod tests {
 
     #[test]
     fn scalars_and_syntax_errors_are_reported_with_the_document_number() {
-        assert!(parse_documents("just text").unwrap_err().contains("document 1"));
-        assert!(parse_documents("a: [").unwrap_err().contains("not valid YAML"));
-        assert!(parse_documents("{\"a\": }").unwrap_err().contains("not valid JSON"));
+        assert!(parse_documents("just text")
+            .unwrap_err()
+            .contains("document 1"));
+        assert!(parse_documents("a: [")
+            .unwrap_err()
+            .contains("not valid YAML"));
+        assert!(parse_documents("{\"a\": }")
+            .unwrap_err()
+            .contains("not valid JSON"));
     }
 }

@@ -9,8 +9,8 @@ use prometheus::{
 
 /// Latency buckets in seconds: the handler runs in microseconds, so they start at 25 µs.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-    0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 #[derive(Clone)]
@@ -44,7 +44,10 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let pod_count = IntCounterVec::new(
-            Opts::new("pod_identity_webhook_pod_count", "Pods mutated, by credential method"),
+            Opts::new(
+                "pod_identity_webhook_pod_count",
+                "Pods mutated, by credential method",
+            ),
             &["method"],
         )
         .expect("valid metric");
@@ -121,7 +124,9 @@ impl Metrics {
             Box::new(certificate_expiry.clone()),
             Box::new(config_reloads.clone()),
         ] {
-            registry.register(collector).expect("metric names are unique");
+            registry
+                .register(collector)
+                .expect("metric names are unique");
         }
         #[cfg(target_os = "linux")]
         registry
@@ -167,14 +172,20 @@ mod tests {
     #[test]
     fn reference_names_are_exported_unchanged() {
         let metrics = Metrics::new();
-        metrics.pod_count.with_label_values(&["sts_web_identity"]).inc();
+        metrics
+            .pod_count
+            .with_label_values(&["sts_web_identity"])
+            .inc();
         metrics.missing_sa_count.inc();
         metrics
             .http_request_count
             .with_label_values(&["POST", "/mutate", "200"])
             .inc();
         let text = metrics.encode();
-        assert!(text.contains("pod_identity_webhook_pod_count{method=\"sts_web_identity\"} 1"), "{text}");
+        assert!(
+            text.contains("pod_identity_webhook_pod_count{method=\"sts_web_identity\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("pod_identity_webhook_missing_sa_count 1"));
         assert!(text.contains("http_request_count{code=\"200\",path=\"/mutate\",verb=\"POST\"} 1"));
         assert!(text.contains("process_resident_memory_bytes"));

@@ -53,7 +53,10 @@ pub fn render(args: &MutateArgs) -> Result<(String, Vec<String>), ManifestError>
             if pod.is_some() {
                 return Err(ManifestError::new(
                     &pod_file,
-                    format!("{} is a second Pod; give one Pod per run", document.describe()),
+                    format!(
+                        "{} is a second Pod; give one Pod per run",
+                        document.describe()
+                    ),
                 ));
             }
             pod = Some(document.object);
@@ -66,7 +69,8 @@ pub fn render(args: &MutateArgs) -> Result<(String, Vec<String>), ManifestError>
             ));
         }
     }
-    let pod = pod.ok_or_else(|| ManifestError::new(&pod_file, "holds no Pod (apiVersion v1, kind Pod)"))?;
+    let pod =
+        pod.ok_or_else(|| ManifestError::new(&pod_file, "holds no Pod (apiVersion v1, kind Pod)"))?;
 
     for path in &args.service_accounts {
         for document in read_documents(path)? {
@@ -96,7 +100,8 @@ pub fn render(args: &MutateArgs) -> Result<(String, Vec<String>), ManifestError>
         .filter(|ns| !ns.is_empty())
         .unwrap_or(DEFAULT_NAMESPACE)
         .to_string();
-    let as_pod_error = |err: crate::mutate::PodShapeError| ManifestError::new(&pod_file, err.to_string());
+    let as_pod_error =
+        |err: crate::mutate::PodShapeError| ManifestError::new(&pod_file, err.to_string());
     let service_account = service_account_name(&pod).map_err(as_pod_error)?;
     let annotations = service_accounts.get(&namespace, service_account);
     let sources = IdentitySources {
@@ -157,13 +162,19 @@ fn add_service_account(
     );
 }
 
-fn read_mapping(path: &Path, warnings: &mut Vec<String>) -> Result<ConfigMapMapping, ManifestError> {
+fn read_mapping(
+    path: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<ConfigMapMapping, ManifestError> {
     let file = path.display().to_string();
     let documents = read_documents(path)?;
     let [document] = documents.as_slice() else {
         return Err(ManifestError::new(
             &file,
-            format!("expected one ConfigMap, found {} documents", documents.len()),
+            format!(
+                "expected one ConfigMap, found {} documents",
+                documents.len()
+            ),
         ));
     };
     if !document.is_core_v1("ConfigMap") {
@@ -177,15 +188,24 @@ fn read_mapping(path: &Path, warnings: &mut Vec<String>) -> Result<ConfigMapMapp
         .get("data")
         .and_then(|data| data.get(CONFIG_KEY))
         .and_then(Value::as_str)
-        .ok_or_else(|| ManifestError::new(&file, format!("ConfigMap has no data.{CONFIG_KEY} string")))?;
-    let parsed = ConfigMapMapping::parse(config).map_err(|err| ManifestError::new(&file, err.to_string()))?;
-    warnings.extend(parsed.skipped.into_iter().map(|skip| format!("{file}: {skip}")));
+        .ok_or_else(|| {
+            ManifestError::new(&file, format!("ConfigMap has no data.{CONFIG_KEY} string"))
+        })?;
+    let parsed = ConfigMapMapping::parse(config)
+        .map_err(|err| ManifestError::new(&file, err.to_string()))?;
+    warnings.extend(
+        parsed
+            .skipped
+            .into_iter()
+            .map(|skip| format!("{file}: {skip}")),
+    );
     Ok(parsed.mapping)
 }
 
 fn read_container_credentials(path: &Path) -> Result<ContainerCredentialsConfig, ManifestError> {
     let file = path.display().to_string();
-    let content =
-        std::fs::read(path).map_err(|err| ManifestError::new(&file, format!("cannot read: {err}")))?;
-    ContainerCredentialsConfig::parse(&content).map_err(|err| ManifestError::new(&file, err.to_string()))
+    let content = std::fs::read(path)
+        .map_err(|err| ManifestError::new(&file, format!("cannot read: {err}")))?;
+    ContainerCredentialsConfig::parse(&content)
+        .map_err(|err| ManifestError::new(&file, err.to_string()))
 }

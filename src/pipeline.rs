@@ -11,7 +11,10 @@ use crate::settings::MutationSettings;
 
 /// The ServiceAccount a pod runs as: only `spec.serviceAccountName` counts; empty is `default`.
 pub fn service_account_name(pod: &Value) -> Result<&str, PodShapeError> {
-    let name = match pod.get("spec").and_then(|spec| spec.get("serviceAccountName")) {
+    let name = match pod
+        .get("spec")
+        .and_then(|spec| spec.get("serviceAccountName"))
+    {
         None | Some(Value::Null) => "",
         Some(Value::String(name)) => name.as_str(),
         Some(other) => {

@@ -1116,7 +1116,9 @@ fn rbac_default_reads_serviceaccounts_and_narrows_builtin_certificate_rules_by_n
                 "{r}"
             );
             assert!(
-                verbs.iter().all(|v| ["get", "update", "patch"].contains(v)),
+                verbs
+                    .iter()
+                    .all(|v| ["get", "list", "watch", "update", "patch"].contains(v)),
                 "{r}"
             );
         }
@@ -1126,7 +1128,10 @@ fn rbac_default_reads_serviceaccounts_and_narrows_builtin_certificate_rules_by_n
     let mwc = rules_for(docs, "mutatingwebhookconfigurations");
     assert_eq!(mwc.len(), 1);
     assert_eq!(strs(&mwc[0]["resourceNames"]), ["pod-identity-webhook"]);
-    assert_eq!(strs(&mwc[0]["verbs"]), ["get", "update", "patch"]);
+    assert_eq!(
+        strs(&mwc[0]["verbs"]),
+        ["get", "list", "watch", "update", "patch"]
+    );
 
     // No wildcards anywhere.
     for r in docs
@@ -1149,23 +1154,16 @@ fn rbac_default_reads_serviceaccounts_and_narrows_builtin_certificate_rules_by_n
 }
 
 #[test]
-fn rbac_role_mapping_grants_configmap_get_by_name_and_list_watch_in_own_namespace() {
-    let helm = require_helm!(
-        "rbac_role_mapping_grants_configmap_get_by_name_and_list_watch_in_own_namespace"
-    );
+fn rbac_role_mapping_grants_configmap_read_by_name_in_own_namespace() {
+    let helm = require_helm!("rbac_role_mapping_grants_configmap_read_by_name_in_own_namespace");
     let docs = render(helm, &["--set", "roleMapping.enabled=true"]);
     let cm_rules = rules_for(&docs, "configmaps");
-    assert_eq!(cm_rules.len(), 2, "{cm_rules:?}");
-    let get = cm_rules
-        .iter()
-        .find(|r| strs(&r["verbs"]) == ["get"])
-        .expect("get rule");
-    assert_eq!(strs(&get["resourceNames"]), ["pod-identity-webhook"]);
-    let watch = cm_rules
-        .iter()
-        .find(|r| strs(&r["verbs"]) == ["list", "watch"])
-        .expect("list/watch rule");
-    assert!(watch["resourceNames"].is_null());
+    assert_eq!(cm_rules.len(), 1, "{cm_rules:?}");
+    assert_eq!(strs(&cm_rules[0]["verbs"]), ["get", "list", "watch"]);
+    assert_eq!(
+        strs(&cm_rules[0]["resourceNames"]),
+        ["pod-identity-webhook"]
+    );
     assert!(
         rules(one(&docs, "ClusterRole"))
             .iter()

@@ -39,7 +39,10 @@ fn unknown_value() -> impl Strategy<Value = Value> {
     })
 }
 
-fn named_list(names: &'static [&'static str], extra: &'static str) -> impl Strategy<Value = Option<Value>> {
+fn named_list(
+    names: &'static [&'static str],
+    extra: &'static str,
+) -> impl Strategy<Value = Option<Value>> {
     prop::option::of(prop::collection::vec(
         (prop::sample::select(names), "[a-z]{0,4}"),
         0..4,
@@ -104,7 +107,10 @@ fn pod() -> impl Strategy<Value = Value> {
                     annotations.insert("eks.amazonaws.com/skip-containers".into(), json!(skip));
                 }
                 if let Some(expiration) = expiration {
-                    annotations.insert("eks.amazonaws.com/token-expiration".into(), json!(expiration));
+                    annotations.insert(
+                        "eks.amazonaws.com/token-expiration".into(),
+                        json!(expiration),
+                    );
                 }
                 if !annotations.is_empty() {
                     metadata.insert("annotations".into(), Value::Object(annotations));
@@ -132,19 +138,25 @@ fn pod() -> impl Strategy<Value = Value> {
 }
 
 fn identity() -> impl Strategy<Value = Identity> {
-    (any::<bool>(), any::<bool>(), prop::sample::select(vec![600i64, 3600, 86400]))
-        .prop_map(|(container_credentials, regional_sts, token_expiration)| Identity {
-            source: if container_credentials {
-                CredentialSource::ContainerCredentials
-            } else {
-                CredentialSource::WebIdentity {
-                    role_arn: "arn:aws:iam::111122223333:role/r".into(),
-                    audience: "sts.amazonaws.com".into(),
-                }
+    (
+        any::<bool>(),
+        any::<bool>(),
+        prop::sample::select(vec![600i64, 3600, 86400]),
+    )
+        .prop_map(
+            |(container_credentials, regional_sts, token_expiration)| Identity {
+                source: if container_credentials {
+                    CredentialSource::ContainerCredentials
+                } else {
+                    CredentialSource::WebIdentity {
+                        role_arn: "arn:aws:iam::111122223333:role/r".into(),
+                        audience: "sts.amazonaws.com".into(),
+                    }
+                },
+                regional_sts,
+                token_expiration,
             },
-            regional_sts,
-            token_expiration,
-        })
+        )
 }
 
 fn low(range: RangeInclusive<i64>) -> i64 {
@@ -157,7 +169,10 @@ fn strip_additions(original: &Value, patched: &Value) -> Value {
     // Labels: restore the pod-identity label to what it was, drop containers created for it.
     match original["metadata"].get("labels") {
         None => {
-            stripped["metadata"].as_object_mut().unwrap().remove("labels");
+            stripped["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("labels");
         }
         Some(labels) => stripped["metadata"]["labels"] = labels.clone(),
     }

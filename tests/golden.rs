@@ -31,7 +31,11 @@ struct Fixture {
 
 impl Fixture {
     fn name(&self) -> String {
-        self.path.file_stem().unwrap().to_string_lossy().into_owned()
+        self.path
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
     }
 
     fn expected_path(&self) -> PathBuf {
@@ -138,7 +142,11 @@ fn every_fixture_gives_its_expected_patch_and_warnings() {
         let expected: Value = match std::fs::read_to_string(&expected_path) {
             Ok(text) => serde_json::from_str(&text).unwrap(),
             Err(_) => {
-                failures.push(format!("{}: no {}", fixture.name(), expected_path.display()));
+                failures.push(format!(
+                    "{}: no {}",
+                    fixture.name(),
+                    expected_path.display()
+                ));
                 continue;
             }
         };

@@ -1,6 +1,18 @@
 //! Looking up a ServiceAccount's annotations at admission time. The server uses the watched
 //! cache; the offline `mutate` command and handler tests use a fixed set.
 
+mod fallback;
+mod kube_cache;
+mod reflector;
+mod store;
+mod token_bucket;
+
+pub use fallback::{FallbackLimits, Fetch, FetchOutcome};
+pub use kube_cache::KubeServiceAccountCache;
+pub use reflector::{Applied, Reflector, ServiceAccountMeta};
+pub use store::{ServiceAccountStore, Snapshot};
+pub use token_bucket::TokenBucket;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

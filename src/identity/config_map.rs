@@ -160,9 +160,12 @@ fn parse_entry(value: &Value) -> Result<MappingEntry, String> {
 }
 
 fn field_ignoring_case<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    fields
-        .get(name)
-        .or_else(|| fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+    fields.get(name).or_else(|| {
+        fields
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
 }
 
 pub(crate) fn json_type(value: &Value) -> &'static str {
@@ -189,7 +192,10 @@ mod tests {
         .unwrap();
         assert!(parsed.skipped.is_empty());
         let entry = parsed.mapping.lookup("ns", "sa").unwrap();
-        assert_eq!(entry.role_arn.as_deref(), Some("arn:aws:iam::111122223333:role/r"));
+        assert_eq!(
+            entry.role_arn.as_deref(),
+            Some("arn:aws:iam::111122223333:role/r")
+        );
         assert_eq!(entry.audience.as_deref(), Some("a"));
         assert_eq!(entry.use_regional_sts, Some(true));
         assert_eq!(entry.token_expiration, Some(3600));
@@ -202,8 +208,14 @@ mod tests {
         )
         .unwrap();
         let m = parsed.mapping;
-        assert_eq!(m.lookup("ns", "sa").unwrap().role_arn.as_deref(), Some("exact"));
-        assert_eq!(m.lookup("other", "sa").unwrap().role_arn.as_deref(), Some("wild"));
+        assert_eq!(
+            m.lookup("ns", "sa").unwrap().role_arn.as_deref(),
+            Some("exact")
+        );
+        assert_eq!(
+            m.lookup("other", "sa").unwrap().role_arn.as_deref(),
+            Some("wild")
+        );
         assert_eq!(m.lookup("other", "nobody"), None);
     }
 
@@ -217,23 +229,51 @@ mod tests {
         assert_eq!(parsed.mapping.len(), 1);
         assert_eq!(parsed.skipped.len(), 5, "{:?}", parsed.skipped);
         let all = parsed.skipped.join("\n");
-        for name in ["nokey", "a/b/c", "/sa", "ns/bad", "ns/notobj", "TokenExpiration"] {
+        for name in [
+            "nokey",
+            "a/b/c",
+            "/sa",
+            "ns/bad",
+            "ns/notobj",
+            "TokenExpiration",
+        ] {
             assert!(all.contains(name), "{name} not named in {all}");
         }
     }
 
     #[test]
     fn zero_expiration_means_flag_and_small_values_are_clamped() {
-        let parsed =
-            ConfigMapMapping::parse(r#"{"ns/zero": {"TokenExpiration": 0}, "ns/small": {"TokenExpiration": 60}}"#)
-                .unwrap();
-        assert_eq!(parsed.mapping.lookup("ns", "zero").unwrap().token_expiration, None);
-        assert_eq!(parsed.mapping.lookup("ns", "small").unwrap().token_expiration, Some(600));
+        let parsed = ConfigMapMapping::parse(
+            r#"{"ns/zero": {"TokenExpiration": 0}, "ns/small": {"TokenExpiration": 60}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parsed
+                .mapping
+                .lookup("ns", "zero")
+                .unwrap()
+                .token_expiration,
+            None
+        );
+        assert_eq!(
+            parsed
+                .mapping
+                .lookup("ns", "small")
+                .unwrap()
+                .token_expiration,
+            Some(600)
+        );
     }
 
     #[test]
     fn non_object_document_is_an_error() {
-        assert!(matches!(ConfigMapMapping::parse("[]"), Err(MappingError::NotAnObject("an array"))));
-        assert!(matches!(ConfigMapMapping::parse("{"), Err(MappingError::NotJson(_))));
+        assert!(matches!(
+            ConfigMapMapping::parse("[]"),
+            Err(MappingError::NotAnObject("an array"))
+        ));
+        assert!(matches!(
+            ConfigMapMapping::parse("{"),
+            Err(MappingError::NotJson(_))
+        ));
     }
 }

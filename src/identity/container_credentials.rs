@@ -80,7 +80,9 @@ mod tests {
 
     #[test]
     fn blank_content_is_empty_and_garbage_is_an_error() {
-        assert!(ContainerCredentialsConfig::parse(b"  \n").unwrap().is_empty());
+        assert!(ContainerCredentialsConfig::parse(b"  \n")
+            .unwrap()
+            .is_empty());
         let err = ContainerCredentialsConfig::parse(b"{\"identities\": 3}").unwrap_err();
         assert!(err.to_string().contains("identities"), "{err}");
     }

@@ -47,9 +47,9 @@ pub struct IdentitySources<'a> {
     pub container_credentials: Option<&'a ContainerCredentialsConfig>,
 }
 
-/// Merges the sources. Audience and regional STS: ServiceAccount annotation > ConfigMap entry
-/// > flag. Expiration: ServiceAccount annotation or ConfigMap entry > flag (pod annotations
-/// are applied later by the engine). Container credentials win over a role.
+/// Merges the sources. Audience and regional STS: ServiceAccount annotation, then ConfigMap
+/// entry, then flag. Expiration: ServiceAccount annotation or ConfigMap entry, then flag (pod
+/// annotations are applied later by the engine). Container credentials win over a role.
 pub fn resolve_identity(
     namespace: &str,
     service_account: &str,
@@ -225,7 +225,10 @@ mod tests {
     fn missing_or_empty_role_gives_no_identity() {
         assert_eq!(resolve(None, &MutationSettings::default()).identity, None);
         let sa = annotations(&[("role-arn", ""), ("audience", "x")]);
-        assert_eq!(resolve(Some(&sa), &MutationSettings::default()).identity, None);
+        assert_eq!(
+            resolve(Some(&sa), &MutationSettings::default()).identity,
+            None
+        );
     }
 
     #[test]
@@ -321,7 +324,10 @@ mod tests {
             &settings,
         );
         let identity = r.identity.unwrap();
-        assert_eq!(identity.token_expiration, 86400, "mapping ignored when SA has a role");
+        assert_eq!(
+            identity.token_expiration, 86400,
+            "mapping ignored when SA has a role"
+        );
         assert!(!identity.regional_sts);
     }
 

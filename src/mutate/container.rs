@@ -56,12 +56,18 @@ pub fn mutate_container(
         }
     }
     let mut changed = !additions.is_empty();
-    patch::append_all(ops, &[path[0], path[1], path[2], "env"], env.is_some(), additions);
+    patch::append_all(
+        ops,
+        &[path[0], path[1], path[2], "env"],
+        env.is_some(),
+        additions,
+    );
 
     let mounts_field = format!("{field}.volumeMounts");
     let mounts = pod::array(container, "volumeMounts", &mounts_field)?;
     if !pod::names(mounts, &mounts_field)?.contains(&plan.volume_name) {
-        let mount = json!({"name": plan.volume_name, "mountPath": plan.mount_path, "readOnly": true});
+        let mount =
+            json!({"name": plan.volume_name, "mountPath": plan.mount_path, "readOnly": true});
         patch::append_all(
             ops,
             &[path[0], path[1], path[2], "volumeMounts"],

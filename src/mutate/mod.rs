@@ -210,7 +210,10 @@ impl<'a> Mode<'a> {
                     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
                     self.settings.container_credentials.full_uri.clone(),
                 ),
-                ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", self.token_file.clone()),
+                (
+                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                    self.token_file.clone(),
+                ),
             ],
         }
     }

@@ -85,8 +85,11 @@ pub fn names<'a>(
     Ok(names)
 }
 
+/// A JSON object borrowed from the pod.
+pub type Object<'a> = &'a Map<String, Value>;
+
 /// The root of a pod: the object itself and its `spec`.
-pub fn root(pod: &Value) -> Result<(&Map<String, Value>, &Map<String, Value>), PodShapeError> {
+pub fn root(pod: &Value) -> Result<(Object<'_>, Object<'_>), PodShapeError> {
     let pod = pod
         .as_object()
         .ok_or_else(|| shape_error("the object", "a JSON object", pod))?;

@@ -1,0 +1,380 @@
+//! The server's ServiceAccount cache: a metadata-only watch over every ServiceAccount feeding
+//! the compact store, and, on a miss, a bounded wait for the watch or a direct GET.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::Api;
+use kube::runtime::{watcher, WatchStreamExt};
+
+use super::fallback::{FallbackLimits, FallbackLookups, Fetch, FetchOutcome};
+use super::reflector::{Applied, Reflector, ServiceAccountMeta};
+use super::store::ServiceAccountStore;
+use super::ServiceAccountLookup;
+use crate::health::Readiness;
+use crate::identity::ServiceAccountAnnotations;
+use crate::metrics::Metrics;
+use crate::settings::AnnotationKeys;
+
+/// The label of `watch_errors{resource}` for this watch.
+const RESOURCE: &str = "serviceaccounts";
+
+/// ServiceAccounts from the watch, with a bounded fallback for ones it has not delivered yet.
+pub struct KubeServiceAccountCache {
+    store: Arc<ServiceAccountStore>,
+    fallback: Arc<FallbackLookups>,
+    grace_period: Duration,
+}
+
+impl KubeServiceAccountCache {
+    /// Starts the watch on the current tokio runtime. Readiness' cache flag turns true after
+    /// the first complete list. With `grace_period` zero a miss is answered at once, as the
+    /// reference webhook does by default.
+    pub fn start(
+        client: kube::Client,
+        keys: AnnotationKeys,
+        grace_period: Duration,
+        metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
+    ) -> Arc<Self> {
+        Self::start_with_limits(
+            client,
+            keys,
+            grace_period,
+            FallbackLimits::default(),
+            metrics,
+            readiness,
+        )
+    }
+
+    /// [`KubeServiceAccountCache::start`] with other limits on the fallback GETs.
+    pub fn start_with_limits(
+        client: kube::Client,
+        keys: AnnotationKeys,
+        grace_period: Duration,
+        limits: FallbackLimits,
+        metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
+    ) -> Arc<Self> {
+        let store = Arc::new(ServiceAccountStore::new());
+        let fetcher = Arc::new(KubeFetch {
+            client: client.clone(),
+            keys: keys.clone(),
+        });
+        let cache = Arc::new(Self::with_fetcher(
+            store.clone(),
+            fetcher,
+            grace_period,
+            limits,
+            metrics.clone(),
+        ));
+        tokio::spawn(watch_service_accounts(
+            client, keys, store, metrics, readiness,
+        ));
+        cache
+    }
+
+    /// A cache over `store` whose misses go to `fetcher`; nothing is spawned.
+    pub fn with_fetcher(
+        store: Arc<ServiceAccountStore>,
+        fetcher: Arc<dyn Fetch>,
+        grace_period: Duration,
+        limits: FallbackLimits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let fallback = Arc::new(FallbackLookups::new(
+            fetcher,
+            store.clone(),
+            metrics,
+            limits,
+            grace_period,
+        ));
+        Self {
+            store,
+            fallback,
+            grace_period,
+        }
+    }
+
+    /// ServiceAccounts held.
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
+    /// Fallback GETs under way. Zero whenever no lookup is waiting: failed lookups leave
+    /// nothing behind.
+    pub fn in_flight_lookups(&self) -> usize {
+        self.fallback.in_flight()
+    }
+
+    /// The whole cache as JSON for `/debug/alpha/cache`: `"namespace/name"` → the annotations
+    /// kept, sorted by key.
+    pub fn dump(&self) -> serde_json::Value {
+        let entries = self.store.sorted_entries();
+        let mut service_accounts = serde_json::Map::with_capacity(entries.len());
+        for (key, entry) in entries {
+            let value = serde_json::to_value(&*entry).unwrap_or(serde_json::Value::Null);
+            service_accounts.insert(key, value);
+        }
+        serde_json::json!({
+            "count": service_accounts.len(),
+            "inFlightLookups": self.in_flight_lookups(),
+            "serviceAccounts": service_accounts,
+        })
+    }
+
+    /// The store, for callers that fill it themselves (tests, benchmarks).
+    pub fn store(&self) -> &Arc<ServiceAccountStore> {
+        &self.store
+    }
+
+    async fn lookup_within_grace(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<ServiceAccountAnnotations>> {
+        if let Some(found) = self.store.get(namespace, name) {
+            return Some(found);
+        }
+        if self.grace_period.is_zero() {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + self.grace_period;
+        let mut inserted = pin!(self.store.inserted());
+        inserted.as_mut().enable();
+        if let Some(found) = self.store.get(namespace, name) {
+            return Some(found);
+        }
+        // Whichever answers first wins: the watch delivering the ServiceAccount or the GET.
+        let mut get = pin!(self.fallback.fetch(namespace, name).fuse());
+        let mut get_pending = true;
+        let mut expired = pin!(tokio::time::sleep_until(deadline));
+        loop {
+            tokio::select! {
+                () = inserted.as_mut() => {
+                    if let Some(found) = self.store.get(namespace, name) {
+                        return Some(found);
+                    }
+                    inserted.set(self.store.inserted());
+                    inserted.as_mut().enable();
+                    if let Some(found) = self.store.get(namespace, name) {
+                        return Some(found);
+                    }
+                }
+                outcome = &mut get, if get_pending => match outcome {
+                    FetchOutcome::Found(found) => return Some(found),
+                    // Without a GET to wait for, only the watch can still answer in time.
+                    FetchOutcome::RateLimited => get_pending = false,
+                    FetchOutcome::NotFound | FetchOutcome::Error | FetchOutcome::Timeout => {
+                        return self.store.get(namespace, name);
+                    }
+                },
+                () = expired.as_mut() => return self.store.get(namespace, name),
+            }
+        }
+    }
+}
+
+impl ServiceAccountLookup for KubeServiceAccountCache {
+    fn lookup<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Option<Arc<ServiceAccountAnnotations>>> {
+        Box::pin(self.lookup_within_grace(namespace, name))
+    }
+}
+
+/// GETs only the metadata: the annotations are all we keep, and it spares decoding the rest.
+struct KubeFetch {
+    client: kube::Client,
+    keys: AnnotationKeys,
+}
+
+impl Fetch for KubeFetch {
+    fn fetch(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> BoxFuture<'static, Result<Option<ServiceAccountAnnotations>, String>> {
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+        let keys = self.keys.clone();
+        let name = name.to_string();
+        Box::pin(async move {
+            match api.get_metadata_opt(&name).await {
+                Ok(Some(object)) => Ok(Some(
+                    object
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .map(|annotations| {
+                            ServiceAccountAnnotations::from_annotations(annotations, &keys)
+                        })
+                        .unwrap_or_default(),
+                )),
+                Ok(None) => Ok(None),
+                Err(error) => Err(error.to_string()),
+            }
+        })
+    }
+}
+
+/// Runs the watch for as long as the runtime does. Errors are retried with kube's default
+/// backoff while lookups keep being answered from what the store holds.
+async fn watch_service_accounts(
+    client: kube::Client,
+    keys: AnnotationKeys,
+    store: Arc<ServiceAccountStore>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+) {
+    let api: Api<ServiceAccountMeta> = Api::all(client);
+    // `any_semantic`: relists are served from the API server's watch cache, as client-go's
+    // informers do, instead of a quorum read of every ServiceAccount in the cluster.
+    let config = watcher::Config::default().any_semantic();
+    let mut events = pin!(watcher(api, config).default_backoff());
+    let mut reflector = Reflector::new(store.clone(), keys);
+    let mut synced_once = false;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => {
+                if let Applied::Synced { entries } = reflector.apply(event) {
+                    if !synced_once {
+                        synced_once = true;
+                        readiness.set_cache_synced();
+                        tracing::info!(entries, "ServiceAccount cache synced");
+                    } else {
+                        tracing::debug!(entries, "ServiceAccount cache relisted");
+                    }
+                }
+                metrics
+                    .cache_service_accounts
+                    .set(i64::try_from(store.len()).unwrap_or(i64::MAX));
+            }
+            Err(error) => {
+                metrics.watch_errors.with_label_values(&[RESOURCE]).inc();
+                tracing::warn!(%error, "ServiceAccount watch failed; retrying with backoff and answering from the cache meanwhile");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::fallback::tests::{role, FakeFetch};
+
+    fn cache(fetch: Arc<FakeFetch>, grace: Duration) -> KubeServiceAccountCache {
+        KubeServiceAccountCache::with_fetcher(
+            Arc::new(ServiceAccountStore::new()),
+            fetch,
+            grace,
+            FallbackLimits::default(),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_hit_answers_without_any_get() {
+        let fetch = FakeFetch::new(Duration::ZERO, Ok(None));
+        let cache = cache(fetch.clone(), Duration::from_secs(1));
+        cache.store().upsert("ns", "sa", role("r"));
+        assert_eq!(cache.lookup("ns", "sa").await.unwrap().role(), Some("r"));
+        assert_eq!(fetch.calls(), 0);
+    }
+
+    #[tokio::test]
+    async fn zero_grace_period_answers_a_miss_at_once_without_a_get() {
+        let fetch = FakeFetch::new(Duration::ZERO, Ok(Some(role("r"))));
+        let cache = cache(fetch.clone(), Duration::ZERO);
+        assert!(cache.lookup("ns", "sa").await.is_none());
+        assert_eq!(fetch.calls(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_watch_delivering_during_the_wait_wins_over_a_slow_get() {
+        let fetch = FakeFetch::new(Duration::from_secs(10), Ok(None));
+        let cache = Arc::new(cache(fetch, Duration::from_secs(2)));
+        let store = cache.store().clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            store.upsert("ns", "sa", role("from-watch"));
+        });
+        let started = std::time::Instant::now();
+        let found = cache.lookup("ns", "sa").await;
+        assert_eq!(found.unwrap().role(), Some("from-watch"));
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn a_rate_limited_miss_still_waits_for_the_watch() {
+        let fetch = FakeFetch::new(Duration::ZERO, Ok(None));
+        let limits = FallbackLimits {
+            concurrency: 1,
+            per_second: 0.0,
+            burst: 1,
+        };
+        let cache = Arc::new(KubeServiceAccountCache::with_fetcher(
+            Arc::new(ServiceAccountStore::new()),
+            fetch.clone(),
+            Duration::from_secs(2),
+            limits,
+            Arc::new(Metrics::new()),
+        ));
+        assert!(cache.lookup("ns", "uses-the-token").await.is_none());
+        let store = cache.store().clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            store.upsert("ns", "sa", role("from-watch"));
+        });
+        assert_eq!(
+            cache.lookup("ns", "sa").await.unwrap().role(),
+            Some("from-watch")
+        );
+        assert_eq!(fetch.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_miss_nobody_answers_gives_up_at_the_grace_period() {
+        let fetch = FakeFetch::new(Duration::from_secs(10), Ok(None));
+        let cache = cache(fetch, Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        assert!(cache.lookup("ns", "sa").await.is_none());
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(100) && waited < Duration::from_secs(1),
+            "{waited:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(cache.in_flight_lookups(), 0);
+    }
+
+    #[test]
+    fn dump_lists_entries_sorted_by_namespace_and_name() {
+        let cache = cache(FakeFetch::new(Duration::ZERO, Ok(None)), Duration::ZERO);
+        cache.store().upsert("b", "sa", role("r2"));
+        cache
+            .store()
+            .upsert("a", "sa", ServiceAccountAnnotations::default());
+        cache.store().upsert("a", "app", role("r1"));
+        let dump = cache.dump();
+        assert_eq!(dump["count"], 3);
+        let keys: Vec<_> = dump["serviceAccounts"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(keys, ["a/app", "a/sa", "b/sa"]);
+        assert_eq!(dump["serviceAccounts"]["a/app"]["role_arn"], "r1");
+        assert_eq!(dump["serviceAccounts"]["a/sa"], serde_json::json!({}));
+    }
+}

@@ -1,0 +1,175 @@
+//! Turns the ServiceAccount watch's events into store updates: single events apply at once,
+//! a (re)list is collected off to the side and swapped in whole when it completes.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::core::PartialObjectMeta;
+use kube::runtime::watcher::Event;
+
+use super::store::{ServiceAccountStore, Snapshot};
+use crate::identity::ServiceAccountAnnotations;
+use crate::settings::AnnotationKeys;
+
+/// What the watch sees of a ServiceAccount: only its metadata, which holds the annotations.
+pub type ServiceAccountMeta = PartialObjectMeta<ServiceAccount>;
+
+/// What applying one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// A single entry changed, or a relist is still being collected.
+    Incremental,
+    /// A full list was swapped in; the store is in sync with the API server.
+    Synced { entries: usize },
+}
+
+/// Applies watch events to a store, keeping only the annotations `keys` names.
+pub struct Reflector {
+    store: Arc<ServiceAccountStore>,
+    keys: AnnotationKeys,
+    /// The relist in progress, between `Init` and `InitDone`. Lookups keep using the old
+    /// entries meanwhile, so a relist never looks like a cluster without ServiceAccounts.
+    relist: Option<Snapshot>,
+}
+
+impl Reflector {
+    pub fn new(store: Arc<ServiceAccountStore>, keys: AnnotationKeys) -> Self {
+        Self {
+            store,
+            keys,
+            relist: None,
+        }
+    }
+
+    pub fn apply(&mut self, event: Event<ServiceAccountMeta>) -> Applied {
+        match event {
+            Event::Apply(object) => {
+                if let Some((namespace, name, annotations)) = self.extract(&object) {
+                    self.store.upsert(namespace, name, annotations);
+                }
+            }
+            Event::Delete(object) => {
+                if let (Some(namespace), Some(name)) = (
+                    object.metadata.namespace.as_deref(),
+                    object.metadata.name.as_deref(),
+                ) {
+                    self.store.remove(namespace, name);
+                }
+            }
+            Event::Init => self.relist = Some(Snapshot::default()),
+            Event::InitApply(object) => {
+                if let Some((namespace, name, annotations)) = self.extract(&object) {
+                    let entry = self.store.intern(annotations);
+                    self.relist
+                        .get_or_insert_with(Snapshot::default)
+                        .upsert(namespace, name, entry);
+                }
+            }
+            Event::InitDone => {
+                let snapshot = self.relist.take().unwrap_or_default();
+                let entries = snapshot.len();
+                self.store.replace_all(snapshot);
+                return Applied::Synced { entries };
+            }
+        }
+        Applied::Incremental
+    }
+
+    fn extract<'o>(
+        &self,
+        object: &'o ServiceAccountMeta,
+    ) -> Option<(&'o str, &'o str, ServiceAccountAnnotations)> {
+        let metadata = &object.metadata;
+        let namespace = metadata.namespace.as_deref()?;
+        let name = metadata.name.as_deref()?;
+        let annotations = metadata
+            .annotations
+            .as_ref()
+            .map(|annotations| ServiceAccountAnnotations::from_annotations(annotations, &self.keys))
+            .unwrap_or_default();
+        Some((namespace, name, annotations))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::ObjectMeta;
+
+    fn sa(namespace: &str, name: &str, role: Option<&str>) -> ServiceAccountMeta {
+        PartialObjectMeta {
+            types: None,
+            metadata: ObjectMeta {
+                namespace: Some(namespace.into()),
+                name: Some(name.into()),
+                annotations: role.map(|role| {
+                    [
+                        ("eks.amazonaws.com/role-arn".to_string(), role.to_string()),
+                        ("unrelated".to_string(), "dropped".to_string()),
+                    ]
+                    .into()
+                }),
+                ..Default::default()
+            },
+            _phantom: Default::default(),
+        }
+    }
+
+    fn reflector() -> (Arc<ServiceAccountStore>, Reflector) {
+        let store = Arc::new(ServiceAccountStore::new());
+        let reflector = Reflector::new(store.clone(), AnnotationKeys::new("eks.amazonaws.com"));
+        (store, reflector)
+    }
+
+    #[test]
+    fn apply_and_delete_events_update_the_store_with_prefixed_annotations_only() {
+        let (store, mut reflector) = reflector();
+        reflector.apply(Event::Apply(sa("ns", "app", Some("r1"))));
+        let entry = store.get("ns", "app").unwrap();
+        assert_eq!(entry.role(), Some("r1"));
+        assert_eq!(
+            *entry,
+            ServiceAccountAnnotations {
+                role_arn: Some("r1".into()),
+                ..Default::default()
+            }
+        );
+        reflector.apply(Event::Apply(sa("ns", "app", Some("r2"))));
+        assert_eq!(store.get("ns", "app").unwrap().role(), Some("r2"));
+        reflector.apply(Event::Delete(sa("ns", "app", Some("r2"))));
+        assert!(store.get("ns", "app").is_none());
+    }
+
+    #[test]
+    fn relist_keeps_old_entries_until_done_then_swaps_and_drops_deleted_ones() {
+        let (store, mut reflector) = reflector();
+        reflector.apply(Event::Apply(sa("ns", "deleted-while-away", Some("r"))));
+        reflector.apply(Event::Apply(sa("ns", "kept", Some("old"))));
+        assert_eq!(reflector.apply(Event::Init), Applied::Incremental);
+        reflector.apply(Event::InitApply(sa("ns", "kept", Some("new"))));
+        reflector.apply(Event::InitApply(sa("ns", "added", None)));
+        assert_eq!(
+            store.get("ns", "kept").unwrap().role(),
+            Some("old"),
+            "old set served during relist"
+        );
+        assert!(store.get("ns", "deleted-while-away").is_some());
+        assert_eq!(
+            reflector.apply(Event::InitDone),
+            Applied::Synced { entries: 2 }
+        );
+        assert!(store.get("ns", "deleted-while-away").is_none());
+        assert_eq!(store.get("ns", "kept").unwrap().role(), Some("new"));
+        assert!(store.get("ns", "added").is_some());
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn objects_without_namespace_or_name_are_ignored() {
+        let (store, mut reflector) = reflector();
+        let mut nameless = sa("ns", "x", Some("r"));
+        nameless.metadata.name = None;
+        reflector.apply(Event::Apply(nameless));
+        assert!(store.is_empty());
+    }
+}

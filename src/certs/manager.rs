@@ -1,0 +1,219 @@
+//! The certificate manager's loop: converge the Secret, publish the caBundle, then serve —
+//! again on a timer, on changes to either object, and after errors with backoff.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::stream::{self, BoxStream};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::{watcher, WatchStreamExt};
+use tokio::task::JoinHandle;
+
+use super::ca_bundle::{self, Published};
+use super::material::{CertificateSet, Policy};
+use super::secret::{self, Converged};
+use super::{CertsConfig, CertsError, ServingCertSink};
+use crate::health::Readiness;
+
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+/// Changes arriving together (our own write echoed back, several events of one update) are
+/// handled in one round.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
+/// Starts the manager on the current runtime, serving through `sink`.
+pub fn spawn<S: ServingCertSink>(
+    client: kube::Client,
+    config: CertsConfig,
+    sink: Arc<S>,
+    readiness: Arc<Readiness>,
+) -> anyhow::Result<JoinHandle<()>> {
+    config
+        .validate()
+        .map_err(|problem| anyhow::anyhow!("built-in certificate mode: {problem}"))?;
+    let manager = Manager {
+        secrets: Api::namespaced(client.clone(), &config.namespace),
+        webhook_configs: Api::all(client),
+        policy: config.policy(),
+        config,
+        sink,
+        readiness,
+        served: None,
+    };
+    Ok(tokio::spawn(manager.run()))
+}
+
+struct Manager<S> {
+    secrets: Api<Secret>,
+    webhook_configs: Api<MutatingWebhookConfiguration>,
+    config: CertsConfig,
+    policy: Policy,
+    sink: Arc<S>,
+    readiness: Arc<Readiness>,
+    /// The pair handed to the sink last, to hand it over only when it changes.
+    served: Option<(String, String)>,
+}
+
+impl<S: ServingCertSink> Manager<S> {
+    async fn run(mut self) {
+        // Nothing is served before the caBundle trusts it, whatever was loaded before.
+        self.readiness.set_certificate_loaded(false);
+        let mut changes = pin!(self.changes());
+        let mut retry = FIRST_RETRY;
+        loop {
+            let wait = match self.reconcile().await {
+                Ok(()) => {
+                    retry = FIRST_RETRY;
+                    self.config.recheck_interval
+                }
+                Err(error) => {
+                    let wait = retry;
+                    retry = (retry * 2).min(MAX_RETRY);
+                    tracing::warn!(%error, retry_in = ?wait, "built-in certificate management failed; retrying");
+                    wait
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                Some(()) = changes.next() => {
+                    tokio::time::sleep(DEBOUNCE).await;
+                    while changes.next().now_or_never().flatten().is_some() {}
+                }
+            }
+        }
+    }
+
+    /// One round: the Secret, then the caBundle, then (only then) the serving certificate.
+    async fn reconcile(&mut self) -> Result<(), CertsError> {
+        let secret_name = &self.config.secret_name;
+        let (set, how) =
+            secret::converge(&self.secrets, secret_name, &self.policy, unix_now).await?;
+        match &how {
+            Converged::Reused => {
+                tracing::debug!(secret = %secret_name, "webhook certificates in the Secret are good")
+            }
+            Converged::Created => {
+                tracing::info!(secret = %secret_name, "created the webhook CA and serving certificate")
+            }
+            Converged::Updated(reason) => {
+                tracing::info!(secret = %secret_name, %reason, "renewed the webhook certificates")
+            }
+        }
+        let config_name = &self.config.webhook_config_name;
+        match ca_bundle::publish(&self.webhook_configs, config_name, set.ca_bundle.as_bytes())
+            .await?
+        {
+            Published::AlreadyCurrent => {}
+            Published::Patched(entries) => tracing::info!(
+                webhook_configuration = %config_name,
+                entries,
+                "published the CA bundle"
+            ),
+        }
+        self.serve(&set)
+    }
+
+    fn serve(&mut self, set: &CertificateSet) -> Result<(), CertsError> {
+        let pair = (set.cert.clone(), set.key.clone());
+        if self.served.as_ref() != Some(&pair) {
+            self.sink
+                .set_pem(set.cert.as_bytes(), set.key.as_bytes())
+                .map_err(CertsError::Serve)?;
+            tracing::info!(
+                not_after = set.serving_not_after(),
+                "serving the certificate from the Secret"
+            );
+            self.served = Some(pair);
+        }
+        self.readiness.set_certificate_loaded(true);
+        Ok(())
+    }
+
+    /// A tick per change to the Secret or the webhook configuration (none when watching is
+    /// off). Watch errors are retried by the watchers; the periodic re-check covers gaps.
+    fn changes(&self) -> BoxStream<'static, ()> {
+        if !self.config.watch {
+            return stream::pending().boxed();
+        }
+        let by_name =
+            |name: &str| watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let secret =
+            watcher(self.secrets.clone(), by_name(&self.config.secret_name)).default_backoff();
+        let config = watcher(
+            self.webhook_configs.clone(),
+            by_name(&self.config.webhook_config_name),
+        )
+        .default_backoff();
+        stream::select(
+            change_ticks(secret, "the certificate Secret"),
+            change_ticks(config, "the MutatingWebhookConfiguration"),
+        )
+        .boxed()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Change,
+    Nothing,
+    /// Watching is not allowed: stop, and rely on the periodic re-check.
+    Stop,
+}
+
+/// Ticks for one watch; ends for good when RBAC forbids the watch, instead of retrying (and
+/// logging) forever.
+fn change_ticks<K: Send + 'static>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    what: &'static str,
+) -> BoxStream<'static, ()> {
+    events
+        .map(move |event| classify(event, what))
+        .take_while(|signal| std::future::ready(*signal != Signal::Stop))
+        .filter_map(|signal| std::future::ready((signal == Signal::Change).then_some(())))
+        .boxed()
+}
+
+/// A change worth a round: an object applied or deleted, or a (re)list completed (which may
+/// have missed a deletion).
+fn classify<K>(event: Result<watcher::Event<K>, watcher::Error>, what: &str) -> Signal {
+    match event {
+        Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
+            Signal::Change
+        }
+        Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => Signal::Nothing,
+        Err(error) if forbidden(&error) => {
+            tracing::warn!(
+                %error,
+                "not allowed to watch {what}: its changes are picked up by the periodic re-check only (grant list and watch on it, narrowed by name, to react at once)"
+            );
+            Signal::Stop
+        }
+        Err(error) => {
+            tracing::debug!(%error, "watch of {what} failed; retrying");
+            Signal::Nothing
+        }
+    }
+}
+
+fn forbidden(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status))
+        | watcher::Error::WatchError(status) => status.code == 403,
+        _ => false,
+    }
+}

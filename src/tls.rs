@@ -1,0 +1,467 @@
+//! The serving certificate and the TLS settings of the admission endpoint.
+//!
+//! [`CertificateStore`] is the rustls certificate resolver: each handshake reads the current
+//! pair from an `ArcSwap`, so a rotated certificate applies to the next handshake without
+//! touching the listener or established connections. Both certificate sources feed it: the
+//! files (`--tls-cert`/`--tls-key`, watched by [`watch_files`]) and the built-in certificate
+//! mode (`crate::certs`), through [`CertificateStore::set_pem`].
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use rustls::crypto::{ring, CryptoProvider};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::SupportedCipherSuite;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::cli::TlsVersion;
+use crate::file_watch::{self, FileState, FileWatch, WatchOptions};
+use crate::health::Readiness;
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("certificate PEM is not valid: {0}")]
+    CertificatePem(String),
+    #[error("certificate PEM holds no CERTIFICATE block")]
+    NoCertificate,
+    #[error("certificate is not a valid X.509 certificate: {0}")]
+    Certificate(String),
+    #[error("key PEM holds no private key (expected a PKCS#8, PKCS#1 RSA or SEC1 EC PRIVATE KEY block): {0}")]
+    KeyPem(String),
+    #[error("private key cannot be used for signing: {0}")]
+    Key(String),
+    #[error("the private key does not match the certificate's public key")]
+    KeyMismatch,
+    #[error("unknown cipher suite {0:?} in --tls-cipher-suites; supported: {SUPPORTED_NAMES}")]
+    UnknownCipherSuite(String),
+    #[error("cipher suite {0:?} in --tls-cipher-suites is not supported: rustls offers only ECDHE suites with AES-GCM or ChaCha20-Poly1305; supported: {SUPPORTED_NAMES}")]
+    UnsupportedCipherSuite(String),
+    #[error("TLS configuration rejected by rustls: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// The certificate and key served to new handshakes. Starts empty: until a pair is loaded,
+/// handshakes fail and readiness reports "no serving certificate loaded".
+pub struct CertificateStore {
+    current: ArcSwapOption<CertifiedKey>,
+    provider: Arc<CryptoProvider>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+}
+
+impl fmt::Debug for CertificateStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateStore")
+            .field("loaded", &self.current.load().is_some())
+            .finish()
+    }
+}
+
+impl CertificateStore {
+    pub fn new(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Self {
+        Self {
+            current: ArcSwapOption::empty(),
+            provider: Arc::new(ring::default_provider()),
+            metrics,
+            readiness,
+        }
+    }
+
+    /// Parses a PEM certificate chain (end-entity first) and its PEM private key (PKCS#8,
+    /// PKCS#1 or SEC1), checks that they belong together, and serves them from the next
+    /// handshake on. On error the previous pair keeps serving; the attempt is counted either
+    /// way in `certificate_reloads{result}`.
+    pub fn set_pem(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<(), TlsError> {
+        match self.parse(cert_pem, key_pem) {
+            Ok((certified, not_after)) => {
+                self.current.store(Some(Arc::new(certified)));
+                self.metrics
+                    .certificate_reloads
+                    .with_label_values(&["success"])
+                    .inc();
+                self.metrics.certificate_expiry.set(not_after as f64);
+                self.readiness.set_certificate_loaded(true);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |elapsed| elapsed.as_secs() as i64);
+                if not_after <= now {
+                    tracing::warn!(
+                        not_after,
+                        "the serving certificate loaded has already expired"
+                    );
+                } else {
+                    tracing::info!(not_after, "serving certificate loaded");
+                }
+                Ok(())
+            }
+            Err(err) => {
+                self.metrics
+                    .certificate_reloads
+                    .with_label_values(&["failure"])
+                    .inc();
+                Err(err)
+            }
+        }
+    }
+
+    /// Whether a pair is being served.
+    pub fn is_loaded(&self) -> bool {
+        self.current.load().is_some()
+    }
+
+    /// The end-entity certificate being served (DER), for tests and diagnostics.
+    pub fn current_certificate(&self) -> Option<CertificateDer<'static>> {
+        self.current
+            .load()
+            .as_ref()
+            .and_then(|certified| certified.cert.first().cloned())
+    }
+
+    fn parse(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<(CertifiedKey, i64), TlsError> {
+        let chain = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| TlsError::CertificatePem(err.to_string()))?;
+        let end_entity = chain.first().ok_or(TlsError::NoCertificate)?;
+        let not_after = not_after(end_entity)?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|err| TlsError::KeyPem(err.to_string()))?;
+        let signing_key = self
+            .provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|err| TlsError::Key(err.to_string()))?;
+        let certified = CertifiedKey::new(chain, signing_key);
+        match certified.keys_match() {
+            Ok(()) => Ok((certified, not_after)),
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+                Err(TlsError::KeyMismatch)
+            }
+            Err(err) => Err(TlsError::Certificate(err.to_string())),
+        }
+    }
+}
+
+impl ResolvesServerCert for CertificateStore {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.load_full()
+    }
+}
+
+/// The certificate's notAfter as a Unix timestamp.
+fn not_after(der: &CertificateDer<'_>) -> Result<i64, TlsError> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der)
+        .map_err(|err| TlsError::Certificate(err.to_string()))?;
+    Ok(certificate.validity().not_after.timestamp())
+}
+
+/// Loads the pair from files now and again whenever either changes (including the kubelet's
+/// `..data` symlink swap). Missing files are waited for (readiness stays false until a pair
+/// loads); a pair that does not load is logged and counted, and the previous one keeps serving.
+pub fn watch_files(
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    store: Arc<CertificateStore>,
+    options: WatchOptions,
+) -> FileWatch {
+    let paths = vec![cert_path.clone(), key_path.clone()];
+    file_watch::watch(paths, options, move |states| {
+        load_files(&store, &cert_path, &key_path, &states[0], &states[1]);
+    })
+}
+
+fn load_files(
+    store: &CertificateStore,
+    cert_path: &Path,
+    key_path: &Path,
+    cert: &FileState,
+    key: &FileState,
+) {
+    let fallback = if store.is_loaded() {
+        "the previous certificate keeps serving"
+    } else {
+        "no certificate is served until one loads"
+    };
+    let unusable = |path: &Path, state: &FileState| match state {
+        FileState::Content(_) => None,
+        FileState::Missing => Some(format!("{} is missing", path.display())),
+        FileState::Unreadable(err) => Some(format!("cannot read {}: {err}", path.display())),
+    };
+    match (cert, key) {
+        (FileState::Content(cert_pem), FileState::Content(key_pem)) => {
+            if let Err(err) = store.set_pem(cert_pem, key_pem) {
+                tracing::error!(
+                    cert = %cert_path.display(),
+                    key = %key_path.display(),
+                    "serving certificate not loaded: {err}; {fallback}"
+                );
+            }
+        }
+        _ => {
+            let problems: Vec<String> = [unusable(cert_path, cert), unusable(key_path, key)]
+                .into_iter()
+                .flatten()
+                .collect();
+            tracing::warn!(
+                "waiting for the serving certificate: {}; {fallback}",
+                problems.join(", ")
+            );
+        }
+    }
+}
+
+/// TLS 1.2 suites by name: IANA names, which Go uses too, plus Go's short ChaCha20 aliases.
+const TLS12_SUITES: &[(&str, SupportedCipherSuite)] = &[
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+        ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        ring::cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        ring::cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        ring::cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+        ring::cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+];
+
+/// TLS 1.3 suites are always enabled (as in Go); naming them is accepted and changes nothing.
+const TLS13_NAMES: &[&str] = &[
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+];
+
+/// Suites Go knows that rustls deliberately does not implement (CBC, RC4, 3DES, static RSA).
+const GO_ONLY_NAMES: &[&str] = &[
+    "TLS_RSA_WITH_RC4_128_SHA",
+    "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_RC4_128_SHA",
+    "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+];
+
+const SUPPORTED_NAMES: &str =
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, \
+TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305(_SHA256), TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, \
+TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305(_SHA256), \
+and the TLS 1.3 suites, which are always on";
+
+/// The cipher suites to offer: all TLS 1.3 suites, plus the named TLS 1.2 suites (all of
+/// rustls' when `names` is empty). Names are trimmed; empty entries are ignored.
+pub fn cipher_suites(names: &[String]) -> Result<Vec<SupportedCipherSuite>, TlsError> {
+    let names: Vec<&str> = names
+        .iter()
+        .map(|name| name.trim())
+        .filter(|name| !name.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Ok(ring::DEFAULT_CIPHER_SUITES.to_vec());
+    }
+    let mut suites: Vec<SupportedCipherSuite> = ring::ALL_CIPHER_SUITES
+        .iter()
+        .copied()
+        .filter(|suite| matches!(suite, SupportedCipherSuite::Tls13(_)))
+        .collect();
+    for name in names {
+        if let Some((_, suite)) = TLS12_SUITES.iter().find(|(known, _)| *known == name) {
+            if !suites.iter().any(|s| s.suite() == suite.suite()) {
+                suites.push(*suite);
+            }
+        } else if TLS13_NAMES.contains(&name) {
+            continue;
+        } else if GO_ONLY_NAMES.contains(&name) {
+            return Err(TlsError::UnsupportedCipherSuite(name.to_string()));
+        } else {
+            return Err(TlsError::UnknownCipherSuite(name.to_string()));
+        }
+    }
+    Ok(suites)
+}
+
+/// The rustls server configuration: the given minimum version and suites, ALPN `h2` and
+/// `http/1.1` (the API server speaks HTTP/2 to webhooks), certificates from `store`.
+pub fn server_config(
+    min_version: TlsVersion,
+    cipher_suite_names: &[String],
+    store: Arc<CertificateStore>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = CryptoProvider {
+        cipher_suites: cipher_suites(cipher_suite_names)?,
+        ..ring::default_provider()
+    };
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match min_version {
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(versions)?
+        .with_no_client_auth()
+        .with_cert_resolver(store);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> CertificateStore {
+        CertificateStore::new(Arc::new(Metrics::new()), Arc::new(Readiness::default()))
+    }
+
+    fn pair(name: &str) -> (String, String) {
+        let certified = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        (certified.cert.pem(), certified.signing_key.serialize_pem())
+    }
+
+    #[test]
+    fn set_pem_serves_a_matching_pair_and_records_expiry() {
+        let store = store();
+        let (cert, key) = pair("localhost");
+        store.set_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+        assert!(store.is_loaded());
+        assert!(
+            store.readiness.check().unwrap_err() == vec!["ServiceAccount cache not yet synced"]
+        );
+        assert!(store.metrics.certificate_expiry.get() > 1.7e9);
+        let text = store.metrics.encode();
+        assert!(
+            text.contains("certificate_reloads_total{result=\"success\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn mismatched_or_garbage_pair_keeps_the_previous_one() {
+        let store = store();
+        let (cert, key) = pair("old");
+        store.set_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+        let before = store.current_certificate();
+        let (other_cert, _) = pair("new");
+        let err = store
+            .set_pem(other_cert.as_bytes(), key.as_bytes())
+            .unwrap_err();
+        assert!(matches!(err, TlsError::KeyMismatch), "{err}");
+        let err = store.set_pem(b"not pem", key.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("no CERTIFICATE"), "{err}");
+        let err = store.set_pem(cert.as_bytes(), b"").unwrap_err();
+        assert!(err.to_string().contains("no private key"), "{err}");
+        assert_eq!(store.current_certificate(), before);
+        assert!(store
+            .metrics
+            .encode()
+            .contains("certificate_reloads_total{result=\"failure\"} 3"));
+    }
+
+    #[test]
+    fn pkcs1_and_sec1_keys_load() {
+        // Made with openssl: `genrsa -traditional` and `ecparam -genkey -noout`.
+        for (cert, key, block) in [
+            (
+                include_str!("../tests/fixtures/tls/pkcs1.crt"),
+                include_str!("../tests/fixtures/tls/pkcs1.key"),
+                "RSA PRIVATE KEY",
+            ),
+            (
+                include_str!("../tests/fixtures/tls/sec1.crt"),
+                include_str!("../tests/fixtures/tls/sec1.key"),
+                "EC PRIVATE KEY",
+            ),
+        ] {
+            assert!(key.contains(block));
+            store().set_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+        }
+    }
+
+    #[test]
+    fn cipher_suite_names_map_to_rustls_suites() {
+        let suites = cipher_suites(&[
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".into(),
+            " TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305".into(),
+            "TLS_AES_128_GCM_SHA256".into(),
+            "".into(),
+        ])
+        .unwrap();
+        let tls12: Vec<_> = suites
+            .iter()
+            .filter(|s| matches!(s, SupportedCipherSuite::Tls12(_)))
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(
+            tls12,
+            vec![
+                rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            ]
+        );
+        assert_eq!(suites.len(), 5, "three TLS 1.3 suites always on");
+        assert_eq!(
+            cipher_suites(&[]).unwrap().len(),
+            ring::ALL_CIPHER_SUITES.len()
+        );
+    }
+
+    #[test]
+    fn unknown_and_cbc_suites_fail_naming_them() {
+        let err = cipher_suites(&["TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA".into()]).unwrap_err();
+        assert!(matches!(err, TlsError::UnsupportedCipherSuite(_)));
+        assert!(
+            err.to_string()
+                .contains("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"),
+            "{err}"
+        );
+        let err = cipher_suites(&["TLS_MADE_UP".into()]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("unknown cipher suite \"TLS_MADE_UP\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn server_config_offers_h2_and_http1_and_honours_min_version() {
+        let store = Arc::new(store());
+        let config = server_config(TlsVersion::Tls13, &[], store).unwrap();
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! `--watch-config-map` against a stand-in Kubernetes API: the mapping follows the ConfigMap
+//! live, deletion clears it, malformed content keeps the last good mapping.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pod_identity_webhook::config_map_watch::{self, CONFIG_MAP_NAME};
+use pod_identity_webhook::metrics::Metrics;
+use pod_identity_webhook::sources::LiveSources;
+use support::eventually;
+use support::fake_api::{config_map, FakeApi, Verb};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn mapping(role: &str) -> String {
+    format!(r#"{{"apps/payments": {{"RoleARN": "arn:aws:iam::111122223333:role/{role}"}}}}"#)
+}
+
+fn mapped_role(sources: &LiveSources) -> Option<String> {
+    let mapping = sources.mapping.load();
+    mapping.as_ref().and_then(|m| {
+        m.lookup("apps", "payments")
+            .and_then(|e| e.role_arn.clone())
+    })
+}
+
+fn reloads(metrics: &Metrics, result: &str) -> u64 {
+    metrics
+        .config_reloads
+        .with_label_values(&["config_map", result])
+        .get()
+}
+
+#[tokio::test]
+async fn the_mapping_follows_the_config_map_without_restart() {
+    let api = FakeApi::start().await;
+    api.put(config_map(
+        "eks",
+        CONFIG_MAP_NAME,
+        &[("config", &mapping("first"))],
+    ));
+    // Same name in another namespace, and another name here: both ignored.
+    api.put(config_map(
+        "other",
+        CONFIG_MAP_NAME,
+        &[("config", &mapping("wrong-namespace"))],
+    ));
+    api.put(config_map(
+        "eks",
+        "unrelated",
+        &[("config", &mapping("wrong-name"))],
+    ));
+    let sources = Arc::new(LiveSources::default());
+    let metrics = Arc::new(Metrics::new());
+    config_map_watch::start(api.client(), "eks".into(), sources.clone(), metrics.clone());
+
+    let s = sources.clone();
+    eventually("the first mapping", WAIT, move || mapped_role(&s).is_some()).await;
+    assert_eq!(
+        mapped_role(&sources).unwrap(),
+        "arn:aws:iam::111122223333:role/first"
+    );
+
+    api.put(config_map(
+        "eks",
+        CONFIG_MAP_NAME,
+        &[("config", &mapping("second"))],
+    ));
+    let s = sources.clone();
+    eventually("the updated mapping", WAIT, move || {
+        mapped_role(&s).is_some_and(|role| role.ends_with("/second"))
+    })
+    .await;
+
+    api.put(config_map(
+        "eks",
+        CONFIG_MAP_NAME,
+        &[("config", "{ this is not json")],
+    ));
+    let m = metrics.clone();
+    eventually("the failed reload to be counted", WAIT, move || {
+        reloads(&m, "failure") == 1
+    })
+    .await;
+    assert!(
+        mapped_role(&sources).unwrap().ends_with("/second"),
+        "the last good mapping stays"
+    );
+
+    api.delete("configmaps", "eks", CONFIG_MAP_NAME);
+    let s = sources.clone();
+    eventually("the mapping to be cleared", WAIT, move || {
+        s.mapping.load().is_none()
+    })
+    .await;
+    assert_eq!(reloads(&metrics, "success"), 3, "first, second, cleared");
+}
+
+#[tokio::test]
+async fn a_config_map_created_later_is_picked_up_and_watch_errors_are_counted() {
+    let api = FakeApi::start().await;
+    api.fail(Verb::List, "configmaps", 500, 1);
+    let sources = Arc::new(LiveSources::default());
+    let metrics = Arc::new(Metrics::new());
+    config_map_watch::start(api.client(), "eks".into(), sources.clone(), metrics.clone());
+    let m = metrics.clone();
+    eventually("the list error to be counted", WAIT, move || {
+        m.watch_errors.with_label_values(&["configmaps"]).get() == 1
+    })
+    .await;
+    let a = &api;
+    eventually("the watch to be established", WAIT, move || {
+        a.count(Verb::Watch, "configmaps") >= 1
+    })
+    .await;
+    assert!(sources.mapping.load().is_none());
+
+    api.put(config_map(
+        "eks",
+        CONFIG_MAP_NAME,
+        &[("config", &mapping("late"))],
+    ));
+    let s = sources.clone();
+    eventually("the late mapping", WAIT, move || mapped_role(&s).is_some()).await;
+}
