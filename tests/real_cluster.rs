@@ -13,6 +13,8 @@
 mod certs;
 #[path = "real_cluster/harness.rs"]
 mod harness;
+#[path = "real_cluster/lag_proxy.rs"]
+mod lag_proxy;
 #[path = "real_cluster/pods.rs"]
 mod pods;
 #[path = "real_cluster/sidecar.rs"]
@@ -128,18 +130,120 @@ fn service_account_created_just_before_its_pod_is_mutated() {
     let c = cluster!("service_account_created_just_before_its_pod_is_mutated");
     let _lock = shared();
     c.namespace("race", &[]);
-    // No pause between the two creations: the pod's admission usually runs before the
-    // webhook's watch has delivered the ServiceAccount; the lookup grace period covers it.
-    for i in 0..5 {
-        let name = format!("app-{i}");
-        let role = format!("{ROLE}-{i}");
-        c.service_account("race", &name, &[(ROLE_KEY, &role)]);
-        let (stored, _) = c.create_pod("race", &pod(&name, &name, &["app"]));
-        assert_eq!(
-            role_of(&stored).as_deref(),
-            Some(role.as_str()),
-            "pod {name} not mutated"
+    // No pause between the two creations, several pairs at once: the pod's admission can run
+    // before the webhook's watch has delivered the ServiceAccount; the lookup grace period
+    // (a direct GET, or the watch, whichever answers first) covers it.
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            scope.spawn(move || {
+                for i in 0..5 {
+                    let name = format!("app-{t}-{i}");
+                    let role = format!("{ROLE}-{t}-{i}");
+                    c.service_account("race", &name, &[(ROLE_KEY, &role)]);
+                    let (stored, _) = c.create_pod("race", &pod(&name, &name, &["app"]));
+                    assert_eq!(
+                        role_of(&stored).as_deref(),
+                        Some(role.as_str()),
+                        "pod {name} not mutated"
+                    );
+                }
+            });
+        }
+    });
+    // For the record: how often the direct GET was needed (timing-dependent, not asserted).
+    let metrics = harness::http_get(c.primary.metrics_port, "/metrics")
+        .map(|m| m.1)
+        .unwrap_or_default();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("pod_identity_webhook_lookup_fallbacks_total"))
+    {
+        eprintln!("race: {line}");
+    }
+}
+
+/// The race made certain: two webhooks reach the API server through a proxy that delays what
+/// it sends by 300 ms, so each watch event arrives well after the pod created right behind its
+/// ServiceAccount. With the reference's grace period (0) such pods go without credentials;
+/// with ours (1 s, the default) every one is mutated.
+#[test]
+fn lookup_grace_period_covers_a_watch_that_lags_behind() {
+    let c = cluster!("lookup_grace_period_covers_a_watch_that_lags_behind");
+    let _lock = shared();
+    let upstream: std::net::SocketAddr = c.env["KUBE_APISERVER_URL"]
+        .trim_start_matches("https://")
+        .parse()
+        .expect("API server address");
+    let proxy = lag_proxy::start(&c.runtime, upstream, Duration::from_millis(300));
+    let kubeconfig = c.artifacts.join("kubeconfig-chart-sa-lagging");
+    let text = std::fs::read_to_string(&c.chart_kubeconfig).unwrap();
+    std::fs::write(
+        &kubeconfig,
+        text.replace(
+            &c.env["KUBE_APISERVER_URL"],
+            &format!("https://127.0.0.1:{proxy}"),
+        ),
+    )
+    .unwrap();
+
+    let mut running = Vec::new();
+    for grace in ["1s", "0s"] {
+        let name = format!("lagging-grace-{grace}");
+        let webhook = Webhook::new(
+            &name,
+            &c.artifacts,
+            vec![
+                format!("--tls-cert={}", c.serving_certs.file("tls.crt").display()),
+                format!("--tls-key={}", c.serving_certs.file("tls.key").display()),
+                format!("--kubeconfig={}", kubeconfig.display()),
+                format!("--namespace={}", harness::RELEASE_NS),
+                format!("--service-account-lookup-grace-period={grace}"),
+            ],
         );
+        webhook.start().unwrap();
+        let selector = (harness::OTHER_WEBHOOK_LABEL, name.as_str());
+        c.namespace(&name, &[selector]);
+        let registration = c.register_webhook(
+            &format!("piw-test-{name}"),
+            &format!("https://127.0.0.1:{}/mutate", webhook.port),
+            selector,
+            "Ignore",
+        );
+        running.push((name, webhook, registration));
+    }
+    for (name, webhook, _) in &running {
+        webhook.wait_ready(Duration::from_secs(60)).unwrap();
+        // In effect: a ServiceAccount the webhook has long seen gets its pod mutated.
+        c.service_account(name, "warm", &[(ROLE_KEY, ROLE)]);
+        eventually_pod(
+            c,
+            name,
+            &pod("warm", "warm", &["app"]),
+            "registration in effect",
+            Duration::from_secs(20),
+            |p| {
+                role_of(p)
+                    .map(drop)
+                    .ok_or_else(|| "not mutated".to_string())
+            },
+        );
+    }
+    for (name, _, _) in &running {
+        let mut mutated = 0;
+        for i in 0..3 {
+            let sa = format!("fresh-{i}");
+            c.service_account(name, &sa, &[(ROLE_KEY, ROLE)]);
+            let (stored, _) = c.create_pod(name, &pod(&sa, &sa, &["app"]));
+            mutated += usize::from(role_of(&stored).is_some());
+        }
+        if name.ends_with("-1s") {
+            assert_eq!(
+                mutated, 3,
+                "{name}: pods created right after their ServiceAccount went without credentials"
+            );
+        } else {
+            assert_eq!(mutated, 0, "{name}: the watch was not behind: the race did not happen, the test proves nothing");
+        }
     }
 }
 
@@ -532,40 +636,12 @@ fn sidecar_added_by_a_later_webhook_gets_credentials_on_reinvocation() {
     let (cert, key) = c.ca.server_cert(&["127.0.0.1"]);
     let injector = sidecar::start(&c.runtime, &cert, &key);
     // Sorted after the chart's configuration, so the API server calls it second.
-    let config = "zz-piw-test-sidecar-injector";
-    c.post(
-        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
-        &json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": config},
-            "webhooks": [{
-                "name": "sidecar-injector.test.example.com",
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "None",
-                "failurePolicy": "Fail",
-                "timeoutSeconds": 5,
-                "clientConfig": {
-                    "url": format!("https://127.0.0.1:{}/mutate", injector.port),
-                    "caBundle": base64::engine::general_purpose::STANDARD.encode(&c.ca.pem),
-                },
-                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                           "resources": ["pods"], "scope": "Namespaced"}],
-                "namespaceSelector": {"matchLabels": {"piw-test/sidecar": "true"}},
-            }],
-        }),
-    )
-    .ok("register the sidecar injector");
-    let remove = Defer(|| {
-        c.request(
-            "DELETE",
-            &format!(
-                "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{config}"
-            ),
-            "application/json",
-            None,
-        );
-    });
+    let _registration = c.register_webhook(
+        "zz-piw-test-sidecar-injector",
+        &format!("https://127.0.0.1:{}/mutate", injector.port),
+        ("piw-test/sidecar", "true"),
+        "Fail",
+    );
 
     let manifest = pod("app", "app", &["app"]);
     let stored = eventually_pod(
@@ -619,7 +695,6 @@ fn sidecar_added_by_a_later_webhook_gets_credentials_on_reinvocation() {
         1
     );
     assert!(injector.calls.load(std::sync::atomic::Ordering::SeqCst) >= 1);
-    drop(remove);
 }
 
 /// Runs a closure when dropped (cleanup that must happen even when an assertion fails).
@@ -822,7 +897,19 @@ fn chart_service_account_is_enough_and_no_more() {
         String::from_utf8_lossy(&out.stdout).trim() == "yes"
     };
     assert!(can(&["watch", "serviceaccounts", "--all-namespaces"]));
-    assert!(can(&["watch", "configmaps", "-n", harness::RELEASE_NS]));
+    // The mapping's ConfigMap, by name only (the webhook watches it with a name selector).
+    assert!(can(&[
+        "watch",
+        "configmaps/pod-identity-webhook",
+        "-n",
+        harness::RELEASE_NS
+    ]));
+    assert!(!can(&[
+        "get",
+        "configmaps/other",
+        "-n",
+        harness::RELEASE_NS
+    ]));
     // Least privilege in URL mode: no Secrets, no ConfigMaps elsewhere, no webhook configs.
     assert!(!can(&["get", "secrets", "-n", harness::RELEASE_NS]));
     assert!(!can(&["get", "configmaps", "-n", "default"]));
@@ -915,6 +1002,7 @@ fn builtin_certificate_mode_creates_secret_publishes_ca_and_admits_pods() {
     let _lock = shared();
     let (release_ns, release, fullname) =
         ("piw-builtin", "builtin", "builtin-pod-identity-webhook");
+    let selector = (harness::OTHER_WEBHOOK_LABEL, "builtin");
     c.namespace(release_ns, &[]);
     // The chart in its default (built-in certificate) mode, its webhook limited to namespaces
     // labelled for this test. It renders a Service-based clientConfig; with no cluster DNS
@@ -925,8 +1013,8 @@ fn builtin_certificate_mode_creates_secret_publishes_ca_and_admits_pods() {
         &values,
         format!(
             "replicaCount: 1\ntests:\n  enabled: false\nwebhook:\n  namespaceSelector:\n    matchLabels:\n      \
-             {}: \"true\"\n",
-            harness::BUILTIN_NS_LABEL
+             {}: {}\n",
+            selector.0, selector.1
         ),
     )
     .unwrap();
@@ -1050,7 +1138,7 @@ fn builtin_certificate_mode_creates_secret_publishes_ca_and_admits_pods() {
 
     // A pod admitted through it.
     let ns = "builtin-pods";
-    c.namespace(ns, &[(harness::BUILTIN_NS_LABEL, "true")]);
+    c.namespace(ns, &[selector]);
     c.service_account(ns, "app", &[(ROLE_KEY, ROLE)]);
     let stored = eventually_pod(
         c,

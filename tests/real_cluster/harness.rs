@@ -35,8 +35,9 @@ pub const RELEASE_NS: &str = "piw-system";
 pub const RELEASE: &str = "piw";
 /// Full name of the release's objects (ServiceAccount, ClusterRole, webhook configuration).
 pub const FULLNAME: &str = "piw-pod-identity-webhook";
-/// Namespaces labelled with this key are left to the built-in-certificate test's webhook.
-pub const BUILTIN_NS_LABEL: &str = "piw-test/builtin";
+/// Namespaces labelled with this key are left out by the chart's webhook: the value names the
+/// test webhook (registered by a test) that handles them instead.
+pub const OTHER_WEBHOOK_LABEL: &str = "piw-test/other-webhook";
 /// ServiceAccount listed in the chart's container-credentials ConfigMap at install time.
 pub const CC_NAMESPACE: &str = "container-credentials";
 pub const CC_SERVICE_ACCOUNT: &str = "app";
@@ -137,14 +138,15 @@ fn find_tools() -> Result<Tools, Vec<String>> {
 // ------------------------------------------------------------------ processes and teardown
 
 type SpawnJob = Box<dyn FnOnce() -> io::Result<Child> + Send>;
+/// A spawn request: the job, and where its result goes.
+type SpawnRequest = (SpawnJob, mpsc::Sender<io::Result<Child>>);
 
 /// Spawns `command` so that it is SIGKILLed when this test process dies. The fork happens on
 /// one thread that never exits, because PR_SET_PDEATHSIG fires when the forking thread ends.
 pub fn spawn_tied(mut command: Command) -> io::Result<Child> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<(SpawnJob, mpsc::Sender<io::Result<Child>>)>>> =
-        OnceLock::new();
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let sender = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<(SpawnJob, mpsc::Sender<io::Result<Child>>)>();
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
         std::thread::Builder::new()
             .name("real-cluster-spawner".into())
             .spawn(move || {
@@ -917,12 +919,70 @@ impl Cluster {
         )
     }
 
+    /// Registers a webhook by URL (CA: the tests' CA) for pods created in namespaces labelled
+    /// `selector`; returns a guard that deletes the registration.
+    pub fn register_webhook(
+        &self,
+        config_name: &str,
+        url: &str,
+        selector: (&str, &str),
+        failure_policy: &str,
+    ) -> Registration<'_> {
+        self.post(
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+            &json!({
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "MutatingWebhookConfiguration",
+                "metadata": {"name": config_name},
+                "webhooks": [{
+                    "name": format!("{config_name}.test.example.com"),
+                    "admissionReviewVersions": ["v1", "v1beta1"],
+                    "sideEffects": "None",
+                    "failurePolicy": failure_policy,
+                    "timeoutSeconds": 10,
+                    "clientConfig": {
+                        "url": url,
+                        "caBundle": base64::engine::general_purpose::STANDARD.encode(&self.ca.pem),
+                    },
+                    "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                               "resources": ["pods"], "scope": "Namespaced"}],
+                    "namespaceSelector": {"matchLabels": {selector.0: selector.1}},
+                }],
+            }),
+        )
+        .ok(&format!("register webhook {config_name}"));
+        Registration {
+            cluster: self,
+            name: config_name.to_string(),
+        }
+    }
+
     /// The primary webhook's ServiceAccount cache, from `/debug/alpha/cache`.
     pub fn primary_cache(&self) -> Value {
         match http_get(self.primary.metrics_port, "/debug/alpha/cache") {
             Some((200, body)) => serde_json::from_str(&body).unwrap_or(Value::Null),
             other => panic!("/debug/alpha/cache: {other:?}"),
         }
+    }
+}
+
+/// A MutatingWebhookConfiguration a test created, deleted when dropped.
+pub struct Registration<'a> {
+    cluster: &'a Cluster,
+    name: String,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let _ = self.cluster.try_request(
+            "DELETE",
+            &format!(
+                "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{}",
+                self.name
+            ),
+            "application/json",
+            None,
+        );
     }
 }
 
@@ -989,15 +1049,15 @@ impl Partial<'_> {
 }
 
 /// The release's values: URL mode at 127.0.0.1:`port`, the role mapping and the
-/// container-credentials identities the scenarios use, and namespaces labelled for the
-/// built-in-certificate test left out.
+/// container-credentials identities the scenarios use, and namespaces labelled for other
+/// test webhooks left out.
 fn primary_values(port: u16, ca_pem: &str) -> String {
     let mut values = String::new();
     let ca_b64 = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     writeln!(
         values,
         "webhook:\n  url: https://127.0.0.1:{port}/mutate\n  caBundle: {ca_b64}\n  timeoutSeconds: 10\n  \
-         namespaceSelector:\n    matchExpressions:\n      - key: {BUILTIN_NS_LABEL}\n        operator: DoesNotExist"
+         namespaceSelector:\n    matchExpressions:\n      - key: {OTHER_WEBHOOK_LABEL}\n        operator: DoesNotExist"
     )
     .unwrap();
     writeln!(
