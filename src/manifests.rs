@@ -68,8 +68,8 @@ impl Document {
 
 /// Reads `path` (`-` is standard input) and returns its objects in order.
 pub fn read_documents(path: &Path) -> Result<Vec<Document>, ManifestError> {
-    let name = path.display().to_string();
-    let text = if name == "-" {
+    let name = display_name(path);
+    let text = if path.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
@@ -79,14 +79,15 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>, ManifestError> {
         std::fs::read_to_string(path)
             .map_err(|err| ManifestError::new(&name, format!("cannot read: {err}")))?
     };
-    parse_documents(&text).map_err(|problem| ManifestError::new(&display_name(&name), problem))
+    parse_documents(&text).map_err(|problem| ManifestError::new(&name, problem))
 }
 
-fn display_name(name: &str) -> String {
-    if name == "-" {
+/// How a manifest path is named in messages: `-` is standard input.
+pub fn display_name(path: &Path) -> String {
+    if path.as_os_str() == "-" {
         "standard input".into()
     } else {
-        name.to_string()
+        path.display().to_string()
     }
 }
 

@@ -13,7 +13,7 @@ use crate::identity::{
     ConfigMapMapping, ContainerCredentialsConfig, IdentitySources, ServiceAccountAnnotations,
     CONFIG_KEY,
 };
-use crate::manifests::{read_documents, Document, ManifestError};
+use crate::manifests::{display_name, read_documents, Document, ManifestError};
 use crate::pipeline::{mutate_with_sources, random_jitter, service_account_name};
 use crate::settings::MutationSettings;
 
@@ -46,7 +46,7 @@ pub fn render(args: &MutateArgs) -> Result<(String, Vec<String>), ManifestError>
     let mut warnings = Vec::new();
     let mut service_accounts = FixedServiceAccounts::default();
 
-    let pod_file = args.pod.display().to_string();
+    let pod_file = display_name(&args.pod);
     let mut pod = None;
     for document in read_documents(&args.pod)? {
         if document.is_core_v1("Pod") {
@@ -76,7 +76,7 @@ pub fn render(args: &MutateArgs) -> Result<(String, Vec<String>), ManifestError>
         for document in read_documents(path)? {
             if !document.is_core_v1("ServiceAccount") {
                 return Err(ManifestError::new(
-                    &path.display().to_string(),
+                    &display_name(path),
                     format!("{} is not a ServiceAccount", document.describe()),
                 ));
             }
@@ -166,7 +166,7 @@ fn read_mapping(
     path: &Path,
     warnings: &mut Vec<String>,
 ) -> Result<ConfigMapMapping, ManifestError> {
-    let file = path.display().to_string();
+    let file = display_name(path);
     let documents = read_documents(path)?;
     let [document] = documents.as_slice() else {
         return Err(ManifestError::new(
@@ -203,7 +203,7 @@ fn read_mapping(
 }
 
 fn read_container_credentials(path: &Path) -> Result<ContainerCredentialsConfig, ManifestError> {
-    let file = path.display().to_string();
+    let file = display_name(path);
     let content = std::fs::read(path)
         .map_err(|err| ManifestError::new(&file, format!("cannot read: {err}")))?;
     ContainerCredentialsConfig::parse(&content)

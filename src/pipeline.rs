@@ -47,7 +47,7 @@ pub fn mutate_with_sources(
     let resolution = resolve_identity(namespace, service_account, sources, settings);
     let Some(identity) = resolution.identity else {
         // Still check the pod's shape, so bad input is reported whatever the ServiceAccount.
-        crate::mutate::check_shape(pod)?;
+        crate::mutate::check_shape(pod, settings)?;
         return Ok(Outcome {
             identity: None,
             mutation: Mutation {

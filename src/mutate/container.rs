@@ -1,10 +1,10 @@
 //! One container's share of the mutation: the environment variables and the token mount.
 
 use json_patch::PatchOperation;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
 use super::patch;
-use super::pod::{self, PodShapeError};
+use super::view::ContainerView;
 
 const REGIONAL_STS: &str = "AWS_STS_REGIONAL_ENDPOINTS";
 const REGION_VARIABLES: [&str; 2] = ["AWS_DEFAULT_REGION", "AWS_REGION"];
@@ -18,27 +18,22 @@ pub struct ContainerPlan<'a> {
     pub mount_path: &'a str,
 }
 
-/// Appends the operations for one container at `path`; true when it changes anything.
+/// Appends the operations for one container; true when it changes anything.
 ///
 /// Rules, as the reference: variables already set by the user are never overridden; a
 /// container that already has the identity pair, a region and the STS variable is left alone
 /// entirely (no mount either).
 pub fn mutate_container(
     ops: &mut Vec<PatchOperation>,
-    path: &[&str; 3],
-    container: &Map<String, Value>,
-    field: &str,
+    container: &ContainerView<'_>,
     plan: &ContainerPlan<'_>,
-) -> Result<bool, PodShapeError> {
-    let env_field = format!("{field}.env");
-    let env = pod::array(container, "env", &env_field)?;
-    let env_names = pod::names(env, &env_field)?;
-    let defined = |name: &str| env_names.contains(&name);
+) -> bool {
+    let defined = |name: &str| container.env_names.contains(&name);
     let identity_defined = plan.env_pair.iter().any(|(name, _)| defined(name));
     let region_defined = REGION_VARIABLES.iter().any(|name| defined(name));
     let sts_defined = defined(REGIONAL_STS);
     if identity_defined && region_defined && sts_defined {
-        return Ok(false);
+        return false;
     }
 
     let mut additions = Vec::new();
@@ -55,26 +50,21 @@ pub fn mutate_container(
             additions.push(json!({"name": name, "value": value}));
         }
     }
+    let index = container.index.to_string();
+    let path = |field| ["spec", container.list, index.as_str(), field];
     let mut changed = !additions.is_empty();
-    patch::append_all(
-        ops,
-        &[path[0], path[1], path[2], "env"],
-        env.is_some(),
-        additions,
-    );
+    patch::append_all(ops, &path("env"), container.has_env, additions);
 
-    let mounts_field = format!("{field}.volumeMounts");
-    let mounts = pod::array(container, "volumeMounts", &mounts_field)?;
-    if !pod::names(mounts, &mounts_field)?.contains(&plan.volume_name) {
+    if !container.mount_names.contains(&plan.volume_name) {
         let mount =
             json!({"name": plan.volume_name, "mountPath": plan.mount_path, "readOnly": true});
         patch::append_all(
             ops,
-            &[path[0], path[1], path[2], "volumeMounts"],
-            mounts.is_some(),
+            &path("volumeMounts"),
+            container.has_mounts,
             vec![mount],
         );
         changed = true;
     }
-    Ok(changed)
+    changed
 }

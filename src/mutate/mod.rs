@@ -8,19 +8,22 @@
 mod container;
 mod patch;
 mod pod;
+mod view;
 
 use std::ops::RangeInclusive;
 
 use json_patch::{Patch, PatchOperation};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::identity::{parse_expiration, CredentialSource, Identity};
 use crate::settings::MutationSettings;
 use container::{mutate_container, ContainerPlan};
 pub use pod::PodShapeError;
+use view::PodView;
 
 /// Label set on pods that get EKS Pod Identity credentials; it ignores `--annotation-prefix`.
 pub const POD_IDENTITY_LABEL: &str = "eks.amazonaws.com/pod-identity";
+pub const POD_IDENTITY_LABEL_VALUE: &str = "enabled";
 /// Name of the IRSA token volume, and the file inside it.
 pub const WEB_IDENTITY_VOLUME: &str = "aws-iam-token";
 pub const WEB_IDENTITY_TOKEN_PATH: &str = "token";
@@ -45,9 +48,10 @@ pub struct Mutation {
     pub containers: Vec<String>,
 }
 
-/// Checks that `pod` is an object with a `spec` object, the least a Pod must be.
-pub fn check_shape(pod: &Value) -> Result<(), PodShapeError> {
-    pod::root(pod).map(|_| ())
+/// Checks that `pod` has the shape of a Pod in every field the engine reads, so malformed
+/// input is reported whether or not the pod would be mutated.
+pub fn check_shape(pod: &Value, settings: &MutationSettings) -> Result<(), PodShapeError> {
+    PodView::read(pod, &settings.keys).map(drop)
 }
 
 /// Computes the patch for `pod`. `jitter` draws a uniformly random value from a range.
@@ -58,22 +62,11 @@ pub fn mutate_pod(
 ) -> Result<Mutation, PodShapeError> {
     let settings = context.settings;
     let identity = context.identity;
-    let (pod, spec) = pod::root(pod)?;
-    let metadata = pod::object(pod, "metadata", "metadata")?;
-    let annotations = match metadata {
-        Some(metadata) => pod::object(metadata, "annotations", "metadata.annotations")?,
-        None => None,
-    };
-    let annotation = |key: &str| -> Result<Option<&str>, PodShapeError> {
-        match annotations {
-            Some(map) => pod::string(map, key, &format!("metadata.annotations[{key:?}]")),
-            None => Ok(None),
-        }
-    };
+    let pod = PodView::read(pod, &settings.keys)?;
 
     let mut warnings = Vec::new();
     let mut token_expiration = identity.token_expiration;
-    if let Some(value) = annotation(&settings.keys.token_expiration)? {
+    if let Some(value) = pod.token_expiration {
         match parse_expiration(value) {
             Some(seconds) => token_expiration = seconds,
             None => warnings.push(format!(
@@ -86,7 +79,8 @@ pub fn mutate_pod(
     if container_credentials && token_expiration == JITTERED_EXPIRATION {
         token_expiration = jitter(JITTER_RANGE);
     }
-    let skip: Vec<&str> = annotation(&settings.keys.skip_containers)?
+    let skip: Vec<&str> = pod
+        .skip_containers
         .map(|list| {
             list.split(',')
                 .map(str::trim)
@@ -95,13 +89,11 @@ pub fn mutate_pod(
         })
         .unwrap_or_default();
 
-    let mode = Mode::new(identity, settings, is_windows(spec)?);
+    let mode = Mode::new(identity, settings, pod.windows);
     let mut ops: Vec<PatchOperation> = Vec::new();
-    let mut containers = Vec::new();
 
     // The volume, prepended as the reference does, unless one of that name exists.
-    let volumes = pod::array(spec, "volumes", "spec.volumes")?;
-    if !pod::names(volumes, "spec.volumes")?.contains(&mode.volume_name) {
+    if !pod.volume_names.contains(&mode.volume_name) {
         let volume = json!({
             "name": mode.volume_name,
             "projected": {"sources": [{"serviceAccountToken": {
@@ -110,14 +102,15 @@ pub fn mutate_pod(
                 "path": mode.token_path,
             }}]},
         });
-        ops.push(match volumes {
-            Some(_) => patch::add(["spec", "volumes", "0"], volume),
-            None => patch::add(["spec", "volumes"], Value::Array(vec![volume])),
+        ops.push(if pod.has_volumes {
+            patch::add(["spec", "volumes", "0"], volume)
+        } else {
+            patch::add(["spec", "volumes"], Value::Array(vec![volume]))
         });
     }
 
-    if container_credentials {
-        label_pod(&mut ops, metadata)?;
+    if container_credentials && pod.pod_identity_label != Some(POD_IDENTITY_LABEL_VALUE) {
+        ops.push(label_operation(&pod));
     }
 
     let plan = ContainerPlan {
@@ -127,22 +120,10 @@ pub fn mutate_pod(
         volume_name: mode.volume_name,
         mount_path: mode.mount_path,
     };
-    for list in ["containers", "initContainers"] {
-        let field = format!("spec.{list}");
-        let Some(items) = pod::array(spec, list, &field)? else {
-            continue;
-        };
-        for (index, item) in items.iter().enumerate() {
-            let field = format!("{field}[{index}]");
-            let container = pod::element(item, &field)?;
-            let name = pod::string(container, "name", &format!("{field}.name"))?.unwrap_or("");
-            if skip.contains(&name) {
-                continue;
-            }
-            let path = ["spec", list, &index.to_string()];
-            if mutate_container(&mut ops, &path, container, &field, &plan)? {
-                containers.push(name.to_string());
-            }
+    let mut containers = Vec::new();
+    for container in &pod.containers {
+        if !skip.contains(&container.name) && mutate_container(&mut ops, container, &plan) {
+            containers.push(container.name.to_string());
         }
     }
 
@@ -219,51 +200,14 @@ impl<'a> Mode<'a> {
     }
 }
 
-/// Windows pods need a `C:\...` token path. The reference looks only at the node selectors;
-/// `spec.os.name` says the same thing and is honoured too.
-fn is_windows(spec: &Map<String, Value>) -> Result<bool, PodShapeError> {
-    if let Some(selector) = pod::object(spec, "nodeSelector", "spec.nodeSelector")? {
-        for key in ["kubernetes.io/os", "beta.kubernetes.io/os"] {
-            let field = format!("spec.nodeSelector[{key:?}]");
-            if pod::string(selector, key, &field)? == Some("windows") {
-                return Ok(true);
-            }
-        }
+/// Sets the pod-identity label, creating `labels` (or `metadata`) only where absent.
+fn label_operation(pod: &PodView<'_>) -> PatchOperation {
+    let value = Value::String(POD_IDENTITY_LABEL_VALUE.into());
+    if pod.has_labels {
+        patch::add(["metadata", "labels", POD_IDENTITY_LABEL], value)
+    } else if pod.has_metadata {
+        patch::add(["metadata", "labels"], json!({POD_IDENTITY_LABEL: value}))
+    } else {
+        patch::add(["metadata"], json!({"labels": {POD_IDENTITY_LABEL: value}}))
     }
-    if let Some(os) = pod::object(spec, "os", "spec.os")? {
-        return Ok(pod::string(os, "name", "spec.os.name")? == Some("windows"));
-    }
-    Ok(false)
-}
-
-/// Sets `eks.amazonaws.com/pod-identity: enabled`, creating `labels` (or `metadata`) only
-/// where absent.
-fn label_pod(
-    ops: &mut Vec<PatchOperation>,
-    metadata: Option<&Map<String, Value>>,
-) -> Result<(), PodShapeError> {
-    const ENABLED: &str = "enabled";
-    let Some(metadata) = metadata else {
-        ops.push(patch::add(
-            ["metadata"],
-            json!({"labels": {POD_IDENTITY_LABEL: ENABLED}}),
-        ));
-        return Ok(());
-    };
-    match pod::object(metadata, "labels", "metadata.labels")? {
-        None => ops.push(patch::add(
-            ["metadata", "labels"],
-            json!({POD_IDENTITY_LABEL: ENABLED}),
-        )),
-        Some(labels) => {
-            let field = format!("metadata.labels[{POD_IDENTITY_LABEL:?}]");
-            if pod::string(labels, POD_IDENTITY_LABEL, &field)? != Some(ENABLED) {
-                ops.push(patch::add(
-                    ["metadata", "labels", POD_IDENTITY_LABEL],
-                    Value::String(ENABLED.into()),
-                ));
-            }
-        }
-    }
-    Ok(())
 }
