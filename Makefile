@@ -20,6 +20,15 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
 
+## Run it: build the webhook, start a local control plane, install the chart in URL mode,
+## create examples/ and print what was injected. Leaves the cluster up (DEMO_TEARDOWN=1: not).
+demo:
+	hack/demo.sh
+
+## Stop what `make demo` left running.
+demo-down:
+	hack/demo.sh down
+
 ## Only the tests that need no external tools.
 unit:
 	cargo test --locked --lib --test golden --test engine_properties

@@ -728,6 +728,13 @@ fn stopped_webhook_lets_pods_through_unmutated_then_mutates_again() {
     c.namespace(ns, &[]);
     c.service_account(ns, "app", &[(ROLE_KEY, ROLE)]);
     let manifest = pod("app", "app", &["app"]);
+    let fail_open = || {
+        c.apiserver_metric(
+            "apiserver_admission_webhook_fail_open_count",
+            &[("name", "pod-identity-webhook.amazonaws.com")],
+        )
+    };
+    let fail_open_before = fail_open();
 
     let status = c.primary.stop().expect("the primary webhook was running");
     assert!(
@@ -740,6 +747,8 @@ fn stopped_webhook_lets_pods_through_unmutated_then_mutates_again() {
         !is_mutated(&stored),
         "pod mutated while the webhook was down"
     );
+    // The API server counted the failed call it let through.
+    assert!(fail_open() > fail_open_before, "no fail-open call counted");
 
     c.primary.start().unwrap();
     c.primary.wait_ready(Duration::from_secs(60)).unwrap();
@@ -768,6 +777,13 @@ fn serving_certificate_rotated_on_disk_without_failed_admissions() {
     let (cert, key) = c.ca.server_cert(&["127.0.0.1", "localhost"]);
     let new = certs::first_der(&cert);
     assert_ne!(old, new);
+    // Calls to the chart's webhook that failed (and were let through: failurePolicy Ignore).
+    let failed_calls = || {
+        let by_name = [("name", "pod-identity-webhook.amazonaws.com")];
+        c.apiserver_metric("apiserver_admission_webhook_fail_open_count", &by_name)
+            + c.apiserver_metric("apiserver_admission_webhook_rejection_count", &by_name)
+    };
+    let failed_before = failed_calls();
 
     let stop = std::sync::atomic::AtomicBool::new(false);
     let pods = std::thread::scope(|scope| {
@@ -804,6 +820,7 @@ fn serving_certificate_rotated_on_disk_without_failed_admissions() {
         served.unwrap_or_else(|e| panic!("{e}"));
         pods
     });
+    eprintln!("cert rotation: {} pods created around the swap", pods.len());
     let unmutated: Vec<_> = pods
         .iter()
         .filter(|p| !is_mutated(p))
@@ -819,6 +836,36 @@ fn serving_certificate_rotated_on_disk_without_failed_admissions() {
         "{} of {} pods created during the rotation were not mutated (failed admissions): {unmutated:?}",
         unmutated.len(),
         pods.len()
+    );
+    assert_eq!(
+        failed_calls(),
+        failed_before,
+        "the API server saw failed webhook calls"
+    );
+
+    // The API server's open connection may still be the one made under the old certificate.
+    // A new registration gets a new client, hence a new handshake, which must accept the new
+    // certificate: with failurePolicy Fail, a TLS failure would reject the pod.
+    let probe = (harness::OTHER_WEBHOOK_LABEL, "rotation-probe");
+    c.namespace("rotation-probe", &[probe]);
+    c.service_account("rotation-probe", "app", &[(ROLE_KEY, ROLE)]);
+    let _registration = c.register_webhook(
+        "piw-test-rotation-probe",
+        &format!("https://127.0.0.1:{}/mutate", c.primary.port),
+        probe,
+        "Fail",
+    );
+    eventually_pod(
+        c,
+        "rotation-probe",
+        &pod("app", "app", &["app"]),
+        "a new connection to the rotated certificate admits pods",
+        Duration::from_secs(15),
+        |p| {
+            role_of(p)
+                .map(drop)
+                .ok_or_else(|| "not mutated yet".to_string())
+        },
     );
 }
 
@@ -949,6 +996,7 @@ fn narrower_rbac_keeps_the_webhook_unready() {
             format!("--tls-key={}", c.serving_certs.file("tls.key").display()),
             format!("--kubeconfig={}", kubeconfig.display()),
             format!("--namespace={ns}"),
+            "--shutdown-delay=0s".into(),
         ],
     );
     webhook.start().unwrap();
@@ -1078,6 +1126,7 @@ fn builtin_certificate_mode_creates_secret_publishes_ca_and_admits_pods() {
         format!("--kubeconfig={}", kubeconfig.display()),
         // Tells this webhook's mutations apart from the primary's.
         "--aws-default-region=builtin-test-1".into(),
+        "--shutdown-delay=0s".into(),
     ]);
     let first = Webhook::on_ports("builtin-1", &c.artifacts, port, metrics_port, args.clone());
     first.start().unwrap();

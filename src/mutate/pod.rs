@@ -75,11 +75,22 @@ pub fn names<'a>(
     let Some(items) = items else {
         return Ok(Vec::new());
     };
+    // Field paths are formatted only on error: lists can hold hundreds of entries.
     let mut names = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
-        let entry = element(item, &format!("{field}[{index}]"))?;
-        if let Some(name) = string(entry, "name", &format!("{field}[{index}].name"))? {
-            names.push(name);
+        let Value::Object(entry) = item else {
+            return Err(shape_error(format!("{field}[{index}]"), "an object", item));
+        };
+        match entry.get("name") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(name)) => names.push(name.as_str()),
+            Some(other) => {
+                return Err(shape_error(
+                    format!("{field}[{index}].name"),
+                    "a string",
+                    other,
+                ))
+            }
         }
     }
     Ok(names)

@@ -546,6 +546,8 @@ impl Drop for Webhook {
 pub struct Response {
     pub status: u16,
     pub body: Value,
+    /// The body as text (for non-JSON answers such as `/metrics`).
+    pub text: String,
     pub warnings: Vec<String>,
 }
 
@@ -864,6 +866,7 @@ impl Cluster {
             Ok(Response {
                 status,
                 body,
+                text: String::from_utf8_lossy(&bytes).into_owned(),
                 warnings,
             })
         })
@@ -955,6 +958,23 @@ impl Cluster {
             cluster: self,
             name: config_name.to_string(),
         }
+    }
+
+    /// Sum of the API server's metric `name` over the series whose labels include `labels`.
+    pub fn apiserver_metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let metrics = self.request("GET", "/metrics", "text/plain", None);
+        assert_eq!(metrics.status, 200, "GET /metrics: {}", metrics.text);
+        metrics
+            .text
+            .lines()
+            .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
+            .filter(|line| {
+                labels
+                    .iter()
+                    .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// The primary webhook's ServiceAccount cache, from `/debug/alpha/cache`.

@@ -16,7 +16,7 @@ pub const WINDOWS_TOKEN_FILE: &str =
 pub const CC_VOLUME: &str = "eks-pod-identity-token";
 pub const CC_MOUNT: &str = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount";
 
-/// A pod manifest: `name`, `service_account`, and containers given as `(name, env)`.
+/// A pod manifest: `name`, `service_account`, and one busybox container per name.
 pub fn pod(name: &str, service_account: &str, containers: &[&str]) -> Value {
     json!({
         "apiVersion": "v1",
