@@ -5,7 +5,7 @@ SHELL := /bin/bash
 TOOLS_BIN := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pod-identity-webhook/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: test tools lint unit demo demo-down bench render-deploy
+.PHONY: test tools lint unit real-cluster demo demo-down bench render-deploy
 
 ## Install helm, etcd and a kube-apiserver (cached after the first run).
 tools:
@@ -31,11 +31,17 @@ demo-down:
 
 ## Only the tests that need no external tools.
 unit:
-	cargo test --locked --lib --test golden --test engine_properties
+	cargo test --locked --lib --test golden --test engine_properties --test mutate_cli
 
-## Benchmarks: the engine (criterion) and the request path over TLS.
+## The real-cluster suite alone (a local kube-apiserver and etcd; logs in target/tmp/).
+real-cluster: tools
+	PIW_REQUIRE_TOOLS=1 cargo test --locked --test real_cluster
+
+## Benchmarks: the engine (criterion), the request path over TLS, cache memory.
 bench:
 	cargo bench --bench engine
+	cargo bench --bench request_path
+	cargo bench --bench cache_memory
 
 ## Regenerate deploy/ from the chart.
 render-deploy:

@@ -21,7 +21,9 @@ pub fn init(format: LogFormat, verbosity: u8) {
         .unwrap_or_else(|_| EnvFilter::new(filter_for_verbosity(verbosity)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never into log files or collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder

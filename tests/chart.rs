@@ -1525,3 +1525,35 @@ fn deploy_directory_is_up_to_date_with_the_chart() {
         "restricted"
     );
 }
+
+#[test]
+fn role_mapping_accepts_wildcard_namespace_keys_and_rejects_malformed_ones() {
+    let helm =
+        require_helm!("role_mapping_accepts_wildcard_namespace_keys_and_rejects_malformed_ones");
+    let docs = render(
+        helm,
+        &[
+            "--set",
+            "roleMapping.enabled=true",
+            "--set-json",
+            r#"roleMapping.mappings={"*/reporting":{"RoleARN":"arn:aws:iam::111122223333:role/r"}}"#,
+        ],
+    );
+    let config: Value =
+        serde_json::from_str(one(&docs, "ConfigMap")["data"]["config"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        config["*/reporting"]["RoleARN"],
+        "arn:aws:iam::111122223333:role/r"
+    );
+    let err = try_render(
+        helm,
+        &[
+            "--set",
+            "roleMapping.enabled=true",
+            "--set-json",
+            r#"roleMapping.mappings={"no-slash":{"RoleARN":"x"}}"#,
+        ],
+    )
+    .expect_err("a key without a slash");
+    assert!(err.contains("no-slash"), "{err}");
+}
