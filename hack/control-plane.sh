@@ -24,6 +24,8 @@
 #       Create namespaces the way a full cluster would have them: with the
 #       `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap (there
 #       is no kube-controller-manager to create them).  Idempotent.
+#   hack/control-plane.sh free-ports N
+#       Print N distinct free TCP ports on 127.0.0.1 (used by hack/demo.sh).
 #   hack/control-plane.sh selftest
 #       run a throw-away control plane and check it: readyz, a pod admitted
 #       with its projected service-account token volume, TokenRequest,
@@ -569,7 +571,7 @@ while [ "$#" -gt 0 ]; do
     --kill) STOP_SIGNAL=KILL; shift ;;
     -h|--help) usage ;;
     *)
-      if [ "$CMD" = create-namespace ]; then NAMES+=("$1"); shift
+      if [ "$CMD" = create-namespace ] || [ "$CMD" = free-ports ]; then NAMES+=("$1"); shift
       else die "unknown argument: $1"; fi ;;
   esac
 done
@@ -586,6 +588,7 @@ case "$CMD" in
     create_namespaces "${NAMES[@]}"
     log "namespaces ready: ${NAMES[*]}"
     ;;
+  free-ports) free_ports "${NAMES[0]:-1}" ;;
   selftest) exec "${BASH_SOURCE[0]}" run -- "${BASH_SOURCE[0]}" _selftest-inner ;;
   _selftest-inner) cmd_selftest_inner ;;
   -h|--help|help) usage ;;

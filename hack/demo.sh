@@ -61,17 +61,6 @@ cmd_down() {
   log "demo stopped; $DEMO_DIR removed"
 }
 
-free_ports() {
-  python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
 
 make_certs() {
   local dir="$1"
@@ -149,7 +138,7 @@ cmd_up() {
   step "Making the webhook's serving certificate (a demo CA, for 127.0.0.1)"
   make_certs "$WEBHOOK_DIR/certs"
   local port metrics_port
-  read -r port metrics_port <<<"$(free_ports 2)"
+  read -r port metrics_port <<<"$("$ROOT/hack/control-plane.sh" free-ports 2)"
 
   step "Installing the chart in URL mode: the API server calls https://127.0.0.1:$port/mutate"
   "$helm" install "$RELEASE" "$ROOT/charts/pod-identity-webhook" --namespace "$RELEASE_NS" \

@@ -37,6 +37,12 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
+/// Asserts success and returns standard output as JSON.
+fn stdout_json(output: &Output) -> Value {
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// Asserts the documented failure shape and returns the one stderr line.
 fn assert_fails(output: &Output) -> String {
     assert_eq!(output.status.code(), Some(2), "{output:?}");
@@ -62,8 +68,7 @@ fn example_pod_gets_the_patch_for_its_annotated_service_account() {
         ],
         None,
     );
-    assert!(output.status.success(), "{output:?}");
-    let patch: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let patch = stdout_json(&output);
     let text = patch.to_string();
     assert!(text.contains("arn:aws:iam::111122223333:role/s3-reader"));
     assert!(text.contains("AWS_STS_REGIONAL_ENDPOINTS"));
@@ -85,8 +90,7 @@ fn output_pod_prints_the_patched_pod_keeping_field_order() {
         ],
         None,
     );
-    assert!(output.status.success(), "{output:?}");
-    let pod: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let pod = stdout_json(&output);
     let env = &pod["spec"]["containers"][0]["env"];
     let names: Vec<&str> = env
         .as_array()
@@ -117,16 +121,14 @@ fn pod_from_stdin_with_its_service_account_in_the_same_stream() {
         std::fs::read_to_string(examples("pod.yaml")).unwrap()
     );
     let output = run(&["mutate", "--pod", "-"], Some(&manifests));
-    assert!(output.status.success(), "{output:?}");
-    let patch: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let patch = stdout_json(&output);
     assert!(!patch.as_array().unwrap().is_empty());
 }
 
 #[test]
 fn no_service_account_gives_an_empty_patch() {
     let output = run(&["mutate", "--pod", &examples("pod.yaml")], None);
-    assert!(output.status.success(), "{output:?}");
-    let patch: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let patch = stdout_json(&output);
     assert_eq!(patch, Value::Array(vec![]));
 }
 
@@ -193,8 +195,7 @@ fn config_map_and_container_credentials_files_are_honoured() {
         ],
         None,
     );
-    assert!(output.status.success(), "{output:?}");
-    let pod: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let pod = stdout_json(&output);
     assert_eq!(
         pod["metadata"]["labels"]["eks.amazonaws.com/pod-identity"],
         "enabled"

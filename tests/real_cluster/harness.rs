@@ -268,6 +268,11 @@ pub fn run(command: &mut Command) -> Result<Output, String> {
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    succeeded(&shown, out)
+}
+
+/// `out` when the command succeeded, else an error with everything it printed.
+fn succeeded(shown: &str, out: Output) -> Result<Output, String> {
     if out.status.success() {
         Ok(out)
     } else {
@@ -296,16 +301,7 @@ pub fn run_with_input(command: &mut Command, input: &[u8]) -> Result<Output, Str
         .wait_with_output()
         .map_err(|e| format!("{shown}: {e}"))?;
     let _ = writer.join();
-    if out.status.success() {
-        Ok(out)
-    } else {
-        Err(format!(
-            "{shown} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    succeeded(&shown, out)
 }
 
 /// Two distinct free TCP ports on 127.0.0.1 (free when asked; both bound at once so they

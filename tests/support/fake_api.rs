@@ -89,6 +89,25 @@ struct Key {
     name: String,
 }
 
+impl Key {
+    /// The key of a whole object: its kind, metadata.name and (when namespaced) namespace.
+    fn of(object: &Value) -> Self {
+        let kind = object["kind"].as_str().expect("object has a kind");
+        let resource = resource_by_kind(kind).expect("known kind");
+        Key {
+            plural: resource.plural.into(),
+            namespace: object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .into(),
+            name: object["metadata"]["name"]
+                .as_str()
+                .expect("object has a name")
+                .into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Event {
     rv: u64,
@@ -171,19 +190,7 @@ impl FakeApi {
     /// Creates or replaces an object (kind, metadata.name and, when namespaced,
     /// metadata.namespace required), as another client would. Returns its resourceVersion.
     pub fn put(&self, object: Value) -> u64 {
-        let kind = object["kind"].as_str().expect("object has a kind");
-        let resource = resource_by_kind(kind).expect("known kind");
-        let key = Key {
-            plural: resource.plural.into(),
-            namespace: object["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or_default()
-                .into(),
-            name: object["metadata"]["name"]
-                .as_str()
-                .expect("object has a name")
-                .into(),
-        };
+        let key = Key::of(&object);
         let mut state = self.shared.lock();
         let kind = if state.objects.contains_key(&key) {
             "MODIFIED"
@@ -196,19 +203,7 @@ impl FakeApi {
     /// Stores an object without any watch event, as if the watch had not delivered it yet:
     /// only a direct GET finds it.
     pub fn put_unwatched(&self, object: Value) {
-        let kind = object["kind"].as_str().expect("object has a kind");
-        let resource = resource_by_kind(kind).expect("known kind");
-        let key = Key {
-            plural: resource.plural.into(),
-            namespace: object["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or_default()
-                .into(),
-            name: object["metadata"]["name"]
-                .as_str()
-                .expect("object has a name")
-                .into(),
-        };
+        let key = Key::of(&object);
         self.shared.lock().objects.insert(key, object);
     }
 
