@@ -28,7 +28,9 @@ export PATH="$PATH:$CACHE_BIN_DIR"
 CLUSTER_DIR="$DEMO_DIR/cluster"
 WEBHOOK_DIR="$DEMO_DIR/webhook"
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+# Bold headings only for a person at a terminal.
+if [ -t 2 ]; then BOLD=$'\033[1m' PLAIN=$'\033[0m'; else BOLD="" PLAIN=""; fi
+step() { printf '\n%s==> %s%s\n' "$BOLD" "$*" "$PLAIN" >&2; }
 log() { printf '%s\n' "$*" >&2; }
 die() { printf 'demo: ERROR: %s\n' "$*" >&2; exit 1; }
 
