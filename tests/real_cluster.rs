@@ -604,7 +604,8 @@ fn config_map_mapping_and_its_live_update() {
     );
     let map = c.get(&path);
     let mut mapping: Value = serde_json::from_str(map["data"]["config"].as_str().unwrap()).unwrap();
-    mapping[format!("{ns}/late")] = json!({"RoleARN": OTHER_ROLE});
+    // A wildcard entry: namespace `*` matches the ServiceAccount in any namespace.
+    mapping["*/late"] = json!({"RoleARN": OTHER_ROLE});
     c.merge_patch(&path, &json!({"data": {"config": mapping.to_string()}}))
         .ok("update the mapping");
     let stored = eventually_pod(
