@@ -4,12 +4,14 @@
 pub mod cache;
 pub mod certs;
 pub mod cli;
+pub mod clock;
 pub mod config_map_watch;
 pub mod container_credentials_watch;
 pub mod file_watch;
 pub mod go_syntax;
 pub mod health;
 pub mod identity;
+pub mod json;
 pub mod logging;
 pub mod manifests;
 pub mod metrics;

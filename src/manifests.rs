@@ -126,7 +126,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, String> {
                 return Err(format!(
                     "document {} is not a Kubernetes object (got {})",
                     documents.len() + 1,
-                    crate::identity::json_type(&other)
+                    crate::json::json_type(&other)
                 ))
             }
         }

@@ -11,21 +11,13 @@ use crate::settings::MutationSettings;
 
 /// The ServiceAccount a pod runs as: only `spec.serviceAccountName` counts; empty is `default`.
 pub fn service_account_name(pod: &Value) -> Result<&str, PodShapeError> {
-    let name = match pod
-        .get("spec")
-        .and_then(|spec| spec.get("serviceAccountName"))
-    {
-        None | Some(Value::Null) => "",
-        Some(Value::String(name)) => name.as_str(),
-        Some(other) => {
-            return Err(PodShapeError {
-                field: "spec.serviceAccountName".into(),
-                expected: "a string",
-                got: crate::identity::json_type(other),
-            })
-        }
+    let name = match pod.get("spec").and_then(Value::as_object) {
+        Some(spec) => crate::mutate::string_member(spec, "serviceAccountName", || {
+            "spec.serviceAccountName".into()
+        })?,
+        None => None,
     };
-    Ok(if name.is_empty() { "default" } else { name })
+    Ok(name.filter(|name| !name.is_empty()).unwrap_or("default"))
 }
 
 /// The outcome for one pod: the identity used (if any) and the mutation (empty when none).
@@ -47,14 +39,10 @@ pub fn mutate_with_sources(
     let resolution = resolve_identity(namespace, service_account, sources, settings);
     let Some(identity) = resolution.identity else {
         // Still check the pod's shape, so bad input is reported whatever the ServiceAccount.
+        // Warnings about annotations of a ServiceAccount that yields no identity are dropped:
+        // nothing they affect is applied.
         crate::mutate::check_shape(pod, settings)?;
-        return Ok(Outcome {
-            identity: None,
-            mutation: Mutation {
-                warnings: resolution.warnings,
-                ..Default::default()
-            },
-        });
+        return Ok(Outcome::default());
     };
     let context = PodContext {
         identity: &identity,

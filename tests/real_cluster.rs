@@ -592,11 +592,16 @@ fn config_map_mapping_and_its_live_update() {
         },
     );
 
-    c.service_account(ns, "late", &[]);
-    let late = pod("late", "late", &["app"]);
+    // A ServiceAccount name no other test uses, in a namespace of its own, so the wildcard
+    // entry below proves `*` matches another namespace and touches no other scenario.
+    let other_ns = "mapping-wildcard";
+    let name = "mapped-anywhere";
+    c.namespace(other_ns, &[]);
+    c.service_account(other_ns, name, &[]);
+    let late = pod(name, name, &["app"]);
     assert!(
-        !is_mutated(&c.create_pod(ns, &late).0),
-        "late is not mapped yet"
+        !is_mutated(&c.create_pod(other_ns, &late).0),
+        "{name} is not mapped yet"
     );
     let path = format!(
         "/api/v1/namespaces/{}/configmaps/pod-identity-webhook",
@@ -604,13 +609,12 @@ fn config_map_mapping_and_its_live_update() {
     );
     let map = c.get(&path);
     let mut mapping: Value = serde_json::from_str(map["data"]["config"].as_str().unwrap()).unwrap();
-    // A wildcard entry: namespace `*` matches the ServiceAccount in any namespace.
-    mapping["*/late"] = json!({"RoleARN": OTHER_ROLE});
+    mapping[format!("*/{name}")] = json!({"RoleARN": OTHER_ROLE});
     c.merge_patch(&path, &json!({"data": {"config": mapping.to_string()}}))
         .ok("update the mapping");
     let stored = eventually_pod(
         c,
-        ns,
+        other_ns,
         &late,
         "the mapping update applies",
         Duration::from_secs(15),

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
+use crate::json::json_type;
 use crate::settings::clamp_expiration;
 
 /// The ConfigMap key whose value holds the mapping.
@@ -90,21 +91,6 @@ impl ConfigMapMapping {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// Every entry with its key, sorted, for debugging output.
-    pub fn entries(&self) -> Vec<(String, &MappingEntry)> {
-        let mut all: Vec<_> = self
-            .by_namespace
-            .iter()
-            .flat_map(|(ns, names)| {
-                names
-                    .iter()
-                    .map(move |(name, entry)| (format!("{ns}/{name}"), entry))
-            })
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
-    }
 }
 
 fn split_key(key: &str) -> Option<(&str, &str)> {
@@ -166,17 +152,6 @@ fn field_ignoring_case<'a>(fields: &'a Map<String, Value>, name: &str) -> Option
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     })
-}
-
-pub(crate) fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use crate::identity::{parse_expiration, CredentialSource, Identity};
 use crate::settings::MutationSettings;
 use container::{mutate_container, ContainerPlan};
-pub use pod::PodShapeError;
+pub use pod::{string as string_member, PodShapeError};
 use view::PodView;
 
 /// Label set on pods that get EKS Pod Identity credentials; it ignores `--annotation-prefix`.

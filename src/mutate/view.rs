@@ -34,31 +34,35 @@ pub struct PodView<'a> {
     pub containers: Vec<ContainerView<'a>>,
 }
 
+/// `metadata.<map>[<key>]`, which must be a string when present.
+fn member<'a>(
+    map: Option<Object<'a>>,
+    field: &str,
+    key: &str,
+) -> Result<Option<&'a str>, PodShapeError> {
+    match map {
+        Some(map) => pod::string(map, key, || format!("{field}[{key:?}]")),
+        None => Ok(None),
+    }
+}
+
 impl<'a> PodView<'a> {
     /// Reads and validates `pod`; `keys` name the annotations read.
     pub fn read(pod: &'a Value, keys: &AnnotationKeys) -> Result<Self, PodShapeError> {
         let (pod, spec) = pod::root(pod)?;
-        let metadata = pod::object(pod, "metadata", "metadata")?;
+        let metadata = pod::object(pod, "metadata", || "metadata".into())?;
         let (labels, annotations) = match metadata {
             Some(m) => (
-                pod::object(m, "labels", "metadata.labels")?,
-                pod::object(m, "annotations", "metadata.annotations")?,
+                pod::object(m, "labels", || "metadata.labels".into())?,
+                pod::object(m, "annotations", || "metadata.annotations".into())?,
             ),
             None => (None, None),
         };
-        let member = |map: Option<Object<'a>>, field: &str, key: &str| match map {
-            Some(map) => pod::string(map, key, &format!("{field}[{key:?}]")),
-            None => Ok(None),
-        };
-        let volumes = pod::array(spec, "volumes", "spec.volumes")?;
+        let volumes = pod::array(spec, "volumes", || "spec.volumes".into())?;
         let mut containers = Vec::new();
         for list in ["containers", "initContainers"] {
-            let field = format!("spec.{list}");
-            for (index, item) in pod::array(spec, list, &field)?
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
+            let items = pod::array(spec, list, || format!("spec.{list}"))?;
+            for (index, item) in items.into_iter().flatten().enumerate() {
                 containers.push(ContainerView::read(list, index, item)?);
             }
         }
@@ -69,7 +73,7 @@ impl<'a> PodView<'a> {
             token_expiration: member(annotations, "metadata.annotations", &keys.token_expiration)?,
             skip_containers: member(annotations, "metadata.annotations", &keys.skip_containers)?,
             has_volumes: volumes.is_some(),
-            volume_names: pod::names(volumes, "spec.volumes")?,
+            volume_names: pod::names(volumes, || "spec.volumes".into())?,
             windows: is_windows(spec)?,
             containers,
         })
@@ -78,20 +82,18 @@ impl<'a> PodView<'a> {
 
 impl<'a> ContainerView<'a> {
     fn read(list: &'static str, index: usize, item: &'a Value) -> Result<Self, PodShapeError> {
-        let field = format!("spec.{list}[{index}]");
-        let container = pod::element(item, &field)?;
-        let env_field = format!("{field}.env");
-        let env = pod::array(container, "env", &env_field)?;
-        let mounts_field = format!("{field}.volumeMounts");
-        let mounts = pod::array(container, "volumeMounts", &mounts_field)?;
+        let field = |suffix: &str| format!("spec.{list}[{index}]{suffix}");
+        let container = pod::element(item, || field(""))?;
+        let env = pod::array(container, "env", || field(".env"))?;
+        let mounts = pod::array(container, "volumeMounts", || field(".volumeMounts"))?;
         Ok(Self {
             list,
             index,
-            name: pod::string(container, "name", &format!("{field}.name"))?.unwrap_or(""),
+            name: pod::string(container, "name", || field(".name"))?.unwrap_or(""),
             has_env: env.is_some(),
-            env_names: pod::names(env, &env_field)?,
+            env_names: pod::names(env, || field(".env"))?,
             has_mounts: mounts.is_some(),
-            mount_names: pod::names(mounts, &mounts_field)?,
+            mount_names: pod::names(mounts, || field(".volumeMounts"))?,
         })
     }
 }
@@ -100,14 +102,13 @@ impl<'a> ContainerView<'a> {
 /// `spec.os.name` says the same thing and is honoured too.
 fn is_windows(spec: Object<'_>) -> Result<bool, PodShapeError> {
     let mut windows = false;
-    if let Some(selector) = pod::object(spec, "nodeSelector", "spec.nodeSelector")? {
+    if let Some(selector) = pod::object(spec, "nodeSelector", || "spec.nodeSelector".into())? {
         for key in ["kubernetes.io/os", "beta.kubernetes.io/os"] {
-            let field = format!("spec.nodeSelector[{key:?}]");
-            windows |= pod::string(selector, key, &field)? == Some("windows");
+            windows |= member(Some(selector), "spec.nodeSelector", key)? == Some("windows");
         }
     }
-    if let Some(os) = pod::object(spec, "os", "spec.os")? {
-        windows |= pod::string(os, "name", "spec.os.name")? == Some("windows");
+    if let Some(os) = pod::object(spec, "os", || "spec.os".into())? {
+        windows |= pod::string(os, "name", || "spec.os.name".into())? == Some("windows");
     }
     Ok(windows)
 }
