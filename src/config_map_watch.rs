@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::runtime::{watcher, WatchStreamExt};
 
+use crate::health::Readiness;
 use crate::identity::{ConfigMapMapping, MappingError, ParsedMapping, CONFIG_KEY};
 use crate::metrics::Metrics;
 use crate::sources::LiveSources;
@@ -144,14 +145,17 @@ impl MappingWatch {
 }
 
 /// Starts the watch on the current runtime. It runs for as long as the runtime does,
-/// retrying errors with backoff and keeping the current mapping meanwhile.
+/// retrying errors with backoff and keeping the current mapping meanwhile. Readiness waits
+/// for its first complete list from the moment this is called.
 pub fn start(
     client: kube::Client,
     namespace: String,
     sources: Arc<LiveSources>,
     metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
 ) {
-    tokio::spawn(run(client, namespace, sources, metrics));
+    readiness.require_mapping();
+    tokio::spawn(run(client, namespace, sources, metrics, readiness));
 }
 
 async fn run(
@@ -159,14 +163,25 @@ async fn run(
     namespace: String,
     sources: Arc<LiveSources>,
     metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
 ) {
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={CONFIG_MAP_NAME}"));
     let mut events = pin!(watcher(api, config).default_backoff());
     let mut mapping = MappingWatch::new(sources, metrics.clone());
+    let mut synced_once = false;
     while let Some(event) = events.next().await {
         match event {
-            Ok(event) => mapping.apply(event),
+            Ok(event) => {
+                // A list that ends without the ConfigMap counts too: "no mapping" is then known.
+                let list_done = matches!(event, watcher::Event::InitDone);
+                mapping.apply(event);
+                if list_done && !synced_once {
+                    synced_once = true;
+                    readiness.set_mapping_synced();
+                    tracing::info!(%namespace, "ConfigMap mapping synced");
+                }
+            }
             Err(error) => {
                 metrics.watch_errors.with_label_values(&[RESOURCE]).inc();
                 tracing::warn!(%namespace, %error, "ConfigMap watch failed; retrying with backoff, the current mapping stays");

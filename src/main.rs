@@ -76,18 +76,19 @@ async fn run(args: ServeArgs) -> Result<(), Fatal> {
             args.namespace.clone(),
             sources.clone(),
             metrics.clone(),
+            readiness.clone(),
         );
     }
-    // Both watches stop when dropped, so they live as long as `run`.
+    // The file watch stops when dropped, so it lives as long as `run`; the certificate
+    // manager's task runs until the runtime ends.
     let _certificate_files = if args.in_cluster {
-        certs::start(
+        certs::spawn(
             client,
             certs::CertsConfig::from_serve_args(&args),
             store.clone(),
             readiness.clone(),
         )
-        .await
-        .map_err(|err| Fatal(2, format!("built-in certificate mode: {err:#}")))?;
+        .map_err(|err| Fatal(2, format!("{err:#}")))?;
         None
     } else {
         Some(tls::watch_files(

@@ -37,9 +37,9 @@ pub enum TlsError {
     Key(String),
     #[error("the private key does not match the certificate's public key")]
     KeyMismatch,
-    #[error("unknown cipher suite {0:?} in --tls-cipher-suites; supported: {SUPPORTED_NAMES}")]
+    #[error("unknown cipher suite {0:?} in --tls-cipher-suites; supported: {supported}", supported = supported_names())]
     UnknownCipherSuite(String),
-    #[error("cipher suite {0:?} in --tls-cipher-suites is not supported: rustls offers only ECDHE suites with AES-GCM or ChaCha20-Poly1305; supported: {SUPPORTED_NAMES}")]
+    #[error("cipher suite {0:?} in --tls-cipher-suites is not supported: rustls offers only ECDHE suites with AES-GCM or ChaCha20-Poly1305; supported: {supported}", supported = supported_names())]
     UnsupportedCipherSuite(String),
     #[error("TLS configuration rejected by rustls: {0}")]
     Config(#[from] rustls::Error),
@@ -86,10 +86,7 @@ impl CertificateStore {
                     .inc();
                 self.metrics.certificate_expiry.set(not_after as f64);
                 self.readiness.set_certificate_loaded(true);
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |elapsed| elapsed.as_secs() as i64);
-                if not_after <= now {
+                if not_after <= crate::clock::unix_now() {
                     tracing::warn!(
                         not_after,
                         "the serving certificate loaded has already expired"
@@ -277,11 +274,16 @@ const GO_ONLY_NAMES: &[&str] = &[
     "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
 ];
 
-const SUPPORTED_NAMES: &str =
-    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, \
-TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305(_SHA256), TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, \
-TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305(_SHA256), \
-and the TLS 1.3 suites, which are always on";
+/// The names `--tls-cipher-suites` accepts, for error messages; read from the tables so the
+/// list cannot drift from what is accepted.
+fn supported_names() -> String {
+    let tls12: Vec<&str> = TLS12_SUITES.iter().map(|(name, _)| *name).collect();
+    format!(
+        "{}, and the TLS 1.3 suites, which are always on ({})",
+        tls12.join(", "),
+        TLS13_NAMES.join(", ")
+    )
+}
 
 /// The cipher suites to offer: all TLS 1.3 suites, plus the named TLS 1.2 suites (all of
 /// rustls' when `names` is empty). Names are trimmed; empty entries are ignored.
@@ -453,6 +455,10 @@ mod tests {
                 .starts_with("unknown cipher suite \"TLS_MADE_UP\""),
             "{err}"
         );
+        for (name, _) in TLS12_SUITES {
+            assert!(err.to_string().contains(name), "{err} does not list {name}");
+        }
+        assert!(err.to_string().contains("TLS_AES_128_GCM_SHA256"), "{err}");
     }
 
     #[test]

@@ -314,16 +314,102 @@ async fn a_missing_service_account_gives_none_at_once_and_leaves_no_state() {
     assert_eq!(running.cache.dump()["inFlightLookups"], 0);
 }
 
+/// Creates `namespace/name` through the watch once `ready` holds (checked every 10 ms).
+fn create_when(
+    api: &Arc<FakeApi>,
+    ready: impl FnMut() -> bool + Send + 'static,
+    namespace: &'static str,
+    name: &'static str,
+) {
+    let creator = api.clone();
+    tokio::spawn(async move {
+        eventually("the moment to create the ServiceAccount", WAIT, ready).await;
+        creator.put(service_account(namespace, name, Some(ROLE_A)));
+    });
+}
+
 #[tokio::test]
-async fn an_api_error_on_the_fallback_gives_none_is_counted_and_leaves_no_state() {
+async fn an_api_error_on_the_fallback_still_waits_for_the_watch_within_the_grace_period() {
     let api = FakeApi::start().await;
     api.fail(Verb::Get, "serviceaccounts", 500, 1);
-    let running = start(api, Duration::from_secs(5)).await;
+    let running = start(api, Duration::from_secs(3)).await;
     running.synced().await;
+    let api = Arc::new(running.api);
+    // Created only once the GET has failed, so the watch is what answers.
+    let metrics = running.metrics.clone();
+    create_when(
+        &api,
+        move || metrics.lookup_fallbacks.with_label_values(&["error"]).get() == 1,
+        "ns",
+        "created-with-the-pod",
+    );
+    let started = Instant::now();
+    let found = role(&running.cache, "ns", "created-with-the-pod").await;
+    assert_eq!(found.as_deref(), Some(ROLE_A));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(api.count(Verb::Get, "serviceaccounts"), 1);
+    assert_eq!(running.cache.in_flight_lookups(), 0);
+}
+
+#[tokio::test]
+async fn a_throttled_fallback_still_waits_for_the_watch_and_leaves_no_state_once_it_times_out() {
+    let api = FakeApi::start().await;
+    // More 429s than the client retries within the grace period: the GET never answers.
+    api.fail(Verb::Get, "serviceaccounts", 429, 1000);
+    let grace = Duration::from_secs(1);
+    let running = start(api, grace).await;
+    running.synced().await;
+    let api = Arc::new(running.api);
+    let throttled = api.clone();
+    create_when(
+        &api,
+        move || throttled.count(Verb::Get, "serviceaccounts") >= 2,
+        "ns",
+        "created-with-the-pod",
+    );
+    let started = Instant::now();
+    let found = role(&running.cache, "ns", "created-with-the-pod").await;
+    assert_eq!(found.as_deref(), Some(ROLE_A));
+    assert!(started.elapsed() < grace, "{:?}", started.elapsed());
+    let metrics = running.metrics.clone();
+    eventually("the throttled GET to time out", WAIT, move || {
+        metrics
+            .lookup_fallbacks
+            .with_label_values(&["timeout"])
+            .get()
+            == 1
+    })
+    .await;
+    let cache = running.cache.clone();
+    eventually("no lookup left in flight", WAIT, move || {
+        cache.in_flight_lookups() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_api_error_on_the_fallback_with_nothing_from_the_watch_gives_none_at_the_grace_period_and_leaves_no_state(
+) {
+    let api = FakeApi::start().await;
+    api.fail(Verb::Get, "serviceaccounts", 500, 1);
+    let grace = Duration::from_millis(500);
+    let running = start(api, grace).await;
+    running.synced().await;
+    let started = Instant::now();
     assert!(running.cache.lookup("ns", "app").await.is_none());
+    let waited = started.elapsed();
+    assert!(
+        waited >= grace && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
     assert_eq!(running.fallbacks("error"), 1);
     assert_eq!(running.cache.in_flight_lookups(), 0);
     assert!(running.cache.is_empty());
+    assert_eq!(running.cache.dump()["inFlightLookups"], 0);
 }
 
 #[tokio::test]

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use pod_identity_webhook::certs::material::{self, pem_certs, CertificateSet, Policy};
-use pod_identity_webhook::certs::{self, unix_now, CertsConfig};
+use pod_identity_webhook::certs::{self, CertsConfig};
+use pod_identity_webhook::clock::unix_now;
 use pod_identity_webhook::health::Readiness;
 use pod_identity_webhook::metrics::Metrics;
 use pod_identity_webhook::tls::CertificateStore;

@@ -1,5 +1,6 @@
 //! `--watch-config-map` against a stand-in Kubernetes API: the mapping follows the ConfigMap
-//! live, deletion clears it, malformed content keeps the last good mapping.
+//! live, deletion clears it, malformed content keeps the last good mapping, and readiness
+//! waits for the first list.
 
 mod support;
 
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pod_identity_webhook::config_map_watch::{self, CONFIG_MAP_NAME};
+use pod_identity_webhook::health::Readiness;
 use pod_identity_webhook::metrics::Metrics;
 use pod_identity_webhook::sources::LiveSources;
 use support::eventually;
@@ -24,6 +26,14 @@ fn mapped_role(sources: &LiveSources) -> Option<String> {
         m.lookup("apps", "payments")
             .and_then(|e| e.role_arn.clone())
     })
+}
+
+/// Whether readiness no longer waits for the mapping (the other conditions are not set here).
+fn mapping_synced(readiness: &Readiness) -> bool {
+    match readiness.check() {
+        Ok(()) => true,
+        Err(reasons) => !reasons.contains(&"ConfigMap mapping not yet synced"),
+    }
 }
 
 fn reloads(metrics: &Metrics, result: &str) -> u64 {
@@ -54,13 +64,28 @@ async fn the_mapping_follows_the_config_map_without_restart() {
     ));
     let sources = Arc::new(LiveSources::default());
     let metrics = Arc::new(Metrics::new());
-    config_map_watch::start(api.client(), "eks".into(), sources.clone(), metrics.clone());
+    let readiness = Arc::new(Readiness::default());
+    config_map_watch::start(
+        api.client(),
+        "eks".into(),
+        sources.clone(),
+        metrics.clone(),
+        readiness.clone(),
+    );
+    assert!(
+        !mapping_synced(&readiness),
+        "not ready before the first list"
+    );
 
-    let s = sources.clone();
-    eventually("the first mapping", WAIT, move || mapped_role(&s).is_some()).await;
+    let r = readiness.clone();
+    eventually("readiness after the first list", WAIT, move || {
+        mapping_synced(&r)
+    })
+    .await;
     assert_eq!(
-        mapped_role(&sources).unwrap(),
-        "arn:aws:iam::111122223333:role/first"
+        mapped_role(&sources).as_deref(),
+        Some("arn:aws:iam::111122223333:role/first"),
+        "the mapping is in effect by the time readiness turns true"
     );
 
     api.put(config_map(
@@ -104,7 +129,14 @@ async fn a_config_map_created_later_is_picked_up_and_watch_errors_are_counted() 
     api.fail(Verb::List, "configmaps", 500, 1);
     let sources = Arc::new(LiveSources::default());
     let metrics = Arc::new(Metrics::new());
-    config_map_watch::start(api.client(), "eks".into(), sources.clone(), metrics.clone());
+    let readiness = Arc::new(Readiness::default());
+    config_map_watch::start(
+        api.client(),
+        "eks".into(),
+        sources.clone(),
+        metrics.clone(),
+        readiness,
+    );
     let m = metrics.clone();
     eventually("the list error to be counted", WAIT, move || {
         m.watch_errors.with_label_values(&["configmaps"]).get() == 1
@@ -124,4 +156,34 @@ async fn a_config_map_created_later_is_picked_up_and_watch_errors_are_counted() 
     ));
     let s = sources.clone();
     eventually("the late mapping", WAIT, move || mapped_role(&s).is_some()).await;
+}
+
+#[tokio::test]
+async fn readiness_waits_for_a_successful_first_list_even_when_the_config_map_does_not_exist() {
+    let api = FakeApi::start().await;
+    api.fail(Verb::List, "configmaps", 500, 1);
+    let sources = Arc::new(LiveSources::default());
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::default());
+    config_map_watch::start(
+        api.client(),
+        "eks".into(),
+        sources.clone(),
+        metrics.clone(),
+        readiness.clone(),
+    );
+    let m = metrics.clone();
+    eventually("the list error to be counted", WAIT, move || {
+        m.watch_errors.with_label_values(&["configmaps"]).get() == 1
+    })
+    .await;
+    assert!(!mapping_synced(&readiness), "a failed list is not a sync");
+
+    // The retried list is empty: "no mapping" is then known, and that is enough to be ready.
+    let r = readiness.clone();
+    eventually("readiness after the empty list", WAIT, move || {
+        mapping_synced(&r)
+    })
+    .await;
+    assert!(sources.mapping.load().is_none());
 }

@@ -3,19 +3,27 @@
 
 mod server_support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::Router;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use pod_identity_webhook::cache::FixedServiceAccounts;
+use pod_identity_webhook::cache::{
+    FallbackLimits, Fetch, FixedServiceAccounts, KubeServiceAccountCache, ServiceAccountLookup,
+    ServiceAccountStore,
+};
 use pod_identity_webhook::identity::{ContainerCredentialsConfig, ServiceAccountAnnotations};
+use pod_identity_webhook::metrics::Metrics;
 use pod_identity_webhook::server::{admin_router, webhook_router, Components, Limits};
 use rstest::rstest;
 use serde_json::{json, Value};
 use server_support::*;
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 async fn call(router: Router, request: Request<Body>) -> (StatusCode, Bytes) {
@@ -403,4 +411,156 @@ async fn metrics_port_serves_prometheus_text_and_cache_dump_only_when_enabled() 
     assert_eq!(status, StatusCode::OK);
     let dump: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(dump["payments/api"]["role_arn"], ROLE);
+}
+
+#[tokio::test]
+async fn made_up_methods_are_counted_as_other_not_as_series_of_their_own() {
+    let components = components(service_accounts());
+    let router = webhook_router(&components, &Limits::default());
+    for method in ["BREW", "PROPFIND", "X-SCAN-1"] {
+        let request = Request::builder()
+            .method(method)
+            .uri("/mutate")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            call(router.clone(), request).await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+    let metrics = components.metrics.encode();
+    assert!(
+        metrics.contains("http_request_count{code=\"405\",path=\"/mutate\",verb=\"OTHER\"} 3"),
+        "{metrics}"
+    );
+    for method in ["BREW", "PROPFIND", "X-SCAN-1"] {
+        assert!(!metrics.contains(method), "{method} in {metrics}");
+    }
+}
+
+/// Lookups that count their callers and wait until the gate opens.
+struct GatedLookup {
+    entered: Arc<AtomicUsize>,
+    gate: Arc<Semaphore>,
+}
+
+impl ServiceAccountLookup for GatedLookup {
+    fn lookup<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _name: &'a str,
+    ) -> BoxFuture<'a, Option<Arc<ServiceAccountAnnotations>>> {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            let _open = self.gate.acquire().await;
+            None
+        })
+    }
+
+    fn cached(&self, _namespace: &str, _name: &str) -> Option<Arc<ServiceAccountAnnotations>> {
+        None
+    }
+}
+
+#[tokio::test]
+async fn reviews_beyond_the_concurrency_limit_wait_for_a_turn() {
+    let entered = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(0));
+    let components = components(GatedLookup {
+        entered: entered.clone(),
+        gate: gate.clone(),
+    });
+    let limits = Limits {
+        max_concurrent_reviews: 1,
+        ..Limits::default()
+    };
+    let router = webhook_router(&components, &limits);
+    let send = || {
+        let router = router.clone();
+        tokio::spawn(async move {
+            call(
+                router,
+                post(Some("application/json"), pod_review("api").to_string()),
+            )
+            .await
+            .0
+        })
+    };
+    let first = send();
+    let second = send();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        entered.load(Ordering::SeqCst),
+        1,
+        "the second waits its turn"
+    );
+    gate.add_permits(Semaphore::MAX_PERMITS);
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+    assert_eq!(second.await.unwrap(), StatusCode::OK);
+    assert_eq!(entered.load(Ordering::SeqCst), 2);
+}
+
+/// A stand-in API server that counts GETs and finds nothing.
+#[derive(Default)]
+struct CountingFetch {
+    calls: AtomicUsize,
+}
+
+impl Fetch for CountingFetch {
+    fn fetch(
+        &self,
+        _namespace: &str,
+        _name: &str,
+    ) -> BoxFuture<'static, Result<Option<ServiceAccountAnnotations>, String>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(std::future::ready(Ok(None)))
+    }
+}
+
+#[tokio::test]
+async fn listed_service_account_missing_from_the_cache_sends_no_get() {
+    let fetch = Arc::new(CountingFetch::default());
+    let cache_metrics = Arc::new(Metrics::new());
+    let cache = KubeServiceAccountCache::with_fetcher(
+        Arc::new(ServiceAccountStore::new()),
+        fetch.clone(),
+        Duration::from_secs(1),
+        FallbackLimits::default(),
+        cache_metrics.clone(),
+    );
+    let components = components(cache);
+    let config = ContainerCredentialsConfig::parse(
+        br#"{"identities":[{"namespace":"payments","serviceAccount":"worker"}]}"#,
+    )
+    .unwrap();
+    components.sources.set_container_credentials(Some(config));
+    let request = pod_review("worker");
+    let answer = admit(&components, &request).await;
+    let pod = apply_patch(&answer["response"], &request["request"]["object"]);
+    assert!(env(&pod, 0, "AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some());
+    // A GET would be started in the background; give it time to show.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(fetch.calls.load(Ordering::SeqCst), 0);
+    let metrics = cache_metrics.encode();
+    assert!(!metrics.contains("lookup_fallbacks_total{"), "{metrics}");
+
+    // An unlisted one still falls back to a GET.
+    admit(&components, &pod_review("api")).await;
+    assert_eq!(fetch.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn non_ascii_content_type_is_shown_in_the_415_message() {
+    let router = webhook_router(&components(service_accounts()), &Limits::default());
+    let request = Request::post("/mutate")
+        .header(
+            "content-type",
+            http::HeaderValue::from_bytes("application/jsön".as_bytes()).unwrap(),
+        )
+        .body(Body::from("{}"))
+        .unwrap();
+    let (status, body) = call(router, request).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let message = String::from_utf8_lossy(&body);
+    assert!(message.ends_with("got \"application/jsön\""), "{message}");
 }

@@ -171,10 +171,13 @@ impl KubeServiceAccountCache {
                 }
                 outcome = &mut get, if get_pending => match outcome {
                     FetchOutcome::Found(found) => return Some(found),
-                    // Without a GET to wait for, only the watch can still answer in time.
-                    FetchOutcome::RateLimited => get_pending = false,
-                    FetchOutcome::NotFound | FetchOutcome::Error | FetchOutcome::Timeout => {
-                        return self.store.get(namespace, name);
+                    // The API server says it does not exist: nothing left to wait for.
+                    FetchOutcome::NotFound => return self.store.get(namespace, name),
+                    // No answer from the GET (not sent, failed, or a joined GET that started
+                    // earlier timed out) says nothing about the ServiceAccount; the watch can
+                    // still deliver it before the deadline, which is what the grace period is for.
+                    FetchOutcome::RateLimited | FetchOutcome::Error | FetchOutcome::Timeout => {
+                        get_pending = false;
                     }
                 },
                 () = expired.as_mut() => return self.store.get(namespace, name),
@@ -190,6 +193,10 @@ impl ServiceAccountLookup for KubeServiceAccountCache {
         name: &'a str,
     ) -> BoxFuture<'a, Option<Arc<ServiceAccountAnnotations>>> {
         Box::pin(self.lookup_within_grace(namespace, name))
+    }
+
+    fn cached(&self, namespace: &str, name: &str) -> Option<Arc<ServiceAccountAnnotations>> {
+        self.store.get(namespace, name)
     }
 }
 
@@ -339,6 +346,48 @@ mod tests {
             cache.lookup("ns", "sa").await.unwrap().role(),
             Some("from-watch")
         );
+        assert_eq!(fetch.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_get_still_waits_for_the_watch() {
+        let fetch = FakeFetch::new(Duration::ZERO, Err("503 Service Unavailable".into()));
+        let cache = Arc::new(cache(fetch.clone(), Duration::from_secs(2)));
+        let store = cache.store().clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            store.upsert("ns", "sa", role("from-watch"));
+        });
+        assert_eq!(
+            cache.lookup("ns", "sa").await.unwrap().role(),
+            Some("from-watch")
+        );
+        assert_eq!(fetch.calls(), 1);
+        assert_eq!(cache.in_flight_lookups(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_get_with_nothing_from_the_watch_gives_up_at_the_grace_period() {
+        let fetch = FakeFetch::new(Duration::ZERO, Err("429 Too Many Requests".into()));
+        let cache = cache(fetch.clone(), Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        assert!(cache.lookup("ns", "sa").await.is_none());
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(100) && waited < Duration::from_secs(1),
+            "{waited:?}"
+        );
+        assert_eq!(fetch.calls(), 1);
+        assert_eq!(cache.in_flight_lookups(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_not_found_get_answers_at_once() {
+        let fetch = FakeFetch::new(Duration::ZERO, Ok(None));
+        let cache = cache(fetch.clone(), Duration::from_secs(5));
+        let started = std::time::Instant::now();
+        assert!(cache.lookup("ns", "sa").await.is_none());
+        assert!(started.elapsed() < Duration::from_secs(1));
         assert_eq!(fetch.calls(), 1);
     }
 

@@ -29,6 +29,10 @@ pub trait ServiceAccountLookup: Send + Sync + 'static {
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Option<Arc<ServiceAccountAnnotations>>>;
+
+    /// The ServiceAccount if it is already held, answered at once: no waiting and no request
+    /// to the API server, for callers that can do without it.
+    fn cached(&self, namespace: &str, name: &str) -> Option<Arc<ServiceAccountAnnotations>>;
 }
 
 /// A fixed set of ServiceAccounts, keyed by namespace then name.
@@ -57,5 +61,9 @@ impl ServiceAccountLookup for FixedServiceAccounts {
         name: &'a str,
     ) -> BoxFuture<'a, Option<Arc<ServiceAccountAnnotations>>> {
         Box::pin(std::future::ready(self.get(namespace, name)))
+    }
+
+    fn cached(&self, namespace: &str, name: &str) -> Option<Arc<ServiceAccountAnnotations>> {
+        self.get(namespace, name)
     }
 }

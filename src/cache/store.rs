@@ -117,7 +117,9 @@ impl ServiceAccountStore {
 
     /// Removes the entry (a watch delete event).
     pub fn remove(&self, namespace: &str, name: &str) {
-        if self.write().remove(namespace, name) {
+        let mut entries = self.write();
+        // Counted under the lock, so an `insert_fetched` right after sees the deletion.
+        if entries.remove(namespace, name) {
             self.deletions.fetch_add(1, Ordering::AcqRel);
         }
     }
@@ -125,8 +127,15 @@ impl ServiceAccountStore {
     /// Replaces every entry at once (the end of a relist): ServiceAccounts deleted while the
     /// watch was down disappear, and readers see either the old or the new set, never a mix.
     pub fn replace_all(&self, snapshot: Snapshot) {
-        *self.write() = snapshot;
-        self.deletions.fetch_add(1, Ordering::AcqRel);
+        let old = {
+            let mut entries = self.write();
+            // Counted under the lock, so an `insert_fetched` after the swap sees the change.
+            self.deletions.fetch_add(1, Ordering::AcqRel);
+            std::mem::replace(&mut *entries, snapshot)
+        };
+        // Freeing up to every ServiceAccount in the cluster takes a while: done after the lock
+        // is released, so admission reads are not held up by it.
+        drop(old);
         self.inserted.notify_waiters();
     }
 

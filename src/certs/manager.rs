@@ -3,7 +3,7 @@
 
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::stream::{self, BoxStream};
 use futures::{FutureExt, StreamExt};
@@ -17,6 +17,7 @@ use super::ca_bundle::{self, Published};
 use super::material::{CertificateSet, Policy};
 use super::secret::{self, Converged};
 use super::{CertsConfig, CertsError, ServingCertSink};
+use crate::clock::unix_now;
 use crate::health::Readiness;
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -25,16 +26,9 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 /// handled in one round.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
-        })
-}
-
-/// Starts the manager on the current runtime, serving through `sink`.
+/// Starts the manager on the current runtime, serving through `sink`, and returns at once;
+/// the first certificate is served (and readiness' certificate flag set) once the Secret and
+/// the caBundle are in place. Fails only on an unusable configuration.
 pub fn spawn<S: ServingCertSink>(
     client: kube::Client,
     config: CertsConfig,

@@ -31,14 +31,11 @@ mod manager;
 pub mod material;
 mod secret;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use ca_bundle::{patch_for, stale_entries, Published};
-pub use manager::{spawn, unix_now};
+pub use manager::spawn;
 pub use secret::{converge, Converged, SECRET_TYPE};
-
-use crate::health::Readiness;
 
 /// Settings of the built-in certificate mode.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,9 +101,7 @@ impl CertsConfig {
             ("--webhook-config-name", &self.webhook_config_name),
         ] {
             if value.is_empty() {
-                return Err(format!(
-                    "{flag} must not be empty in built-in certificate mode (--in-cluster=true)"
-                ));
+                return Err(format!("{flag} must not be empty with --in-cluster=true"));
             }
         }
         if self.serving_validity.is_zero() || self.ca_validity < self.serving_validity {
@@ -158,17 +153,4 @@ pub enum CertsError {
     Contended(String, usize),
     #[error("the TLS server refused the certificate from the Secret: {0}")]
     Serve(String),
-}
-
-/// Starts built-in certificate management on the current runtime and returns at once; the
-/// first certificate is served (and readiness' certificate flag set) once the Secret and the
-/// caBundle are in place. Fails only on an unusable configuration.
-pub async fn start(
-    client: kube::Client,
-    config: CertsConfig,
-    store: Arc<crate::tls::CertificateStore>,
-    readiness: Arc<Readiness>,
-) -> anyhow::Result<()> {
-    spawn(client, config, store, readiness)?;
-    Ok(())
 }

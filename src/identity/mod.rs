@@ -5,7 +5,6 @@ mod config_map;
 mod container_credentials;
 mod service_account;
 
-pub(crate) use crate::json::json_type;
 pub use config_map::{ConfigMapMapping, MappingEntry, MappingError, ParsedMapping, CONFIG_KEY};
 pub use container_credentials::{ContainerCredentialsConfig, ContainerCredentialsError};
 pub use service_account::ServiceAccountAnnotations;

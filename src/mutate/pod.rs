@@ -75,10 +75,10 @@ pub fn element<'a>(
 }
 
 /// The `name` of every object in an optional named list (env, volumeMounts, volumes).
-pub fn names<'a>(
-    items: Option<&'a Vec<Value>>,
+pub fn names(
+    items: Option<&Vec<Value>>,
     field: impl Fn() -> String,
-) -> Result<Vec<&'a str>, PodShapeError> {
+) -> Result<Vec<&str>, PodShapeError> {
     let Some(items) = items else {
         return Ok(Vec::new());
     };

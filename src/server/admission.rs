@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 
-use futures::FutureExt;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::DynamicObject;
+use kube::core::{DynamicObject, TypeMeta};
+use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
 
 use crate::cache::ServiceAccountLookup;
-use crate::identity::{json_type, CredentialSource, IdentitySources};
+use crate::identity::{CredentialSource, IdentitySources};
+use crate::json::json_type;
 use crate::metrics::Metrics;
 use crate::mutate::PodShapeError;
 use crate::pipeline::{mutate_with_sources, random_jitter, service_account_name};
@@ -78,23 +79,29 @@ impl Admission {
         };
         span.record("service_account", service_account);
 
-        let container_credentials = self.sources.container_credentials.load();
-        let mapping = self.sources.mapping.load();
-        let listed = container_credentials
+        let listed = self
+            .sources
+            .container_credentials
+            .load()
             .as_deref()
             .is_some_and(|config| config.contains(namespace, service_account));
-        let lookup = self.service_accounts.lookup(namespace, service_account);
         // As the reference: a ServiceAccount listed for container credentials needs no role,
-        // so its annotations (regional STS, expiration) are taken only if already cached and
-        // admission never waits for it.
+        // so its annotations (regional STS, expiration) are taken only if already cached;
+        // admission neither waits for it nor asks the API server.
         let annotations = if listed {
-            lookup.now_or_never().flatten()
+            self.service_accounts.cached(namespace, service_account)
         } else {
-            lookup.await
+            self.service_accounts
+                .lookup(namespace, service_account)
+                .await
         };
         if annotations.is_none() && !listed {
             self.metrics.missing_sa_count.inc();
         }
+        // Read after the lookup, which may wait: the answer uses the sources current now,
+        // and no guard is held across an await.
+        let container_credentials = self.sources.container_credentials.load();
+        let mapping = self.sources.mapping.load();
         let sources = IdentitySources {
             service_account: annotations.as_deref(),
             mapping: mapping.as_deref(),
@@ -162,13 +169,37 @@ pub fn encode_review(mut review: AdmissionReview<DynamicObject>) -> Vec<u8> {
     let patch = review
         .response
         .as_mut()
-        .and_then(|response| response.patch.take());
-    let mut value = serde_json::to_value(&review).unwrap_or(Value::Null);
-    if let (Some(patch), Some(Value::Object(response))) = (patch, value.get_mut("response")) {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(patch);
-        response.insert("patch".into(), Value::String(encoded));
-    }
-    serde_json::to_vec(&value).unwrap_or_default()
+        .and_then(|response| response.patch.take())
+        .map(|patch| base64::engine::general_purpose::STANDARD.encode(patch));
+    let wire = WireReview {
+        types: &review.types,
+        request: review.request.as_ref(),
+        response: review
+            .response
+            .as_ref()
+            .map(|response| WireResponse { response, patch }),
+    };
+    serde_json::to_vec(&wire).unwrap_or_default()
+}
+
+/// An `AdmissionReview` as kube writes it, but with the patch as base64 text.
+#[derive(Serialize)]
+struct WireReview<'a> {
+    #[serde(flatten)]
+    types: &'a TypeMeta,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<&'a AdmissionRequest<DynamicObject>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<WireResponse<'a>>,
+}
+
+/// kube's response fields (its `patch` taken out, so skipped), then the base64 patch.
+#[derive(Serialize)]
+struct WireResponse<'a> {
+    #[serde(flatten)]
+    response: &'a AdmissionResponse,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
 }
 
 /// Splits the body into the typed request and the raw object. The object is taken out before
@@ -183,16 +214,21 @@ fn decode(body: &[u8]) -> Result<(AdmissionRequest<DynamicObject>, Value), BadRe
     let root = document
         .as_object_mut()
         .ok_or_else(|| not_review(format!("expected a JSON object, got {got}")))?;
-    let api_version = root.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    if !SUPPORTED_API_VERSIONS.contains(&api_version) {
+    let api_version = root.get("apiVersion");
+    if !api_version
+        .and_then(Value::as_str)
+        .is_some_and(|version| SUPPORTED_API_VERSIONS.contains(&version))
+    {
         return Err(not_review(format!(
-            "apiVersion must be admission.k8s.io/v1 or admission.k8s.io/v1beta1, got {api_version:?}"
+            "apiVersion must be admission.k8s.io/v1 or admission.k8s.io/v1beta1, got {}",
+            describe(api_version)
         )));
     }
-    let kind = root.get("kind").and_then(Value::as_str).unwrap_or("");
-    if kind != "AdmissionReview" {
+    let kind = root.get("kind");
+    if kind.and_then(Value::as_str) != Some("AdmissionReview") {
         return Err(not_review(format!(
-            "kind must be AdmissionReview, got {kind:?}"
+            "kind must be AdmissionReview, got {}",
+            describe(kind)
         )));
     }
     let Some(Value::Object(request)) = root.get_mut("request") else {
@@ -206,6 +242,15 @@ fn decode(body: &[u8]) -> Result<(AdmissionRequest<DynamicObject>, Value), BadRe
         .try_into()
         .map_err(|_| BadReview("AdmissionReview has no request object".into()))?;
     Ok((request, object))
+}
+
+/// A string field's value for a message: the string quoted, else what it is instead.
+fn describe(value: Option<&Value>) -> String {
+    match value {
+        None => "none".into(),
+        Some(Value::String(text)) => format!("{text:?}"),
+        Some(other) => json_type(other).into(),
+    }
 }
 
 /// Only CREATE of core/v1 Pods (not a subresource) is mutated.
@@ -267,5 +312,78 @@ mod tests {
             assert!(err.contains(expected), "{err} lacks {expected}");
             assert!(!err.contains('\n'), "one line: {err}");
         }
+    }
+
+    #[test]
+    fn decode_names_the_type_of_a_non_string_api_version_or_kind() {
+        for (body, expected) in [
+            (
+                &br#"{"apiVersion":1,"kind":"AdmissionReview"}"#[..],
+                "got a number",
+            ),
+            (br#"{"kind":"AdmissionReview"}"#, "got none"),
+            (
+                br#"{"apiVersion":"admission.k8s.io/v1","kind":["AdmissionReview"]}"#,
+                "got an array",
+            ),
+            (
+                br#"{"apiVersion":"admission.k8s.io/v1","kind":null}"#,
+                "got null",
+            ),
+            (
+                br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod"}"#,
+                "got \"Pod\"",
+            ),
+        ] {
+            let err = decode(body).unwrap_err().0;
+            assert!(
+                err.ends_with(expected),
+                "{err} does not end with {expected}"
+            );
+        }
+    }
+
+    /// What `encode_review` wrote before it serialized in one pass: kube's JSON with the patch
+    /// replaced by base64 text, appended after the other response fields.
+    fn encode_through_value(mut review: AdmissionReview<DynamicObject>) -> Vec<u8> {
+        use base64::Engine as _;
+        let patch = review.response.as_mut().and_then(|r| r.patch.take());
+        let mut value = serde_json::to_value(&review).unwrap();
+        if let (Some(patch), Some(Value::Object(response))) = (patch, value.get_mut("response")) {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(patch);
+            response.insert("patch".into(), Value::String(encoded));
+        }
+        serde_json::to_vec(&value).unwrap()
+    }
+
+    #[test]
+    fn encode_review_writes_kube_fields_in_order_and_the_patch_as_base64_last() {
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
+            "uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},
+            "resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE",
+            "userInfo":{},"object":{}}}"#;
+        let (request, _) = decode(body).unwrap();
+        let patch: json_patch::Patch =
+            serde_json::from_str(r#"[{"op":"test","path":"/a","value":true}]"#).unwrap();
+        let mut patched = AdmissionResponse::from(&request).with_patch(patch).unwrap();
+        patched.warnings = Some(vec!["careful".into()]);
+        let denied = AdmissionResponse::from(&request).deny("no");
+        for response in [AdmissionResponse::from(&request), patched, denied] {
+            let review = response.into_review();
+            let encoded = encode_review(review.clone());
+            assert_eq!(
+                String::from_utf8(encoded).unwrap(),
+                String::from_utf8(encode_through_value(review)).unwrap()
+            );
+        }
+        let review = AdmissionResponse::from(&request)
+            .with_patch(json_patch::Patch(vec![]))
+            .unwrap()
+            .into_review();
+        let text = String::from_utf8(encode_review(review)).unwrap();
+        assert!(
+            text.ends_with(r#""patchType":"JSONPatch","patch":"W10="}}"#),
+            "{text}"
+        );
     }
 }

@@ -38,8 +38,16 @@ pub struct Limits {
     /// at most 30 s, so nobody waits longer for an answer.
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// `/mutate` requests read or answered at once, across all connections; more wait their
+    /// turn (within `request_timeout`) with their bodies unread. With `max_body_bytes` this
+    /// bounds the buffered bodies (by default 64 × 4 MiB = 256 MiB) however many clients connect.
+    pub max_concurrent_reviews: usize,
     /// HTTP/2 PING interval that detects dead peers on idle connections.
     pub http2_keep_alive_interval: Duration,
+    /// Requests one HTTP/2 connection may have open at once. The API server opens more
+    /// connections when it needs more; this only stops a single one from holding many
+    /// request heads and queued bodies.
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
@@ -49,7 +57,9 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_body_bytes: MAX_BODY_BYTES,
+            max_concurrent_reviews: 64,
             http2_keep_alive_interval: Duration::from_secs(30),
+            http2_max_concurrent_streams: 64,
         }
     }
 }

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use tokio::sync::Semaphore;
 
 use super::admission::Admission;
 use super::{Components, Limits};
@@ -20,11 +21,13 @@ use crate::metrics::Metrics;
 
 /// Routes of the HTTPS port: `POST /mutate`, `/healthz`, `/readyz`. Anything else is 404, a
 /// wrong method 405. Every request is counted in `http_request_count` and timed, and bounded
-/// by the whole-request timeout (which also covers reading the body).
+/// by the whole-request timeout (which also covers reading the body and waiting for a turn
+/// under `limits.max_concurrent_reviews`).
 pub fn webhook_router(components: &Components, limits: &Limits) -> Router {
     let mutate = MutateState {
         admission: components.admission(),
         max_body_bytes: limits.max_body_bytes,
+        turns: Arc::new(Semaphore::new(limits.max_concurrent_reviews)),
     };
     let metrics = components.metrics.clone();
     let readiness = components.readiness.clone();
@@ -67,6 +70,8 @@ pub fn admin_router(components: &Components) -> Router {
 struct MutateState {
     admission: Arc<Admission>,
     max_body_bytes: usize,
+    /// One permit per review being read or answered, shared by every connection.
+    turns: Arc<Semaphore>,
 }
 
 async fn mutate_handler(
@@ -94,6 +99,12 @@ async fn mutate_handler(
     if declared.is_some_and(|length| length > state.max_body_bytes as u64) {
         return too_large();
     }
+    // Taken before the body is read, so at most `max_concurrent_reviews` bodies are buffered;
+    // the others wait unread (flow control holds them at the client), bounded by the request
+    // timeout. The semaphore is never closed.
+    let Ok(_turn) = state.turns.acquire().await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
     let bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(err) => {
@@ -123,7 +134,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), String> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Err("Content-Type must be application/json, got none".into());
     };
-    let text = value.to_str().unwrap_or("");
+    let text = String::from_utf8_lossy(value.as_bytes());
     let media_type = text.split(';').next().unwrap_or("").trim();
     if media_type.eq_ignore_ascii_case("application/json") {
         Ok(())
@@ -172,26 +183,41 @@ async fn request_timeout(State(limit): State<Duration>, request: Request, next: 
 }
 
 /// `http_request_count{verb,path,code}` and the latency histogram. The path label is the
-/// route, not the raw path, so that scanning clients cannot grow the label set.
+/// route, not the raw path, and the verb one of a fixed set, so that scanning clients cannot
+/// grow the label set.
 async fn count_requests(
     State(metrics): State<Arc<Metrics>>,
     request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let verb = request.method().as_str().to_owned();
-    let path = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let verb = verb_label(request.method());
+    // A cheap clone (a shared string), so nothing is copied per request.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let path = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let response = next.run(request).await;
     metrics
         .http_request_count
-        .with_label_values(&[verb.as_str(), path.as_str(), response.status().as_str()])
+        .with_label_values(&[verb, path, response.status().as_str()])
         .inc();
     metrics
         .request_duration
-        .with_label_values(&[path.as_str()])
+        .with_label_values(&[path])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The `verb` label: the standard methods by name, anything else `OTHER`, since HTTP lets a
+/// client send any token as a method and each would otherwise become a series of its own.
+fn verb_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }

@@ -71,7 +71,7 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.http2_keep_alive_interval)
         .keep_alive_timeout(Duration::from_secs(10))
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(limits.http2_max_concurrent_streams);
     builder
 }
 
