@@ -29,9 +29,11 @@ demo:
 demo-down:
 	hack/demo.sh down
 
-## Only the tests that need no external tools.
+## Only the tests that need no external tools (no helm, etcd or kube-apiserver).
 unit:
-	cargo test --locked --lib --test golden --test engine_properties --test mutate_cli
+	cargo test --locked --lib --test golden --test engine_properties --test mutate_cli \
+	  --test server_router --test server_tls --test server_sigterm --test cache_watch \
+	  --test certs_builtin --test config_map_watch
 
 ## The real-cluster suite alone (a local kube-apiserver and etcd; logs in target/tmp/).
 real-cluster: tools

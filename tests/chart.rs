@@ -299,7 +299,8 @@ fn lint_strict_passes_with_every_ci_values_file() {
 }
 
 /// hack/install-helm.sh also installs Helm 4 as `helm4`; the chart must work
-/// with both majors. Skipped quietly when helm4 is not there.
+/// with both majors. Skipped when helm4 is not there, except under
+/// PIW_REQUIRE_TOOLS=1 (CI), unless PIW_SKIP_HELM4=1 says so explicitly.
 #[test]
 fn lint_strict_passes_with_helm4_when_installed() {
     let helm4 = std::env::var_os("HELM4")
@@ -311,6 +312,12 @@ fn lint_strict_passes_with_helm4_when_installed() {
                 .filter(|p| p.is_file())
         });
     let Some(helm4) = helm4 else {
+        let required = std::env::var_os("PIW_REQUIRE_TOOLS").is_some_and(|v| v == "1");
+        let skipped = std::env::var_os("PIW_SKIP_HELM4").is_some_and(|v| v == "1");
+        assert!(
+            !required || skipped,
+            "helm4 not found and PIW_REQUIRE_TOOLS=1: run hack/install-helm.sh (or set PIW_SKIP_HELM4=1)"
+        );
         let _ = writeln!(
             std::io::stderr(),
             "SKIPPED: helm4 not found: Helm 4 lint did not run"
@@ -1116,9 +1123,7 @@ fn rbac_default_reads_serviceaccounts_and_narrows_builtin_certificate_rules_by_n
                 "{r}"
             );
             assert!(
-                verbs
-                    .iter()
-                    .all(|v| ["get", "list", "watch", "update", "patch"].contains(v)),
+                verbs == ["get", "list", "watch", "update"],
                 "{r}"
             );
         }
@@ -1128,10 +1133,7 @@ fn rbac_default_reads_serviceaccounts_and_narrows_builtin_certificate_rules_by_n
     let mwc = rules_for(docs, "mutatingwebhookconfigurations");
     assert_eq!(mwc.len(), 1);
     assert_eq!(strs(&mwc[0]["resourceNames"]), ["pod-identity-webhook"]);
-    assert_eq!(
-        strs(&mwc[0]["verbs"]),
-        ["get", "list", "watch", "update", "patch"]
-    );
+    assert_eq!(strs(&mwc[0]["verbs"]), ["get", "list", "watch", "patch"]);
 
     // No wildcards anywhere.
     for r in docs
