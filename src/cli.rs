@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::go_syntax;
-use crate::settings::{clamp_expiration, ContainerCredentialsSettings, MutationSettings};
+use crate::settings::{self, clamp_expiration, ContainerCredentialsSettings, MutationSettings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,16 +37,16 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct MutationFlags {
     /// Prefix of the ServiceAccount and pod annotations read.
-    #[arg(long, default_value = "eks.amazonaws.com", value_parser = non_empty)]
+    #[arg(long, default_value = settings::DEFAULT_ANNOTATION_PREFIX, value_parser = non_empty)]
     pub annotation_prefix: String,
     /// Default token audience; a ServiceAccount's `audience` annotation overrides it.
-    #[arg(long, default_value = "sts.amazonaws.com", value_parser = non_empty)]
+    #[arg(long, default_value = settings::DEFAULT_TOKEN_AUDIENCE, value_parser = non_empty)]
     pub token_audience: String,
     /// Where the IRSA token volume is mounted in containers.
-    #[arg(long, default_value = "/var/run/secrets/eks.amazonaws.com/serviceaccount", value_parser = absolute_path)]
+    #[arg(long, default_value = settings::DEFAULT_TOKEN_MOUNT_PATH, value_parser = absolute_path)]
     pub token_mount_path: String,
     /// Default token lifetime in seconds; below 600 becomes 600.
-    #[arg(long, default_value_t = 86400, value_parser = seconds)]
+    #[arg(long, default_value_t = settings::DEFAULT_TOKEN_EXPIRATION, value_parser = seconds)]
     pub token_expiration: i64,
     /// When set, AWS_DEFAULT_REGION and AWS_REGION are set to it in mutated containers.
     #[arg(long, default_value = "")]
@@ -59,19 +59,19 @@ pub struct MutationFlags {
     #[arg(long)]
     pub watch_container_credentials_config: Option<PathBuf>,
     /// Token audience in container-credentials mode.
-    #[arg(long, default_value = "pods.eks.amazonaws.com", value_parser = non_empty)]
+    #[arg(long, default_value = settings::DEFAULT_CC_AUDIENCE, value_parser = non_empty)]
     pub container_credentials_audience: String,
     /// Token mount path in container-credentials mode.
-    #[arg(long, default_value = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount", value_parser = absolute_path)]
+    #[arg(long, default_value = settings::DEFAULT_CC_MOUNT_PATH, value_parser = absolute_path)]
     pub container_credentials_token_mount_path: String,
     /// Token volume name in container-credentials mode.
-    #[arg(long, default_value = "eks-pod-identity-token", value_parser = non_empty)]
+    #[arg(long, default_value = settings::DEFAULT_CC_VOLUME_NAME, value_parser = non_empty)]
     pub container_credentials_token_volume_name: String,
     /// Token file name inside the volume in container-credentials mode.
-    #[arg(long, default_value = "eks-pod-identity-token", value_parser = non_empty)]
+    #[arg(long, default_value = settings::DEFAULT_CC_TOKEN_PATH, value_parser = non_empty)]
     pub container_credentials_token_path: String,
     /// Value of AWS_CONTAINER_CREDENTIALS_FULL_URI in container-credentials mode.
-    #[arg(long, default_value = "http://169.254.170.23/v1/credentials", value_parser = non_empty)]
+    #[arg(long, default_value = settings::DEFAULT_CC_FULL_URI, value_parser = non_empty)]
     pub container_credentials_full_uri: String,
 }
 

@@ -27,8 +27,10 @@ impl ManifestError {
 /// One object from a manifest file, with its position for error messages.
 #[derive(Debug, Clone)]
 pub struct Document {
-    /// 1-based position in the file.
+    /// 1-based position of the document in the file.
     pub index: usize,
+    /// 1-based position inside a `List` document, for its items.
+    pub item: Option<usize>,
     pub object: Value,
 }
 
@@ -59,9 +61,13 @@ impl Document {
 
     /// What the document is, for error messages: `document 2 (a Deployment)`.
     pub fn describe(&self) -> String {
+        let place = match self.item {
+            Some(item) => format!("document {}, item {item}", self.index),
+            None => format!("document {}", self.index),
+        };
         match self.kind() {
-            "" => format!("document {} (no kind)", self.index),
-            kind => format!("document {} (a {kind})", self.index),
+            "" => format!("{place} (no kind)"),
+            kind => format!("{place} (a {kind})"),
         }
     }
 }
@@ -112,33 +118,34 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, String> {
         }
     }
     let mut documents = Vec::new();
-    for value in values {
+    for (position, value) in values.into_iter().enumerate() {
+        let index = position + 1;
         match value {
             Value::Null => continue,
             Value::Object(_) if value.get("kind").and_then(Value::as_str) == Some("List") => {
                 let items = value.get("items").and_then(Value::as_array).cloned();
-                for item in items.unwrap_or_default() {
-                    documents.push(item);
+                for (item, object) in items.unwrap_or_default().into_iter().enumerate() {
+                    documents.push(Document {
+                        index,
+                        item: Some(item + 1),
+                        object,
+                    });
                 }
             }
-            Value::Object(_) => documents.push(value),
+            Value::Object(_) => documents.push(Document {
+                index,
+                item: None,
+                object: value,
+            }),
             other => {
                 return Err(format!(
-                    "document {} is not a Kubernetes object (got {})",
-                    documents.len() + 1,
+                    "document {index} is not a Kubernetes object (got {})",
                     crate::json::json_type(&other)
                 ))
             }
         }
     }
-    Ok(documents
-        .into_iter()
-        .enumerate()
-        .map(|(i, object)| Document {
-            index: i + 1,
-            object,
-        })
-        .collect())
+    Ok(documents)
 }
 
 #[cfg(test)]
@@ -154,7 +161,10 @@ mod tests {
         assert_eq!(docs.len(), 2);
         assert!(docs[0].is_core_v1("ServiceAccount"));
         assert!(docs[1].is_core_v1("Pod"));
-        assert_eq!(docs[1].index, 2);
+        assert_eq!(
+            docs[1].index, 3,
+            "numbered by position in the file, empty ones included"
+        );
     }
 
     #[test]
@@ -162,6 +172,7 @@ mod tests {
         let docs = parse_documents(r#"{"kind":"List","items":[{"kind":"Pod","apiVersion":"v1"},{"kind":"ServiceAccount","apiVersion":"v1"}]}"#).unwrap();
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[1].kind(), "ServiceAccount");
+        assert_eq!(docs[1].describe(), "document 1, item 2 (a ServiceAccount)");
     }
 
     #[test]

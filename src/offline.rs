@@ -61,7 +61,7 @@ pub fn render(args: &MutateArgs) -> Result<(String, Vec<String>), ManifestError>
             }
             pod = Some(document.object);
         } else if document.is_core_v1("ServiceAccount") {
-            add_service_account(&mut service_accounts, &document, &settings);
+            add_service_account(&mut service_accounts, &document, &settings, &pod_file)?;
         } else {
             return Err(ManifestError::new(
                 &pod_file,
@@ -80,7 +80,12 @@ pub fn render(args: &MutateArgs) -> Result<(String, Vec<String>), ManifestError>
                     format!("{} is not a ServiceAccount", document.describe()),
                 ));
             }
-            add_service_account(&mut service_accounts, &document, &settings);
+            add_service_account(
+                &mut service_accounts,
+                &document,
+                &settings,
+                &display_name(path),
+            )?;
         }
     }
 
@@ -138,12 +143,21 @@ fn add_service_account(
     service_accounts: &mut FixedServiceAccounts,
     document: &Document,
     settings: &MutationSettings,
-) {
+    file: &str,
+) -> Result<(), ManifestError> {
     let namespace = document
         .metadata_str("namespace")
         .filter(|ns| !ns.is_empty())
         .unwrap_or(DEFAULT_NAMESPACE);
-    let name = document.metadata_str("name").unwrap_or("");
+    let name = document
+        .metadata_str("name")
+        .filter(|name| !name.is_empty())
+        .ok_or_else(|| {
+            ManifestError::new(
+                file,
+                format!("{} has no metadata.name", document.describe()),
+            )
+        })?;
     let annotations: std::collections::BTreeMap<String, String> = document
         .object
         .get("metadata")
@@ -160,6 +174,7 @@ fn add_service_account(
         name,
         ServiceAccountAnnotations::from_annotations(&annotations, &settings.keys),
     );
+    Ok(())
 }
 
 fn read_mapping(

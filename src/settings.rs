@@ -6,6 +6,16 @@ pub const MIN_TOKEN_EXPIRATION: i64 = 600;
 /// Default token lifetime, in seconds (one day), as the reference webhook.
 pub const DEFAULT_TOKEN_EXPIRATION: i64 = 86400;
 
+// The reference webhook's defaults, used by the command line and by `Default` alike.
+pub const DEFAULT_ANNOTATION_PREFIX: &str = "eks.amazonaws.com";
+pub const DEFAULT_TOKEN_AUDIENCE: &str = "sts.amazonaws.com";
+pub const DEFAULT_TOKEN_MOUNT_PATH: &str = "/var/run/secrets/eks.amazonaws.com/serviceaccount";
+pub const DEFAULT_CC_AUDIENCE: &str = "pods.eks.amazonaws.com";
+pub const DEFAULT_CC_MOUNT_PATH: &str = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount";
+pub const DEFAULT_CC_VOLUME_NAME: &str = "eks-pod-identity-token";
+pub const DEFAULT_CC_TOKEN_PATH: &str = "eks-pod-identity-token";
+pub const DEFAULT_CC_FULL_URI: &str = "http://169.254.170.23/v1/credentials";
+
 /// The annotation keys read from ServiceAccounts and pods, built once from `--annotation-prefix`
 /// so the hot path never formats strings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,11 +53,11 @@ pub struct ContainerCredentialsSettings {
 impl Default for ContainerCredentialsSettings {
     fn default() -> Self {
         Self {
-            audience: "pods.eks.amazonaws.com".into(),
-            mount_path: "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount".into(),
-            volume_name: "eks-pod-identity-token".into(),
-            token_path: "eks-pod-identity-token".into(),
-            full_uri: "http://169.254.170.23/v1/credentials".into(),
+            audience: DEFAULT_CC_AUDIENCE.into(),
+            mount_path: DEFAULT_CC_MOUNT_PATH.into(),
+            volume_name: DEFAULT_CC_VOLUME_NAME.into(),
+            token_path: DEFAULT_CC_TOKEN_PATH.into(),
+            full_uri: DEFAULT_CC_FULL_URI.into(),
         }
     }
 }
@@ -55,7 +65,6 @@ impl Default for ContainerCredentialsSettings {
 /// Everything the engine needs besides the pod and its identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MutationSettings {
-    pub annotation_prefix: String,
     pub keys: AnnotationKeys,
     pub token_audience: String,
     pub token_mount_path: String,
@@ -68,7 +77,7 @@ pub struct MutationSettings {
 
 impl Default for MutationSettings {
     fn default() -> Self {
-        Self::with_prefix("eks.amazonaws.com")
+        Self::with_prefix(DEFAULT_ANNOTATION_PREFIX)
     }
 }
 
@@ -76,10 +85,9 @@ impl MutationSettings {
     /// Reference defaults with another annotation prefix.
     pub fn with_prefix(prefix: &str) -> Self {
         Self {
-            annotation_prefix: prefix.to_string(),
             keys: AnnotationKeys::new(prefix),
-            token_audience: "sts.amazonaws.com".into(),
-            token_mount_path: "/var/run/secrets/eks.amazonaws.com/serviceaccount".into(),
+            token_audience: DEFAULT_TOKEN_AUDIENCE.into(),
+            token_mount_path: DEFAULT_TOKEN_MOUNT_PATH.into(),
             token_expiration: DEFAULT_TOKEN_EXPIRATION,
             aws_default_region: None,
             sts_regional_endpoint: false,

@@ -300,3 +300,28 @@ fn bad_flags_are_named_on_one_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn service_account_without_a_name_is_refused_naming_the_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let sa = write(
+        &dir,
+        "sa.yaml",
+        "---\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  annotations:\n    eks.amazonaws.com/role-arn: arn:aws:iam::111122223333:role/x\n",
+    );
+    let stderr = assert_fails(&run(
+        &[
+            "mutate",
+            "--pod",
+            &examples("pod.yaml"),
+            "--service-account",
+            &sa,
+        ],
+        None,
+    ));
+    assert!(stderr.contains("sa.yaml"), "{stderr}");
+    assert!(
+        stderr.contains("document 2 (a ServiceAccount) has no metadata.name"),
+        "{stderr}"
+    );
+}
