@@ -2,13 +2,17 @@
 //! replicas racing, renewal before expiry, damaged Secrets, and readiness waiting for the
 //! caBundle.
 
+// Shared with other test crates, which use other parts of it.
+#[allow(dead_code)]
+mod common;
 mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::tls::first_der;
 use k8s_openapi::ByteString;
-use pod_identity_webhook::certs::material::{self, pem_certs, CertificateSet, Policy};
+use pod_identity_webhook::certs::material::{self, CertificateSet, Policy};
 use pod_identity_webhook::certs::{self, CertsConfig};
 use pod_identity_webhook::clock::unix_now;
 use pod_identity_webhook::health::Readiness;
@@ -87,10 +91,6 @@ fn secret_pem(secret: &Value, key: &str) -> String {
     let bytes: ByteString =
         serde_json::from_value(secret["data"][key].clone()).expect("base64 data");
     String::from_utf8(bytes.0).unwrap()
-}
-
-fn first_der(pem: &str) -> Vec<u8> {
-    pem_certs(pem).unwrap()[0].to_vec()
 }
 
 fn ca_bundles(api: &FakeApi) -> Vec<Option<String>> {

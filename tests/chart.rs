@@ -1122,10 +1122,7 @@ fn rbac_default_reads_serviceaccounts_and_narrows_builtin_certificate_rules_by_n
                 ["pod-identity-webhook-tls"],
                 "{r}"
             );
-            assert!(
-                verbs == ["get", "list", "watch", "update"],
-                "{r}"
-            );
+            assert!(verbs == ["get", "list", "watch", "update"], "{r}");
         }
     }
     assert_eq!(rules_for(docs, "secrets").len(), 2);

@@ -163,35 +163,107 @@ fn low(range: RangeInclusive<i64>) -> i64 {
     *range.start()
 }
 
-/// Removes from `patched` everything the engine may add, relative to `original`.
-fn strip_additions(original: &Value, patched: &Value) -> Value {
+/// The volumes the engine may add, by name.
+const OUR_VOLUMES: &[&str] = &["aws-iam-token", "eks-pod-identity-token"];
+
+fn names(list: Option<&Value>) -> Vec<&str> {
+    list.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item["name"].as_str())
+        .collect()
+}
+
+/// Checks that `patched` differs from `original` only by what the engine may add, and returns
+/// `patched` with those additions removed (for the caller to compare with `original`).
+///
+/// Labels: the original's, plus (or with its value changed to "enabled") the pod-identity
+/// label; every other key as it was. Volumes: the original list, in order, with at most one
+/// of each of our volumes the original did not have. Containers: each env and volumeMounts
+/// list starts with the original entries.
+fn strip_additions(original: &Value, patched: &Value) -> Result<Value, String> {
     let mut stripped = patched.clone();
-    // Labels: restore the pod-identity label to what it was, drop containers created for it.
-    match original["metadata"].get("labels") {
+
+    let without_ours = |labels: Option<&Value>| -> Map<String, Value> {
+        let mut labels = labels
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        labels.remove(POD_IDENTITY_LABEL);
+        labels
+    };
+    let labels_before = original["metadata"].get("labels");
+    let labels_after = patched["metadata"].get("labels");
+    if without_ours(labels_before) != without_ours(labels_after) {
+        return Err(format!(
+            "labels other than {POD_IDENTITY_LABEL} changed: {labels_before:?} -> {labels_after:?}"
+        ));
+    }
+    let ours_before = labels_before.and_then(|l| l.get(POD_IDENTITY_LABEL));
+    let ours_after = labels_after.and_then(|l| l.get(POD_IDENTITY_LABEL));
+    if ours_after != ours_before && ours_after != Some(&json!("enabled")) {
+        return Err(format!(
+            "{POD_IDENTITY_LABEL}: {ours_before:?} -> {ours_after:?}"
+        ));
+    }
+    match labels_before {
         None => {
-            stripped["metadata"]
-                .as_object_mut()
-                .unwrap()
-                .remove("labels");
+            if let Some(metadata) = stripped["metadata"].as_object_mut() {
+                metadata.remove("labels");
+            }
         }
         Some(labels) => stripped["metadata"]["labels"] = labels.clone(),
     }
     if original.get("metadata").is_none() {
         stripped.as_object_mut().unwrap().remove("metadata");
     }
-    // Volumes: drop the ones whose names the original did not have.
-    match original["spec"].get("volumes") {
+
+    let volumes_before = original["spec"].get("volumes");
+    let had = names(volumes_before);
+    let added: Vec<&str> = OUR_VOLUMES
+        .iter()
+        .copied()
+        .filter(|name| !had.contains(name))
+        .collect();
+    let after = patched["spec"]
+        .get("volumes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for name in &added {
+        let count = after.iter().filter(|v| v["name"] == *name).count();
+        if count > 1 {
+            return Err(format!("volume {name} added {count} times"));
+        }
+    }
+    let kept: Vec<Value> = after
+        .into_iter()
+        .filter(|v| !v["name"].as_str().is_some_and(|name| added.contains(&name)))
+        .collect();
+    let expected = volumes_before
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if kept != expected {
+        return Err(format!(
+            "volumes, ours removed, differ from the original: {kept:?} != {expected:?}"
+        ));
+    }
+    match volumes_before {
         None => {
             stripped["spec"].as_object_mut().unwrap().remove("volumes");
         }
         Some(volumes) => stripped["spec"]["volumes"] = volumes.clone(),
     }
+
     for list in ["containers", "initContainers"] {
         let Some(containers) = original["spec"].get(list).and_then(Value::as_array) else {
             continue;
         };
         for (index, before) in containers.iter().enumerate() {
-            let after = stripped["spec"][list][index].as_object_mut().unwrap();
+            let after = stripped["spec"][list][index]
+                .as_object_mut()
+                .ok_or_else(|| format!("{list}[{index}] is gone"))?;
             for field in ["env", "volumeMounts"] {
                 match before.get(field) {
                     None => {
@@ -200,9 +272,8 @@ fn strip_additions(original: &Value, patched: &Value) -> Value {
                     Some(Value::Array(items)) => {
                         after
                             .get_mut(field)
-                            .unwrap()
-                            .as_array_mut()
-                            .unwrap()
+                            .and_then(Value::as_array_mut)
+                            .ok_or_else(|| format!("{list}[{index}].{field} is gone"))?
                             .truncate(items.len());
                     }
                     Some(other) => panic!("unexpected {other}"),
@@ -210,7 +281,7 @@ fn strip_additions(original: &Value, patched: &Value) -> Value {
             }
         }
     }
-    stripped
+    Ok(stripped)
 }
 
 proptest! {
@@ -228,7 +299,10 @@ proptest! {
 
         let mut patched = pod.clone();
         json_patch::patch(&mut patched, &mutation.patch).unwrap();
-        prop_assert_eq!(strip_additions(&pod, &patched), pod.clone());
+        match strip_additions(&pod, &patched) {
+            Ok(stripped) => prop_assert_eq!(stripped, pod.clone()),
+            Err(reason) => prop_assert!(false, "{}\npod: {}\npatched: {}", reason, pod, patched),
+        }
 
         // Every added env entry is one of ours.
         for op in &mutation.patch.0 {

@@ -11,6 +11,9 @@
 
 #[path = "real_cluster/certs.rs"]
 mod certs;
+// Shared with other test crates, which use other parts of it.
+#[allow(dead_code)]
+mod common;
 #[path = "real_cluster/harness.rs"]
 mod harness;
 #[path = "real_cluster/lag_proxy.rs"]
@@ -20,6 +23,7 @@ mod pods;
 #[path = "real_cluster/sidecar.rs"]
 mod sidecar;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -193,8 +197,8 @@ fn lookup_grace_period_covers_a_watch_that_lags_behind() {
             &name,
             &c.artifacts,
             vec![
-                format!("--tls-cert={}", c.serving_certs.file("tls.crt").display()),
-                format!("--tls-key={}", c.serving_certs.file("tls.key").display()),
+                format!("--tls-cert={}", c.serving_certs.path("tls.crt").display()),
+                format!("--tls-key={}", c.serving_certs.path("tls.key").display()),
                 format!("--kubeconfig={}", kubeconfig.display()),
                 format!("--namespace={}", harness::RELEASE_NS),
                 format!("--service-account-lookup-grace-period={grace}"),
@@ -699,7 +703,7 @@ fn sidecar_added_by_a_later_webhook_gets_credentials_on_reinvocation() {
             .count(),
         1
     );
-    assert!(injector.calls.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    assert!(injector.calls.load(Ordering::SeqCst) >= 1);
 }
 
 /// Runs a closure when dropped (cleanup that must happen even when an assertion fails).
@@ -780,7 +784,7 @@ fn serving_certificate_rotated_on_disk_without_failed_admissions() {
     c.service_account(ns, "app", &[(ROLE_KEY, ROLE)]);
     let old = certs::served_cert(c.primary.address(), "127.0.0.1", &c.ca.pem).unwrap();
     let (cert, key) = c.ca.server_cert(&["127.0.0.1", "localhost"]);
-    let new = certs::first_der(&cert);
+    let new = common::tls::first_der(&cert);
     assert_ne!(old, new);
     // Calls to the chart's webhook that failed (and were let through: failurePolicy Ignore).
     let failed_calls = || {
@@ -790,39 +794,68 @@ fn serving_certificate_rotated_on_disk_without_failed_admissions() {
     };
     let failed_before = failed_calls();
 
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
+    let count = AtomicUsize::new(0);
+    // At least this many pods before the swap and after the new certificate is served.
+    let pods_created = |at_least: usize| {
+        let seen = count.load(Ordering::SeqCst);
+        if seen >= at_least {
+            Ok(())
+        } else {
+            Err(format!("{seen} pods created"))
+        }
+    };
     let pods = std::thread::scope(|scope| {
         let creator = scope.spawn(|| {
             let mut manifest = pod("app", "app", &["app"]);
             manifest["metadata"] = json!({"generateName": "app-"});
             let mut created = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) || created.len() < 10 {
+            while !stop.load(Ordering::SeqCst) || created.len() < 10 {
                 created.push(c.create_pod(ns, &manifest).0);
+                count.fetch_add(1, Ordering::SeqCst);
             }
             created
         });
-        std::thread::sleep(Duration::from_millis(500));
-        // The kubelet's way: a new timestamped directory, then `..data` swapped to it.
-        c.serving_certs
-            .update(&[("tls.crt", cert.as_bytes()), ("tls.key", key.as_bytes())])
-            .unwrap();
-        let served = eventually(
-            "the new certificate is served",
-            Duration::from_secs(15),
-            SHORT,
-            || {
-                let now = certs::served_cert(c.primary.address(), "127.0.0.1", &c.ca.pem)?;
-                if now == new {
-                    Ok(())
-                } else {
-                    Err("still the old certificate".into())
-                }
-            },
-        );
-        std::thread::sleep(Duration::from_millis(1000));
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Every step is bounded, and the creator is stopped and joined before any failure is
+        // reported (a panic here would leave it running and the scope waiting forever).
+        let outcome = eventually(
+            "pods created under the old certificate",
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            || pods_created(10),
+        )
+        .and_then(|()| {
+            // The kubelet's way: a new timestamped directory, then `..data` swapped to it.
+            c.serving_certs
+                .update(&[("tls.crt", cert.as_bytes()), ("tls.key", key.as_bytes())])
+        })
+        .and_then(|()| {
+            eventually(
+                "the new certificate is served",
+                Duration::from_secs(15),
+                SHORT,
+                || {
+                    let now = certs::served_cert(c.primary.address(), "127.0.0.1", &c.ca.pem)?;
+                    if now == new {
+                        Ok(())
+                    } else {
+                        Err("still the old certificate".into())
+                    }
+                },
+            )
+        })
+        .and_then(|()| {
+            let served_at = count.load(Ordering::SeqCst);
+            eventually(
+                "pods created under the new certificate",
+                Duration::from_secs(30),
+                Duration::from_millis(20),
+                || pods_created(served_at + 10),
+            )
+        });
+        stop.store(true, Ordering::SeqCst);
         let pods = creator.join().expect("pod creator");
-        served.unwrap_or_else(|e| panic!("{e}"));
+        outcome.unwrap_or_else(|e| panic!("{e}"));
         pods
     });
     eprintln!("cert rotation: {} pods created around the swap", pods.len());
@@ -997,8 +1030,8 @@ fn narrower_rbac_keeps_the_webhook_unready() {
         "narrow",
         &c.artifacts,
         vec![
-            format!("--tls-cert={}", c.serving_certs.file("tls.crt").display()),
-            format!("--tls-key={}", c.serving_certs.file("tls.key").display()),
+            format!("--tls-cert={}", c.serving_certs.path("tls.crt").display()),
+            format!("--tls-key={}", c.serving_certs.path("tls.key").display()),
             format!("--kubeconfig={}", kubeconfig.display()),
             format!("--namespace={ns}"),
             "--shutdown-delay=0s".into(),
@@ -1078,7 +1111,7 @@ fn builtin_certificate_mode_creates_secret_publishes_ca_and_admits_pods() {
         .args(["--namespace", release_ns, "--values"])
         .arg(&values))
     .unwrap_or_else(|e| panic!("{e}"));
-    let (port, metrics_port) = harness::two_free_ports();
+    let (port, metrics_port) = common::two_free_ports();
     let config_path =
         format!("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{fullname}");
     c.json_patch(
@@ -1169,7 +1202,7 @@ fn builtin_certificate_mode_creates_secret_publishes_ca_and_admits_pods() {
     );
     assert_eq!(
         certs::served_cert(first.address(), "localhost", &ca_pem).unwrap(),
-        certs::first_der(&tls_pem),
+        common::tls::first_der(&tls_pem),
         "the webhook serves the Secret's certificate, valid for localhost under the published CA"
     );
 
@@ -1186,7 +1219,7 @@ fn builtin_certificate_mode_creates_secret_publishes_ca_and_admits_pods() {
     );
     assert_eq!(
         certs::served_cert(second.address(), "localhost", &ca_pem).unwrap(),
-        certs::first_der(&tls_pem)
+        common::tls::first_der(&tls_pem)
     );
     second.stop();
 
@@ -1223,14 +1256,53 @@ fn builtin_certificate_mode_creates_secret_publishes_ca_and_admits_pods() {
 
 // --------------------------------------------------------------- manifests, server-side
 
-/// `helm template` of the chart with the variant's values, then `kubectl apply
-/// --dry-run=server`: every object passes the real API server's validation and admission.
+const PSA_ENFORCE: (&str, &str) = ("pod-security.kubernetes.io/enforce", "restricted");
+const PSA_WARN: (&str, &str) = ("pod-security.kubernetes.io/warn", "restricted");
+const PSA_VIOLATION: &str = "would violate PodSecurity";
+
+/// `helm template` of the chart with the variant's values (test hook included), then `kubectl
+/// apply --dry-run=server` in a namespace that enforces and warns on the `restricted` Pod
+/// Security level: every object passes the real API server's validation and admission, and
+/// the Deployment's pod template and the test pod meet the restricted level.
 #[test]
 fn every_chart_variant_passes_server_side_dry_run() {
     let c = cluster!("every_chart_variant_passes_server_side_dry_run");
     let _lock = shared();
     let ns = "piw-dry-run";
-    c.namespace(ns, &[]);
+    c.namespace(ns, &[PSA_ENFORCE, PSA_WARN]);
+    // The check is live: a pod below the level is refused, a Deployment below it warned about.
+    let root = json!({"containers": [{"name": "app", "image": "busybox:1.36",
+                                      "securityContext": {"runAsUser": 0}}]});
+    let refused = c.request(
+        "POST",
+        &format!("/api/v1/namespaces/{ns}/pods?dryRun=All"),
+        "application/json",
+        Some(
+            &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root"}, "spec": root}),
+        ),
+    );
+    assert!(
+        refused.status == 403 && refused.text.contains("violates PodSecurity"),
+        "a root pod was not refused by Pod Security: HTTP {}: {}",
+        refused.status,
+        refused.text
+    );
+    let warned = c.request(
+        "POST",
+        &format!("/apis/apps/v1/namespaces/{ns}/deployments?dryRun=All"),
+        "application/json",
+        Some(&json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "root"},
+                     "spec": {"selector": {"matchLabels": {"app": "root"}},
+                              "template": {"metadata": {"labels": {"app": "root"}}, "spec": root}}})),
+    );
+    assert!(
+        warned.warnings.iter().any(|w| w.contains(PSA_VIOLATION)),
+        "no Pod Security warning for a root Deployment: {:?}",
+        warned.warnings
+    );
+    // The test hook's pod names this ServiceAccount, which a dry run does not create, and a
+    // pod whose ServiceAccount does not exist is refused.
+    c.service_account(ns, "dry-pod-identity-webhook-test", &[]);
     // Minimal CRDs (own schema) for the cert-manager and Prometheus-operator kinds the chart
     // can render.
     let crds = harness::repo_root().join("tests/fixtures/crds/minimal-crds.yaml");
@@ -1269,7 +1341,8 @@ fn every_chart_variant_passes_server_side_dry_run() {
                     helm.args(["template", "dry"]).arg(chart).args([
                         "--namespace",
                         ns,
-                        "--skip-tests",
+                        "--set",
+                        &format!("tests.namespace={ns}"),
                     ]);
                     if let Some(values) = variant {
                         helm.arg("--values").arg(values);
@@ -1288,8 +1361,15 @@ fn every_chart_variant_passes_server_side_dry_run() {
                     )
                     .map_err(|e| format!("{label}: {e}"))?;
                     let out = String::from_utf8_lossy(&applied.stdout).into_owned();
+                    let err = String::from_utf8_lossy(&applied.stderr);
                     if out.lines().count() < 3 {
                         return Err(format!("{label}: suspiciously few objects applied:\n{out}"));
+                    }
+                    if err.contains(PSA_VIOLATION) || out.contains(PSA_VIOLATION) {
+                        return Err(format!("{label}: below the restricted level:\n{err}{out}"));
+                    }
+                    if !out.contains("pod/dry-pod-identity-webhook-test") {
+                        return Err(format!("{label}: the test pod was not applied:\n{out}"));
                     }
                     Ok::<_, String>(())
                 })
@@ -1304,6 +1384,76 @@ fn every_chart_variant_passes_server_side_dry_run() {
         failures.is_empty(),
         "server-side dry run failed:\n{}",
         failures.join("\n\n")
+    );
+}
+
+/// In built-in (and cert-manager) mode the caBundle is written by someone else — the webhook,
+/// with a JSON patch of its own — and `helm upgrade` must not wipe it: the chart looks the
+/// live value up and renders it back.
+#[test]
+fn helm_upgrade_keeps_a_ca_bundle_written_by_the_webhook() {
+    let c = cluster!("helm_upgrade_keeps_a_ca_bundle_written_by_the_webhook");
+    let _lock = shared();
+    let (release_ns, release, fullname) =
+        ("piw-ca-keep", "ca-keep", "ca-keep-pod-identity-webhook");
+    c.namespace(release_ns, &[]);
+    // Built-in mode (the default); its webhook selects only namespaces no test labels so.
+    let values = c.artifacts.join("values-ca-keep.yaml");
+    std::fs::write(
+        &values,
+        format!(
+            "replicaCount: 1\ntests:\n  enabled: false\nwebhook:\n  namespaceSelector:\n    matchLabels:\n      \
+             {}: ca-keep\n",
+            harness::OTHER_WEBHOOK_LABEL
+        ),
+    )
+    .unwrap();
+    let helm = |verb: &str| {
+        run(c
+            .helm()
+            .args([verb, release])
+            .arg(harness::repo_root().join("charts/pod-identity-webhook"))
+            .args(["--namespace", release_ns, "--values"])
+            .arg(&values))
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    helm("install");
+    let config_path =
+        format!("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{fullname}");
+    let config = c.get(&config_path);
+    let webhook_name = config["webhooks"][0]["name"].as_str().unwrap().to_string();
+    assert!(
+        config["webhooks"][0]["clientConfig"]
+            .get("caBundle")
+            .is_none(),
+        "a fresh install has no caBundle to keep: {config}"
+    );
+
+    // What the webhook does: test the entry's name, add the caBundle, under its own manager.
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(&c.ca.pem);
+    c.json_patch(
+        &format!("{config_path}?fieldManager=pod-identity-webhook"),
+        &json!([
+            {"op": "test", "path": "/webhooks/0/name", "value": webhook_name},
+            {"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": ca_bundle},
+        ]),
+    )
+    .ok("publish a caBundle as the webhook does");
+
+    helm("upgrade");
+    let after = c.get(&config_path);
+    assert_eq!(
+        after["webhooks"][0]["clientConfig"]["caBundle"], ca_bundle,
+        "helm upgrade changed the caBundle the webhook wrote"
+    );
+    // Kept by the chart's lookup (rendered into the release), not only by the merge.
+    let manifest = run(c
+        .helm()
+        .args(["get", "manifest", release, "--namespace", release_ns]))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        String::from_utf8_lossy(&manifest.stdout).contains(&format!("caBundle: {ca_bundle}")),
+        "the upgraded release does not render the live caBundle"
     );
 }
 

@@ -5,8 +5,8 @@
 mod fake_api;
 mod server_support;
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Command, Stdio};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,16 +17,18 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use server_support::common::two_free_ports;
 use server_support::*;
 
-/// Two distinct free loopback ports (released again; the binary binds them right after).
-fn free_ports() -> (u16, u16) {
-    let a = TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = TcpListener::bind("127.0.0.1:0").unwrap();
-    (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    )
+/// The webhook process, killed and reaped when dropped: a failed assertion does not leave it
+/// running with its two ports.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 async fn readyz(addr: SocketAddr) -> Option<StatusCode> {
@@ -83,28 +85,30 @@ async fn sigterm_during_load_fails_no_in_flight_request_and_exits_zero() {
     let (cert, key) = ca.leaf("first");
     std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
     std::fs::write(dir.path().join("tls.key"), key).unwrap();
-    let (port, metrics_port) = free_ports();
+    let (port, metrics_port) = two_free_ports();
     let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
     let shutdown_delay = Duration::from_secs(1);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pod-identity-webhook"))
-        .arg(format!("--port={port}"))
-        .arg(format!("--metrics-port={metrics_port}"))
-        .arg("--bind-address=127.0.0.1")
-        .arg(format!(
-            "--tls-cert={}",
-            dir.path().join("tls.crt").display()
-        ))
-        .arg(format!(
-            "--tls-key={}",
-            dir.path().join("tls.key").display()
-        ))
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .arg("--shutdown-delay=1s")
-        .arg("--shutdown-timeout=10s")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_pod-identity-webhook"))
+            .arg(format!("--port={port}"))
+            .arg(format!("--metrics-port={metrics_port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!(
+                "--tls-cert={}",
+                dir.path().join("tls.crt").display()
+            ))
+            .arg(format!(
+                "--tls-key={}",
+                dir.path().join("tls.key").display()
+            ))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg("--shutdown-delay=1s")
+            .arg("--shutdown-timeout=10s")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let server_log = || std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
     let webhook = SocketAddr::from(([127, 0, 0, 1], port));
     let admin = SocketAddr::from(([127, 0, 0, 1], metrics_port));
@@ -117,7 +121,7 @@ async fn sigterm_during_load_fails_no_in_flight_request_and_exits_zero() {
             server_log()
         );
         assert!(
-            child.try_wait().unwrap().is_none(),
+            child.0.try_wait().unwrap().is_none(),
             "exited early:\n{}",
             server_log()
         );
@@ -165,7 +169,7 @@ async fn sigterm_during_load_fails_no_in_flight_request_and_exits_zero() {
     let sigterm = Instant::now();
     let status = Command::new("kill")
         .arg("-TERM")
-        .arg(child.id().to_string())
+        .arg(child.0.id().to_string())
         .status()
         .unwrap();
     assert!(status.success());
@@ -184,7 +188,7 @@ async fn sigterm_during_load_fails_no_in_flight_request_and_exits_zero() {
     }
 
     let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
+        if let Some(exit) = child.0.try_wait().unwrap() {
             break exit;
         }
         assert!(

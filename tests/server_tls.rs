@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use http::StatusCode;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -17,6 +18,7 @@ use pod_identity_webhook::file_watch::WatchOptions;
 use pod_identity_webhook::server::Limits;
 use pod_identity_webhook::tls::{self, server_config};
 use serde_json::Value;
+use server_support::common::tls::KubeletDir;
 use server_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -28,23 +30,37 @@ fn assert_mutated(status: StatusCode, body: &[u8]) {
     assert_eq!(env(&pod, 0, "AWS_ROLE_ARN").as_deref(), Some(ROLE));
 }
 
+/// Both AdmissionReview versions the chart registers, over both HTTP versions: each answer
+/// carries the request's apiVersion and uid, and its patch applies.
 #[tokio::test]
-async fn http2_and_http1_round_trips_over_tls_on_kept_alive_connections() {
+async fn http2_and_http1_round_trip_v1_and_v1beta1_reviews_over_tls_on_kept_alive_connections() {
     let ca = TestCa::new();
     let server = TestServer::start(components(service_accounts()), Limits::default(), &ca).await;
-    let body = pod_review("api").to_string();
+    let reviews = [
+        (fixture("pod-create-v1.json"), V1),
+        (fixture("pod-create-v1beta1.json"), V1BETA1),
+    ];
     for protocol in [Protocol::Http2, Protocol::Http1] {
         let mut client = Client::connect(server.webhook, &ca, protocol)
             .await
             .unwrap();
         for _ in 0..3 {
-            let (status, answer) = client.mutate(body.clone()).await.unwrap();
-            assert_mutated(status, &answer);
+            for (review, api_version) in &reviews {
+                let (status, body) = client.mutate(review.to_string()).await.unwrap();
+                assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+                let answer: Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(answer["apiVersion"], *api_version, "{protocol:?}");
+                assert_eq!(answer["kind"], "AdmissionReview");
+                assert_eq!(answer["response"]["uid"], review["request"]["uid"]);
+                assert_eq!(answer["response"]["allowed"], true);
+                let pod = apply_patch(&answer["response"], &review["request"]["object"]);
+                assert_eq!(env(&pod, 0, "AWS_ROLE_ARN").as_deref(), Some(ROLE));
+            }
         }
     }
     let metrics = server.components.metrics.encode();
     assert!(
-        metrics.contains("http_request_count{code=\"200\",path=\"/mutate\",verb=\"POST\"} 6"),
+        metrics.contains("http_request_count{code=\"200\",path=\"/mutate\",verb=\"POST\"} 12"),
         "{metrics}"
     );
     server.stop().await;
@@ -144,7 +160,7 @@ async fn plain_get(addr: std::net::SocketAddr, path: &str) -> (StatusCode, Bytes
 async fn certificate_rotation_by_symlink_swap_loses_no_request_and_bad_pair_keeps_old() {
     let ca = TestCa::new();
     let (cert1, key1) = ca.leaf("first");
-    let mut dir = KubeletDir::new(&[("tls.crt", cert1.as_bytes()), ("tls.key", key1.as_bytes())]);
+    let dir = KubeletDir::new(&[("tls.crt", cert1.as_bytes()), ("tls.key", key1.as_bytes())]);
     let components = components(service_accounts());
     let store = new_store(&components);
     let options = WatchOptions {
@@ -218,9 +234,14 @@ async fn certificate_rotation_by_symlink_swap_loses_no_request_and_bad_pair_keep
         }));
     }
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The workers are under way before the first swap.
+    wait_for("requests under the first certificate", || {
+        completed.load(Ordering::Relaxed) >= 20
+    })
+    .await;
     let (cert2, key2) = ca.leaf("second");
-    dir.swap(&[("tls.crt", cert2.as_bytes()), ("tls.key", key2.as_bytes())]);
+    dir.update(&[("tls.crt", cert2.as_bytes()), ("tls.key", key2.as_bytes())])
+        .unwrap();
     wait_for("a new handshake to present the new certificate", || {
         saw_second.load(Ordering::Acquire)
     })
@@ -228,7 +249,8 @@ async fn certificate_rotation_by_symlink_swap_loses_no_request_and_bad_pair_keep
 
     // A pair whose key does not match: logged and counted, the second pair keeps serving.
     let (cert3, _) = ca.leaf("third");
-    dir.swap(&[("tls.crt", cert3.as_bytes()), ("tls.key", key2.as_bytes())]);
+    dir.update(&[("tls.crt", cert3.as_bytes()), ("tls.key", key2.as_bytes())])
+        .unwrap();
     let metrics = server.components.metrics.clone();
     wait_for("the bad pair to be counted", || {
         metrics
@@ -238,7 +260,12 @@ async fn certificate_rotation_by_symlink_swap_loses_no_request_and_bad_pair_keep
             == 1
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Requests keep succeeding after the bad pair was rejected.
+    let after_bad_pair = completed.load(Ordering::Relaxed);
+    wait_for("requests after the bad pair", || {
+        completed.load(Ordering::Relaxed) >= after_bad_pair + 20
+    })
+    .await;
     stop.store(true, Ordering::Release);
     for worker in workers {
         worker.await.unwrap();
@@ -446,19 +473,35 @@ async fn shutdown_lets_an_in_flight_request_finish(#[case] protocol: Protocol) {
     let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Frame<Bytes>, std::io::Error>>();
     tx.unbounded_send(Ok(Frame::data(Bytes::copy_from_slice(half))))
         .unwrap();
-    let streaming = StreamBody::new(rx).boxed_unsync();
+    // The client has taken the first half to send: the request is under way.
+    let sent_half = Arc::new(AtomicBool::new(false));
+    let streaming = {
+        let sent_half = sent_half.clone();
+        StreamBody::new(rx.inspect(move |_| sent_half.store(true, Ordering::Release)))
+            .boxed_unsync()
+    };
     let request = tokio::spawn(async move { client.send(mutate_request(streaming)).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for("the first half of the body to be sent", || {
+        sent_half.load(Ordering::Acquire)
+    })
+    .await;
 
     let readiness = server.components.readiness.clone();
     let webhook = server.webhook;
     let stopping = tokio::spawn(server.stop());
-    // Past the 200 ms shutdown delay: the listener is closed and draining has begun.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Past the 200 ms shutdown delay the listener closes and draining begins.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(webhook).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "listener still open 10 s after shutdown began"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(readiness.is_shutting_down());
     assert!(
-        TcpStream::connect(webhook).await.is_err(),
-        "listener closed"
+        !request.is_finished(),
+        "answered before the body was complete"
     );
     tx.unbounded_send(Ok(Frame::data(Bytes::copy_from_slice(rest))))
         .unwrap();

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
@@ -27,7 +27,8 @@ use base64::Engine as _;
 use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 
-use super::certs::{CertDir, TestCa};
+use crate::common::tls::{KubeletDir, TestCa};
+use crate::common::two_free_ports;
 
 /// Namespace of the chart release the tests run against.
 pub const RELEASE_NS: &str = "piw-system";
@@ -304,17 +305,6 @@ pub fn run_with_input(command: &mut Command, input: &[u8]) -> Result<Output, Str
     succeeded(&shown, out)
 }
 
-/// Two distinct free TCP ports on 127.0.0.1 (free when asked; both bound at once so they
-/// differ, and the OS does not hand them out again soon).
-pub fn two_free_ports() -> (u16, u16) {
-    let a = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    let b = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    (
-        a.local_addr().expect("addr").port(),
-        b.local_addr().expect("addr").port(),
-    )
-}
-
 /// Polls `check` every `interval` until it returns `Some`, or fails after `timeout` with the
 /// last reason `check` gave.
 pub fn eventually<T>(
@@ -483,34 +473,12 @@ impl Webhook {
 
     /// SIGTERM, then waits (bounded) for the exit; SIGKILL if it does not come.
     pub fn stop(&self) -> Option<std::process::ExitStatus> {
-        let mut slot = self
+        let child = self
             .child
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut child = slot.take()?;
-        let pid = child.id();
-        // SAFETY: kill(2) on our own child.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = child.kill();
-                    break child.wait().ok();
-                }
-            }
-        };
-        CHILD_PIDS
-            .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|&p| p != pid);
-        status
+            .take()?;
+        end_child(child, Duration::from_secs(20))
     }
 
     pub fn log_tail(&self) -> String {
@@ -528,11 +496,39 @@ impl Drop for Webhook {
             .child
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(mut child) = slot.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = slot.take() {
+            end_child(child, Duration::ZERO);
         }
     }
+}
+
+/// Ends a webhook child: SIGTERM and up to `grace` for it to exit (none when zero), then
+/// SIGKILL. Once it is reaped its pid is forgotten, so the exit handler never signals a pid
+/// that may since belong to another process.
+fn end_child(mut child: Child, grace: Duration) -> Option<std::process::ExitStatus> {
+    let pid = child.id();
+    if !grace.is_zero() {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + grace;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                break child.wait().ok();
+            }
+        }
+    };
+    CHILD_PIDS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .retain(|&p| p != pid);
+    status
 }
 
 // ------------------------------------------------------------------------ the API server
@@ -572,9 +568,9 @@ pub struct Cluster {
     /// CA of every serving certificate the tests make.
     pub ca: TestCa,
     /// The primary webhook's serving certificate directory (kubelet-style symlinks).
-    pub serving_certs: CertDir,
+    pub serving_certs: KubeletDir,
     /// The container-credentials file's directory (kubelet-style symlinks).
-    pub container_credentials: CertDir,
+    pub container_credentials: KubeletDir,
     /// The webhook registered by the chart release.
     pub primary: Webhook,
     /// kubeconfig with the chart ServiceAccount's token.
@@ -662,9 +658,9 @@ impl Cluster {
         arm_teardown(&tools.control_plane, &dir, &artifacts)?;
 
         // The webhook's CA and serving certificate, made while the control plane starts.
-        let ca = TestCa::new("pod-identity-webhook real-cluster test CA");
+        let ca = TestCa::new();
         let (cert, key) = ca.server_cert(&["127.0.0.1", "localhost"]);
-        let serving_certs = CertDir::create(
+        let serving_certs = KubeletDir::create(
             &artifacts.join("serving-certs"),
             &[("tls.crt", cert.as_bytes()), ("tls.key", key.as_bytes())],
         )?;
@@ -711,7 +707,7 @@ impl Cluster {
             "-o",
             "jsonpath={.data.config\\.json}",
         ]))?;
-        let container_credentials = CertDir::create(
+        let container_credentials = KubeletDir::create(
             &artifacts.join("container-credentials"),
             &[("config.json", &cc_map.stdout)],
         )?;
@@ -725,14 +721,14 @@ impl Cluster {
             port,
             metrics_port,
             vec![
-                format!("--tls-cert={}", serving_certs.file("tls.crt").display()),
-                format!("--tls-key={}", serving_certs.file("tls.key").display()),
+                format!("--tls-cert={}", serving_certs.path("tls.crt").display()),
+                format!("--tls-key={}", serving_certs.path("tls.key").display()),
                 format!("--kubeconfig={}", chart_kubeconfig.display()),
                 format!("--namespace={RELEASE_NS}"),
                 "--watch-config-map=true".into(),
                 format!(
                     "--watch-container-credentials-config={}",
-                    container_credentials.file("config.json").display()
+                    container_credentials.path("config.json").display()
                 ),
                 "--enable-debugging-handlers=true".into(),
                 "--shutdown-delay=0s".into(),

@@ -1,7 +1,10 @@
-//! Shared by the server tests and the request-path benchmark: rcgen certificates, a TLS client
+//! Shared by the server tests and the request-path benchmark: certificates (tests/common), a TLS client
 //! speaking HTTP/1.1 or HTTP/2 over one kept-alive connection, AdmissionReview bodies, patch
 //! application, and an in-process server on ephemeral loopback ports.
 #![allow(dead_code)]
+
+#[path = "../common/mod.rs"]
+pub mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +28,8 @@ use pod_identity_webhook::tls::CertificateStore;
 use rustls_pki_types::CertificateDer;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
+
+pub use common::tls::TestCa;
 
 pub const ROLE: &str = "arn:aws:iam::111122223333:role/payments-api";
 pub const V1: &str = "admission.k8s.io/v1";
@@ -132,65 +137,6 @@ pub fn env(pod: &Value, index: usize, name: &str) -> Option<String> {
         .iter()
         .find(|entry| entry["name"] == name)
         .and_then(|entry| entry["value"].as_str().map(str::to_owned))
-}
-
-/// A test CA and leaf certificates for `localhost` and `127.0.0.1` signed by it.
-pub struct TestCa {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Default for TestCa {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl TestCa {
-    pub fn new() -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "test CA");
-        let key = rcgen::KeyPair::generate().unwrap();
-        Self {
-            issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
-        }
-    }
-
-    /// (certificate PEM, key PEM); `name` goes into the common name to tell leaves apart.
-    pub fn leaf(&self, name: &str) -> (String, String) {
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    pub fn roots(&self) -> rustls::RootCertStore {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.issuer.der().clone()).unwrap();
-        roots
-    }
-
-    pub fn client_config(&self, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
-        let roots = self.roots();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![alpn.to_vec()];
-        // Every connection does a full handshake, so it sees the certificate served now
-        // rather than resuming a session made under an earlier one.
-        config.resumption = rustls::client::Resumption::disabled();
-        Arc::new(config)
-    }
 }
 
 /// The common name of a DER certificate.
@@ -395,57 +341,4 @@ pub fn new_store(components: &Components) -> Arc<CertificateStore> {
         components.metrics.clone(),
         components.readiness.clone(),
     ))
-}
-
-/// A directory laid out the way the kubelet writes Secret volumes: each version in its own
-/// `..<timestamp>` directory, `..data` linking to the current one, and every file a link
-/// through `..data`.
-pub struct KubeletDir {
-    pub root: tempfile::TempDir,
-    generation: usize,
-}
-
-impl KubeletDir {
-    pub fn new(files: &[(&str, &[u8])]) -> Self {
-        let root = tempfile::tempdir().unwrap();
-        let mut dir = Self {
-            root,
-            generation: 0,
-        };
-        let version = dir.write_version(files);
-        std::os::unix::fs::symlink(&version, dir.root.path().join("..data")).unwrap();
-        for (name, _) in files {
-            std::os::unix::fs::symlink(format!("..data/{name}"), dir.root.path().join(name))
-                .unwrap();
-        }
-        dir
-    }
-
-    pub fn path(&self, name: &str) -> std::path::PathBuf {
-        self.root.path().join(name)
-    }
-
-    /// Atomically replaces every file, as the kubelet's AtomicWriter does.
-    pub fn swap(&mut self, files: &[(&str, &[u8])]) {
-        let old = std::fs::read_link(self.root.path().join("..data")).unwrap();
-        let version = self.write_version(files);
-        let tmp = self.root.path().join("..data_tmp");
-        std::os::unix::fs::symlink(&version, &tmp).unwrap();
-        std::fs::rename(&tmp, self.root.path().join("..data")).unwrap();
-        std::fs::remove_dir_all(self.root.path().join(old)).unwrap();
-    }
-
-    fn write_version(&mut self, files: &[(&str, &[u8])]) -> String {
-        self.generation += 1;
-        let version = format!(
-            "..2026_01_01_00_00_0{}.{}",
-            self.generation % 10,
-            self.generation
-        );
-        std::fs::create_dir(self.root.path().join(&version)).unwrap();
-        for (name, content) in files {
-            std::fs::write(self.root.path().join(&version).join(name), content).unwrap();
-        }
-        version
-    }
 }
