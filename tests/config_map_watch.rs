@@ -43,6 +43,21 @@ fn reloads(metrics: &Metrics, result: &str) -> u64 {
         .get()
 }
 
+/// Starts the watch against `api` in namespace `eks`; returns what it updates.
+fn start_watch(api: &FakeApi) -> (Arc<LiveSources>, Arc<Metrics>, Arc<Readiness>) {
+    let sources = Arc::new(LiveSources::default());
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::default());
+    config_map_watch::start(
+        api.client(),
+        "eks".into(),
+        sources.clone(),
+        metrics.clone(),
+        readiness.clone(),
+    );
+    (sources, metrics, readiness)
+}
+
 #[tokio::test]
 async fn the_mapping_follows_the_config_map_without_restart() {
     let api = FakeApi::start().await;
@@ -62,16 +77,7 @@ async fn the_mapping_follows_the_config_map_without_restart() {
         "unrelated",
         &[("config", &mapping("wrong-name"))],
     ));
-    let sources = Arc::new(LiveSources::default());
-    let metrics = Arc::new(Metrics::new());
-    let readiness = Arc::new(Readiness::default());
-    config_map_watch::start(
-        api.client(),
-        "eks".into(),
-        sources.clone(),
-        metrics.clone(),
-        readiness.clone(),
-    );
+    let (sources, metrics, readiness) = start_watch(&api);
     assert!(
         !mapping_synced(&readiness),
         "not ready before the first list"
@@ -127,16 +133,7 @@ async fn the_mapping_follows_the_config_map_without_restart() {
 async fn a_config_map_created_later_is_picked_up_and_watch_errors_are_counted() {
     let api = FakeApi::start().await;
     api.fail(Verb::List, "configmaps", 500, 1);
-    let sources = Arc::new(LiveSources::default());
-    let metrics = Arc::new(Metrics::new());
-    let readiness = Arc::new(Readiness::default());
-    config_map_watch::start(
-        api.client(),
-        "eks".into(),
-        sources.clone(),
-        metrics.clone(),
-        readiness,
-    );
+    let (sources, metrics, _readiness) = start_watch(&api);
     let m = metrics.clone();
     eventually("the list error to be counted", WAIT, move || {
         m.watch_errors.with_label_values(&["configmaps"]).get() == 1
@@ -162,16 +159,7 @@ async fn a_config_map_created_later_is_picked_up_and_watch_errors_are_counted() 
 async fn readiness_waits_for_a_successful_first_list_even_when_the_config_map_does_not_exist() {
     let api = FakeApi::start().await;
     api.fail(Verb::List, "configmaps", 500, 1);
-    let sources = Arc::new(LiveSources::default());
-    let metrics = Arc::new(Metrics::new());
-    let readiness = Arc::new(Readiness::default());
-    config_map_watch::start(
-        api.client(),
-        "eks".into(),
-        sources.clone(),
-        metrics.clone(),
-        readiness.clone(),
-    );
+    let (sources, metrics, readiness) = start_watch(&api);
     let m = metrics.clone();
     eventually("the list error to be counted", WAIT, move || {
         m.watch_errors.with_label_values(&["configmaps"]).get() == 1

@@ -279,6 +279,14 @@ mod tests {
     use super::*;
     use crate::cache::fallback::tests::{role, FakeFetch};
 
+    /// The watch delivers `ns/sa` 50 ms from now, well inside the grace periods used here.
+    fn deliver_by_watch_soon(store: Arc<ServiceAccountStore>) {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            store.upsert("ns", "sa", role("from-watch"));
+        });
+    }
+
     fn cache(fetch: Arc<FakeFetch>, grace: Duration) -> KubeServiceAccountCache {
         KubeServiceAccountCache::with_fetcher(
             Arc::new(ServiceAccountStore::new()),
@@ -310,11 +318,7 @@ mod tests {
     async fn the_watch_delivering_during_the_wait_wins_over_a_slow_get() {
         let fetch = FakeFetch::new(Duration::from_secs(10), Ok(None));
         let cache = Arc::new(cache(fetch, Duration::from_secs(2)));
-        let store = cache.store().clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            store.upsert("ns", "sa", role("from-watch"));
-        });
+        deliver_by_watch_soon(cache.store().clone());
         let started = std::time::Instant::now();
         let found = cache.lookup("ns", "sa").await;
         assert_eq!(found.unwrap().role(), Some("from-watch"));
@@ -337,11 +341,7 @@ mod tests {
             Arc::new(Metrics::new()),
         ));
         assert!(cache.lookup("ns", "uses-the-token").await.is_none());
-        let store = cache.store().clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            store.upsert("ns", "sa", role("from-watch"));
-        });
+        deliver_by_watch_soon(cache.store().clone());
         assert_eq!(
             cache.lookup("ns", "sa").await.unwrap().role(),
             Some("from-watch")
@@ -353,11 +353,7 @@ mod tests {
     async fn a_failed_get_still_waits_for_the_watch() {
         let fetch = FakeFetch::new(Duration::ZERO, Err("503 Service Unavailable".into()));
         let cache = Arc::new(cache(fetch.clone(), Duration::from_secs(2)));
-        let store = cache.store().clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            store.upsert("ns", "sa", role("from-watch"));
-        });
+        deliver_by_watch_soon(cache.store().clone());
         assert_eq!(
             cache.lookup("ns", "sa").await.unwrap().role(),
             Some("from-watch")
