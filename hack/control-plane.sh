@@ -46,8 +46,9 @@
 #   KUBE_APISERVER_EXTRA_ARGS extra kube-apiserver flags (word-split)
 set -euo pipefail
 
-KUBE_APISERVER_VERSION="${KUBE_APISERVER_VERSION:-v1.30.14}"
-CACHE_BIN_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/pod-identity-webhook/bin"
+# shellcheck source=hack/tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
+CACHE_BIN_DIR="$PIW_TOOLS_BIN"
 TIMEOUT="${CONTROL_PLANE_TIMEOUT:-60}"
 SA_ISSUER="https://kubernetes.default.svc.cluster.local"
 MARKER=".pod-identity-webhook-control-plane"

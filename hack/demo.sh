@@ -22,7 +22,9 @@ PROFILE="${DEMO_PROFILE:-dev}"
 TEARDOWN="${DEMO_TEARDOWN:-0}"
 RELEASE=pod-identity-webhook
 RELEASE_NS=pod-identity-webhook
-CACHE_BIN_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/pod-identity-webhook/bin"
+# shellcheck source=hack/tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
+CACHE_BIN_DIR="$PIW_TOOLS_BIN"
 export PATH="$PATH:$CACHE_BIN_DIR"
 
 CLUSTER_DIR="$DEMO_DIR/cluster"

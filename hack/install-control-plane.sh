@@ -20,9 +20,9 @@
 #   XDG_CACHE_HOME          cache root (default ~/.cache)
 set -euo pipefail
 
-KUBE_APISERVER_VERSION="${KUBE_APISERVER_VERSION:-v1.30.14}"
-CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/pod-identity-webhook"
-BIN_DIR="$CACHE_DIR/bin"
+# shellcheck source=hack/tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
+BIN_DIR="$PIW_TOOLS_BIN"
 APISERVER_BIN="$BIN_DIR/kube-apiserver-$KUBE_APISERVER_VERSION"
 
 log() { printf '[install-control-plane] %s\n' "$*" >&2; }

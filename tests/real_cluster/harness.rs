@@ -97,9 +97,9 @@ fn find_tools() -> Result<Tools, Vec<String>> {
     let bin = cache_bin_dir();
     let cached = |name: &str| Some(bin.join(name)).filter(|p| is_executable(p));
     let mut missing = Vec::new();
-    let version = std::env::var("KUBE_APISERVER_VERSION").unwrap_or_else(|_| "v1.30.14".into());
+    // hack/install-control-plane.sh keeps `kube-apiserver` pointing at the pinned build
+    // (hack/tools.sh), and hack/control-plane.sh, which starts it, picks the pinned one.
     let apiserver = env_path("KUBE_APISERVER_BIN")
-        .or_else(|| cached(&format!("kube-apiserver-{version}")))
         .or_else(|| cached("kube-apiserver"))
         .or_else(|| on_path("kube-apiserver"));
     if apiserver.is_none() {
