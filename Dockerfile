@@ -1,30 +1,44 @@
-# Container image for pod-identity-webhook.
+# The pod-identity-webhook image: one static binary in an otherwise empty (scratch) image.
 #
-#   docker build -t pod-identity-webhook:dev .
+#   docker build -t pod-identity-webhook:0.1.0 .              # compile inside the build, any machine
+#   docker buildx build --platform linux/amd64,linux/arm64 \
+#     -t REGISTRY/pod-identity-webhook:0.1.0 --push .          # multi-architecture, for arm64 nodes
+#   make image                                                 # compile on the host, build with docker
+#                                                              # or buildah (stage `prebuilt`), write
+#                                                              # target/image/pod-identity-webhook.tar
 #
-# Build stage: compile the release binary with the locked dependency set.
-ARG RUST_VERSION=1.95
-ARG DEBIAN_RELEASE=bookworm
+# The binary is at /usr/local/bin/pod-identity-webhook and, for manifests written for the
+# reference webhook (`command: [/webhook, ...]`), at /webhook (a hard link: one copy). It
+# carries the file capability cap_net_bind_service (permitted; the binary raises it), so the non-root user can still listen on
+# the reference's default port 443 wherever privilege escalation is not forbidden; the
+# chart's restricted setup listens on 8443 and needs no capability.
 
-FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
+# --- stage `prebuilt`: what `make image` builds. Its context is target/image/context, holding
+# a rootfs/ that hack/build-image.sh staged from a host build; nothing is pulled.
+FROM scratch AS prebuilt
+COPY rootfs/ /
+USER 65532:65532
+# 8443: webhook HTTPS (443 in the reference's shape), 9999: metrics and health probes.
+EXPOSE 8443 9999
+ENTRYPOINT ["/usr/local/bin/pod-identity-webhook"]
+
+# --- stage `build`: compiles the static binary from this repository (the default path).
+ARG RUST_VERSION=1.95
+FROM rust:${RUST_VERSION}-bookworm AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libcap2-bin \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-# Cache mounts keep the crate registry and build outputs between builds
-# (BuildKit); the binary is copied out of the cached target directory.
+# BuildKit cache mounts keep the crate registry and build outputs between builds.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin pod-identity-webhook \
- && install -D -m 0755 target/release/pod-identity-webhook /out/pod-identity-webhook
+    hack/build-image.sh --stage-only /rootfs
 
-# Runtime stage: a slim Debian with CA certificates, running as non-root.
-FROM debian:${DEBIAN_RELEASE}-slim
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
- && rm -rf /var/lib/apt/lists/*
-COPY --from=builder /out/pod-identity-webhook /usr/local/bin/pod-identity-webhook
-# Same uid/gid the Helm chart's securityContext uses.
+# --- the default stage: the same layout as `prebuilt`, compiled above.
+FROM scratch
+COPY --from=build /rootfs/ /
 USER 65532:65532
-# 8443: webhook HTTPS, 9999: metrics and health probes.
 EXPOSE 8443 9999
 ENTRYPOINT ["/usr/local/bin/pod-identity-webhook"]

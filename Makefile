@@ -5,15 +5,21 @@ SHELL := /bin/bash
 TOOLS_BIN := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pod-identity-webhook/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: test tools lint unit real-cluster demo demo-down bench render-deploy
+.PHONY: test tools image lint unit real-cluster real-node demo demo-down bench render-deploy
 
-## Install helm, etcd and a kube-apiserver (cached after the first run).
+## Install helm, and build etcd and Kubernetes from Go modules (cached after the first run);
+## Debian's containerd, runc, CNI plugins and buildah for the local node.
 tools:
 	hack/install-helm.sh
 	hack/install-control-plane.sh
+	hack/install-node.sh
+
+## The container image, as a docker-archive: target/image/pod-identity-webhook.tar.
+image:
+	hack/build-image.sh
 
 ## fmt + clippy, then every test: unit, golden, property, server, chart and real-cluster.
-test: tools lint
+test: tools lint image
 	PIW_REQUIRE_TOOLS=1 cargo test --locked
 
 lint:
@@ -33,11 +39,15 @@ demo-down:
 unit:
 	cargo test --locked --lib --test golden --test engine_properties --test mutate_cli \
 	  --test server_router --test server_tls --test server_sigterm --test cache_watch \
-	  --test certs_builtin --test config_map_watch
+	  --test certs_builtin --test config_map_watch --test engine_validity --test server_drop_in
 
 ## The real-cluster suite alone (a local kube-apiserver and etcd; logs in target/tmp/).
 real-cluster: tools
 	PIW_REQUIRE_TOOLS=1 cargo test --locked --test real_cluster
+
+## The real-node suite alone: the image installed by the chart on a local node, pods that run.
+real-node: tools image
+	PIW_REQUIRE_TOOLS=1 cargo test --locked --test real_node
 
 ## Benchmarks: the engine (criterion), the request path over TLS, cache memory.
 bench:

@@ -39,15 +39,18 @@
 #   SERVICE_ACCOUNT_SIGNING_KEY_FILE
 #
 # Environment knobs:
-#   KUBE_APISERVER_VERSION   which cached build to use (default v1.30.14)
+#   KUBE_VERSION             which cached Kubernetes build to use (default v1.37.2;
+#                            KUBE_APISERVER_VERSION is the older name)
 #   KUBE_APISERVER_BIN       explicit kube-apiserver binary
-#   ETCD_BIN                 explicit etcd binary (default /usr/bin/etcd)
+#   ETCD_BIN                 explicit etcd binary (default: the cached build, hack/tools.sh)
 #   CONTROL_PLANE_TIMEOUT    seconds to wait for readiness (default 60)
 #   KUBE_APISERVER_EXTRA_ARGS extra kube-apiserver flags (word-split)
 set -euo pipefail
 
 # shellcheck source=hack/tools.sh
 . "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
+# shellcheck source=hack/daemons.sh
+. "$(dirname "${BASH_SOURCE[0]}")/daemons.sh"
 CACHE_BIN_DIR="$PIW_TOOLS_BIN"
 TIMEOUT="${CONTROL_PLANE_TIMEOUT:-60}"
 SA_ISSUER="https://kubernetes.default.svc.cluster.local"
@@ -64,15 +67,14 @@ usage() {
 # ------------------------------------------------------------------ binaries
 find_etcd() {
   if [ -n "${ETCD_BIN:-}" ]; then echo "$ETCD_BIN"; return; fi
-  if [ -x /usr/bin/etcd ]; then echo /usr/bin/etcd; return; fi
+  if [ -x "$PIW_ETCD_BIN" ]; then echo "$PIW_ETCD_BIN"; return; fi
   command -v etcd || die "etcd not found: run hack/install-control-plane.sh"
 }
 
 find_apiserver() {
   if [ -n "${KUBE_APISERVER_BIN:-}" ]; then echo "$KUBE_APISERVER_BIN"; return; fi
   local c
-  for c in "$CACHE_BIN_DIR/kube-apiserver-$KUBE_APISERVER_VERSION" \
-           "$CACHE_BIN_DIR/kube-apiserver"; do
+  for c in "$PIW_KUBE_DIR/kube-apiserver" "$CACHE_BIN_DIR/kube-apiserver"; do
     if [ -x "$c" ]; then echo "$c"; return; fi
   done
   command -v kube-apiserver ||
@@ -80,85 +82,9 @@ find_apiserver() {
 }
 
 find_kubectl() {
+  if [ -x "$PIW_KUBE_DIR/kubectl" ]; then echo "$PIW_KUBE_DIR/kubectl"; return; fi
   PATH="$PATH:$CACHE_BIN_DIR" command -v kubectl ||
     die "kubectl not found (PATH or $CACHE_BIN_DIR): run hack/install-control-plane.sh"
-}
-
-# ------------------------------------------------------------------- helpers
-# Print N distinct free TCP ports on 127.0.0.1.
-free_ports() {
-  local n="$1"
-  if command -v python3 >/dev/null 2>&1; then
-    python3 - "$n" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-for s in socks:
-    s.close()
-EOF
-    return
-  fi
-  local ports=() p
-  while [ "${#ports[@]}" -lt "$n" ]; do
-    p=$((20000 + RANDOM % 12000))
-    case " ${ports[*]} " in *" $p "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then ports+=("$p"); fi
-  done
-  echo "${ports[*]}"
-}
-
-# Is PID alive and one of ours (its command line mentions DIR)?
-pid_is_ours() {
-  local pid="$1" dir="$2"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  [ -r "/proc/$pid/cmdline" ] || return 0
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$dir"
-}
-
-stop_pid() {
-  local pid="$1" dir="$2" name="$3" sig="${4:-TERM}" _
-  pid_is_ours "$pid" "$dir" || return 0
-  kill "-$sig" "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do
-    pid_is_ours "$pid" "$dir" || return 0
-    sleep 0.1
-  done
-  log "$name (pid $pid) did not stop after 10 s, killing"
-  kill -KILL "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    pid_is_ours "$pid" "$dir" || return 0
-    sleep 0.1
-  done
-}
-
-# Start a daemon in its own session (so Ctrl-C in the caller's terminal does
-# not reach it and it outlives `up`), stdin from /dev/null, output to LOG.
-# Prints its pid.
-start_daemon() {
-  local log_file="$1" pid_file="$2"
-  shift 2
-  rm -f "$pid_file"
-  # The inner shell writes its own pid, then execs the daemon, so the pid is
-  # right even if setsid has to fork.  ETCD_* variables are removed: etcd
-  # reads them as flags (and DIR/env has ETCD_PID / ETCD_URL).
-  local unset_args=() v
-  for v in $(compgen -e | grep '^ETCD_' || true); do unset_args+=(-u "$v"); done
-  # shellcheck disable=SC2016 # $$ and $@ are for the inner shell
-  env "${unset_args[@]}" -u HTTP_PROXY -u HTTPS_PROXY -u http_proxy -u https_proxy \
-    NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost \
-    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pid_file" "$@" \
-    </dev/null >>"$log_file" 2>&1 &
-  local _
-  for _ in $(seq 1 50); do
-    [ -s "$pid_file" ] && break
-    sleep 0.05
-  done
-  [ -s "$pid_file" ] || die "could not start $1"
-  cat "$pid_file"
 }
 
 curl_admin() {

@@ -7,7 +7,14 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::go_syntax;
+pub use go_flags::{go_style_args, KlogFlags};
+
+mod go_flags;
+mod irsa_args;
+mod limit_args;
 use crate::settings::{self, clamp_expiration, ContainerCredentialsSettings, MutationSettings};
+pub use irsa_args::{ClusterAccess, DoctorArgs, OidcArgs, ReportFormat, TrustPolicyArgs};
+pub use limit_args::LimitArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +39,13 @@ pub enum Command {
     Serve(ServeArgs),
     /// Show offline what the webhook would do to a pod.
     Mutate(MutateArgs),
+    /// Write the OIDC discovery document and JWKS to publish at the issuer URL (IRSA on a
+    /// self-managed cluster), and check them against the cluster.
+    Oidc(OidcArgs),
+    /// Print the IAM role trust policy for ServiceAccounts.
+    TrustPolicy(TrustPolicyArgs),
+    /// Check why a ServiceAccount's pods can or cannot assume their IAM role.
+    Doctor(DoctorArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -101,6 +115,8 @@ pub enum OutputFormat {
     Patch,
     /// The patched pod as JSON.
     Pod,
+    /// The patched pod as YAML.
+    Yaml,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -127,9 +143,12 @@ pub enum LogFormat {
     Json,
 }
 
-/// Minimum TLS version; rustls implements 1.2 and 1.3 only.
+/// Minimum TLS version. rustls implements 1.2 and 1.3 only: 1.0 and 1.1 are accepted (the
+/// reference accepts them) and served as 1.2, with a warning at startup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsVersion {
+    Tls10,
+    Tls11,
     Tls12,
     Tls13,
 }
@@ -142,16 +161,17 @@ pub struct ServeArgs {
     /// Plain-HTTP port for /metrics, /healthz, /readyz and debugging handlers.
     #[arg(long, default_value_t = 9999, value_parser = port)]
     pub metrics_port: u16,
-    /// Address both listeners bind to.
-    #[arg(long, default_value = "0.0.0.0")]
-    pub bind_address: std::net::IpAddr,
+    /// Address both listeners bind to [default: every IPv6 and IPv4 address, or every IPv4
+    /// address where the machine has no IPv6].
+    #[arg(long)]
+    pub bind_address: Option<std::net::IpAddr>,
     /// Serving certificate (PEM), reloaded when the file changes.
     #[arg(long, default_value = "/etc/webhook/certs/tls.crt")]
     pub tls_cert: PathBuf,
     /// Serving key (PEM), reloaded when the file changes.
     #[arg(long, default_value = "/etc/webhook/certs/tls.key")]
     pub tls_key: PathBuf,
-    /// Minimum TLS version: 1.2, 1.3, VersionTLS12 or VersionTLS13.
+    /// Minimum TLS version: 1.2, 1.3, VersionTLS12 or VersionTLS13 (1.0 and 1.1 are served as 1.2).
     #[arg(long, default_value = "1.2", value_parser = tls_version)]
     pub tls_min_version: TlsVersion,
     /// Comma-separated cipher suites (IANA or Go names) for TLS 1.2; empty means rustls' defaults.
@@ -187,9 +207,9 @@ pub struct ServeArgs {
     /// How long a pod's admission may wait for a ServiceAccount missing from the cache.
     #[arg(long, default_value = "1s", value_parser = duration)]
     pub service_account_lookup_grace_period: Duration,
-    /// Accepted for compatibility; watches here do not need periodic resyncs.
-    #[arg(long, default_value = "1m", value_parser = duration)]
-    pub resync_period: Duration,
+    /// Accepted for compatibility (default 1m); watches here do not need periodic resyncs.
+    #[arg(long, value_parser = duration)]
+    pub resync_period: Option<Duration>,
     /// Serve /debug/alpha/cache on the metrics port (Go boolean).
     #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
           default_missing_value = "true", value_parser = go_bool)]
@@ -198,13 +218,10 @@ pub struct ServeArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
           default_missing_value = "true", value_parser = go_bool)]
     pub compose_role_arn: bool,
-    /// klog verbosity: 0-1 info, 2-3 more, 4 debug, 5+ trace.
+    /// klog verbosity: 0-1 info, 2-3 adds the webhook's debug lines, 4 debug of every library,
+    /// 5+ trace.
     #[arg(short = 'v', long = "v", default_value_t = 0, value_parser = verbosity)]
     pub verbosity: u8,
-    /// Accepted for compatibility; logs always go to standard error.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "true",
-          default_missing_value = "true", value_parser = go_bool)]
-    pub logtostderr: bool,
     /// Log line format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -216,6 +233,10 @@ pub struct ServeArgs {
     pub shutdown_delay: Duration,
     #[command(flatten)]
     pub mutation: MutationFlags,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub klog: KlogFlags,
 }
 
 impl ServeArgs {
@@ -230,7 +251,17 @@ impl ServeArgs {
                 self.port
             ));
         }
-        Ok(())
+        self.limits.validate()
+    }
+
+    /// The flags given that are accepted for compatibility but change nothing here, for one
+    /// line at startup.
+    pub fn without_effect(&self) -> Vec<String> {
+        let mut names = self.klog.without_effect();
+        if self.resync_period.is_some() {
+            names.push("--resync-period".into());
+        }
+        names
     }
 }
 
@@ -290,11 +321,21 @@ fn tls_version(value: &str) -> Result<TlsVersion, String> {
     match value {
         "1.2" | "VersionTLS12" => Ok(TlsVersion::Tls12),
         "1.3" | "VersionTLS13" => Ok(TlsVersion::Tls13),
-        "1.0" | "1.1" | "VersionTLS10" | "VersionTLS11" => {
-            Err("TLS 1.0 and 1.1 are not supported: rustls implements TLS 1.2 and 1.3 only; use 1.2 or 1.3".into())
-        }
-        _ => Err("expected 1.2, 1.3, VersionTLS12 or VersionTLS13".into()),
+        "1.0" | "VersionTLS10" => Ok(TlsVersion::Tls10),
+        "1.1" | "VersionTLS11" => Ok(TlsVersion::Tls11),
+        _ => Err("expected 1.2, 1.3, VersionTLS12 or VersionTLS13 (1.0, 1.1, VersionTLS10 and VersionTLS11 are accepted and served as 1.2)".into()),
     }
+}
+
+/// Parses the command line with Go's flag syntax: `-name` is taken as `--name` for long flags
+/// (see [`go_style_args`]).
+pub fn try_parse<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString>,
+{
+    use clap::CommandFactory;
+    Cli::try_parse_from(go_style_args(&Cli::command(), args))
 }
 
 /// Parses the command line. Help and version print as usual; any error becomes one line on
@@ -304,7 +345,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    match Cli::try_parse_from(args) {
+    match try_parse(args) {
         Ok(cli) => cli,
         Err(err) => {
             use clap::error::ErrorKind;
@@ -320,15 +361,40 @@ where
     }
 }
 
-/// The first line of clap's message, which names the flag and the problem.
+/// clap's message on one line: the problem and what clap adds that helps fix it (the missing
+/// arguments, `[possible values: ...]`, `tip: a similar argument exists: ...`), without the
+/// usage block and the pointer to `--help`.
 pub fn one_line(err: &clap::Error) -> String {
     let rendered = err.render().to_string();
-    rendered
-        .lines()
-        .find(|line| !line.trim().is_empty())
-        .unwrap_or("invalid command line")
-        .trim()
-        .to_string()
+    let mut line = String::new();
+    // After a line ending in ':' come its items (the missing arguments), joined by commas.
+    let mut listing = false;
+    for part in rendered.lines().map(str::trim) {
+        if part.starts_with("Usage:") || part.starts_with("For more information") {
+            break;
+        }
+        if part.is_empty() {
+            continue;
+        }
+        let is_tip = part.starts_with("tip:");
+        if !line.is_empty() {
+            let separator = if line.ends_with(':') || part.starts_with('[') {
+                " "
+            } else if listing && !is_tip {
+                ", "
+            } else {
+                "; "
+            };
+            line.push_str(separator);
+        }
+        listing = (listing && !is_tip) || part.ends_with(':');
+        line.push_str(part);
+    }
+    if line.is_empty() {
+        "error: invalid command line (try --help)".to_string()
+    } else {
+        line
+    }
 }
 
 #[cfg(test)]
@@ -393,10 +459,10 @@ mod tests {
         for (args, flag, value, expected) in [
             (&["--port=http"][..], "--port", "http", "port number"),
             (
-                &["--tls-min-version=1.1"],
+                &["--tls-min-version=1.4"],
                 "--tls-min-version",
-                "1.1",
-                "rustls implements TLS 1.2 and 1.3",
+                "1.4",
+                "expected 1.2, 1.3",
             ),
             (
                 &["--service-account-lookup-grace-period=5"],
@@ -446,6 +512,42 @@ mod tests {
         assert_eq!(
             args.mutation.settings().aws_default_region.as_deref(),
             Some("eu-west-1")
+        );
+    }
+
+    #[test]
+    fn one_line_keeps_missing_arguments_possible_values_and_tips() {
+        for (args, wanted) in [
+            (
+                &["mutate"][..],
+                "error: the following required arguments were not provided: --pod <POD>",
+            ),
+            (
+                &["mutate", "--pod", "p.yaml", "--output", "table"],
+                "error: invalid value 'table' for '--output <OUTPUT>' [possible values: patch, pod, yaml]",
+            ),
+            (
+                &["mutate", "--pod", "p.yaml", "--output", "yml"],
+                "error: invalid value 'yml' for '--output <OUTPUT>' [possible values: patch, pod, yaml]; tip: a similar value exists: 'yaml'",
+            ),
+            (
+                &["mutate", "--pod", "p.yaml", "--service-acount", "a.yaml"],
+                "error: unexpected argument '--service-acount' found; tip: a similar argument exists: '--service-account'",
+            ),
+        ] {
+            let line = one_line(&parse(args).unwrap_err());
+            assert_eq!(line, wanted, "{args:?}");
+            assert!(!line.contains('\n'), "{line}");
+        }
+        // Several missing arguments are listed with commas.
+        let err = clap::Command::new("x")
+            .arg(clap::Arg::new("a").long("a").required(true))
+            .arg(clap::Arg::new("b").long("b").required(true))
+            .try_get_matches_from(["x"])
+            .unwrap_err();
+        assert_eq!(
+            one_line(&err),
+            "error: the following required arguments were not provided: --a <a>, --b <b>"
         );
     }
 }

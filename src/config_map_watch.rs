@@ -7,12 +7,14 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
+use tracing::Instrument;
 
 use crate::health::Readiness;
 use crate::identity::{ConfigMapMapping, MappingError, ParsedMapping, CONFIG_KEY};
 use crate::metrics::Metrics;
 use crate::sources::LiveSources;
+use crate::watch_retry::WatchRetry;
 
 /// The ConfigMap's name, as the reference webhook has it.
 pub const CONFIG_MAP_NAME: &str = "pod-identity-webhook";
@@ -155,7 +157,8 @@ pub fn start(
     readiness: Arc<Readiness>,
 ) {
     readiness.require_mapping();
-    tokio::spawn(run(client, namespace, sources, metrics, readiness));
+    // In the caller's span, which names the API server in every line the watch logs.
+    tokio::spawn(run(client, namespace, sources, metrics, readiness).in_current_span());
 }
 
 async fn run(
@@ -167,12 +170,16 @@ async fn run(
 ) {
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={CONFIG_MAP_NAME}"));
-    let mut events = pin!(watcher(api, config).default_backoff());
+    let mut events = pin!(watcher(api, config));
     let mut mapping = MappingWatch::new(sources, metrics.clone());
+    let mut retry = WatchRetry::default();
     let mut synced_once = false;
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {
+                if let Some(failed) = retry.on_event(&event) {
+                    tracing::info!(%namespace, failed_attempts = failed, "ConfigMap watch reconnected");
+                }
                 // A list that ends without the ConfigMap counts too: "no mapping" is then known.
                 let list_done = matches!(event, watcher::Event::InitDone);
                 mapping.apply(event);
@@ -184,7 +191,15 @@ async fn run(
             }
             Err(error) => {
                 metrics.watch_errors.with_label_values(&[RESOURCE]).inc();
-                tracing::warn!(%namespace, %error, "ConfigMap watch failed; retrying with backoff, the current mapping stays");
+                let next = retry.on_error();
+                tracing::warn!(
+                    %namespace,
+                    attempt = next.attempt,
+                    retry_in = ?next.delay,
+                    %error,
+                    "cannot list or watch the ConfigMap on the API server; retrying, the current mapping stays"
+                );
+                tokio::time::sleep(next.delay).await;
             }
         }
     }

@@ -1,6 +1,5 @@
 //! Wiring only: parse the command line, build the parts, run the chosen command.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -9,16 +8,23 @@ use pod_identity_webhook::cli::{self, Command, ServeArgs};
 use pod_identity_webhook::file_watch::WatchOptions;
 use pod_identity_webhook::health::Readiness;
 use pod_identity_webhook::metrics::Metrics;
-use pod_identity_webhook::server::{self, CacheDumper, Components, Limits, Server, ShutdownTiming};
+use pod_identity_webhook::server::{self, CacheDumper, Components, Server, ShutdownTiming};
 use pod_identity_webhook::sources::LiveSources;
 use pod_identity_webhook::tls::{self, CertificateStore};
 use pod_identity_webhook::{
     certs, config_map_watch, container_credentials_watch, logging, offline,
 };
 
+/// mimalloc: measured against glibc's allocator and jemalloc in docs/benchmarks.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match cli::parse_or_exit(std::env::args_os()).into_command() {
         Command::Mutate(args) => offline::run(args),
+        Command::Oidc(args) => pod_identity_webhook::irsa_commands::oidc::run(args),
+        Command::TrustPolicy(args) => pod_identity_webhook::irsa_commands::trust_policy::run(args),
+        Command::Doctor(args) => pod_identity_webhook::irsa_commands::doctor::run(args),
         Command::Serve(args) => serve(args),
     }
 }
@@ -31,7 +37,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("error: {problem}");
         return ExitCode::from(2);
     }
-    logging::init(args.log_format, args.verbosity);
+    let log_writer = logging::init(args.log_format, args.verbosity);
+    let without_effect = args.without_effect();
+    if !without_effect.is_empty() {
+        tracing::info!(
+            flags = %without_effect.join(" "),
+            "accepted for compatibility with the reference webhook; no effect here"
+        );
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -42,6 +55,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     let result = runtime.block_on(run(args));
     // Background watches end with the runtime; nothing else needs waiting for.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    // Writes out the queued log lines, so they come before the final message.
+    drop(log_writer);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fatal(code, message)) => {
@@ -62,22 +77,28 @@ async fn run(args: ServeArgs) -> Result<(), Fatal> {
         tls::server_config(args.tls_min_version, &args.tls_cipher_suites, store.clone())
             .map_err(|err| Fatal(2, err.to_string()))?;
 
-    let client = kube_client(&args).await?;
-    let cache = KubeServiceAccountCache::start(
-        client.clone(),
-        settings.keys.clone(),
-        args.service_account_lookup_grace_period,
-        metrics.clone(),
-        readiness.clone(),
-    );
-    if args.watch_config_map {
-        config_map_watch::start(
+    let (client, api_server) = kube_client(&args).await?;
+    // The watches log inside this span, so each of their lines names the API server.
+    let api_span = tracing::info_span!("kube", api_server = %api_server);
+    let cache = api_span.in_scope(|| {
+        KubeServiceAccountCache::start(
             client.clone(),
-            args.namespace.clone(),
-            sources.clone(),
+            settings.keys.clone(),
+            args.service_account_lookup_grace_period,
             metrics.clone(),
             readiness.clone(),
-        );
+        )
+    });
+    if args.watch_config_map {
+        api_span.in_scope(|| {
+            config_map_watch::start(
+                client.clone(),
+                args.namespace.clone(),
+                sources.clone(),
+                metrics.clone(),
+                readiness.clone(),
+            )
+        });
     }
     // The file watch stops when dropped, so it lives as long as `run`; the certificate
     // manager's task runs until the runtime ends.
@@ -123,9 +144,11 @@ async fn run(args: ServeArgs) -> Result<(), Fatal> {
         readiness,
         cache_dumper,
     };
-    let server = Server::bind(
-        SocketAddr::new(args.bind_address, args.port),
-        SocketAddr::new(args.bind_address, args.metrics_port),
+    let server = Server::listen(
+        args.bind_address,
+        args.port,
+        args.bind_address,
+        args.metrics_port,
     )
     .await
     .map_err(|err| Fatal(1, err.to_string()))?;
@@ -137,7 +160,7 @@ async fn run(args: ServeArgs) -> Result<(), Fatal> {
         .run(
             Arc::new(tls_config),
             components,
-            Limits::default(),
+            args.limits.limits(),
             timing,
             server::shutdown_signal(),
         )
@@ -146,8 +169,8 @@ async fn run(args: ServeArgs) -> Result<(), Fatal> {
 }
 
 /// A client from `--kubeconfig` when given, else the in-cluster or `$KUBECONFIG`
-/// configuration; `--kube-api` replaces the server URL.
-async fn kube_client(args: &ServeArgs) -> Result<kube::Client, Fatal> {
+/// configuration; `--kube-api` replaces the server URL. Also returns that URL, for logs.
+async fn kube_client(args: &ServeArgs) -> Result<(kube::Client, String), Fatal> {
     let mut config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -165,6 +188,8 @@ async fn kube_client(args: &ServeArgs) -> Result<kube::Client, Fatal> {
             .parse()
             .map_err(|err| Fatal(2, format!("--kube-api {url:?} is not a URL: {err}")))?;
     }
-    kube::Client::try_from(config)
-        .map_err(|err| Fatal(2, format!("cannot build the Kubernetes client: {err}")))
+    let url = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config)
+        .map_err(|err| Fatal(2, format!("cannot build the Kubernetes client: {err}")))?;
+    Ok((client, url))
 }

@@ -103,7 +103,9 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, String> {
     let trimmed = text.trim_start();
     let mut values = Vec::new();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        // JSON proper: serde_json keeps numbers and strings exactly as written.
+        // JSON proper, read by serde_json: strings exactly as written, 64-bit integers exact,
+        // floats correctly rounded (its `float_roundtrip` feature), so each prints back as
+        // the same value in its shortest form.
         let stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
         for (index, value) in stream.enumerate() {
             values.push(

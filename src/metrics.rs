@@ -1,17 +1,39 @@
-//! The Prometheus registry and every name we export. The reference webhook's names are kept
-//! as they were (`pod_identity_webhook_pod_count`, `pod_identity_webhook_missing_sa_count`,
-//! `http_request_count`) so existing dashboards keep working.
+//! The Prometheus registry and every name we export. The reference webhook's metrics are all
+//! kept, with their names, types, labels and units (`pod_identity_webhook_pod_count`,
+//! `pod_identity_webhook_missing_sa_count`, `pod_identity_webhook_used`, `http_request_count`,
+//! `http_request_latencies`, `http_request_duration_microseconds`), so existing dashboards and
+//! alerts keep working; our own names sit beside them.
+
+mod summary;
+
+use std::time::{Duration, Instant};
 
 use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
 };
 
+pub use summary::WindowedSummary;
+
 /// Latency buckets in seconds: the handler runs in microseconds, so they start at 25 µs.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
     0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// The reference's latency buckets, in microseconds: 125 ms doubling up to 8 s.
+pub const REFERENCE_LATENCY_BUCKETS: [f64; 7] = [
+    125_000.0,
+    250_000.0,
+    500_000.0,
+    1_000_000.0,
+    2_000_000.0,
+    4_000_000.0,
+    8_000_000.0,
+];
+
+/// Quantiles of `http_request_duration_microseconds`, over its one-hour window.
+pub const SUMMARY_QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -24,6 +46,13 @@ pub struct Metrics {
     pub http_request_count: IntCounterVec,
     /// Time to answer an admission request, by `path`.
     pub request_duration: HistogramVec,
+    /// The reference's latency histogram, in microseconds, by `verb` and `path`.
+    pub request_latencies: HistogramVec,
+    /// The reference's latency summary, in microseconds, by `verb` and `path`.
+    pub request_latency_summary: std::sync::Arc<WindowedSummary>,
+    /// 1 once the ServiceAccount cache has synced: the reference's sign that the webhook is
+    /// in use.
+    pub webhook_used: IntGauge,
     /// ServiceAccounts held in the cache.
     pub cache_service_accounts: IntGauge,
     /// Watch stream errors by `resource` (serviceaccounts, configmaps).
@@ -38,6 +67,11 @@ pub struct Metrics {
     /// Reloads of the ConfigMap mapping and container-credentials file, by `source` and
     /// `result`.
     pub config_reloads: IntCounterVec,
+    /// Clients refused by a server limit, by `reason` (see `server::limits::Rejection`).
+    pub rejections: IntCounterVec,
+    /// `pod_count` for `sts_web_identity` and `container_credentials`, resolved on first use
+    /// (so a series appears only once a pod was mutated that way, as before).
+    mutated_by_method: [std::sync::OnceLock<IntCounter>; 2],
 }
 
 impl Metrics {
@@ -68,6 +102,31 @@ impl Metrics {
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["path"],
+        )
+        .expect("valid metric");
+        let request_latencies = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_latencies",
+                "Response latency distribution in microseconds for each verb and path",
+            )
+            .buckets(REFERENCE_LATENCY_BUCKETS.to_vec()),
+            &["verb", "path"],
+        )
+        .expect("valid metric");
+        let request_latency_summary = std::sync::Arc::new(
+            WindowedSummary::new(
+                "http_request_duration_microseconds",
+                "Response latency summary in microseconds for each verb and path (quantiles over the last hour)",
+                &["verb", "path"],
+                &SUMMARY_QUANTILES,
+                Duration::from_secs(3600),
+                6,
+            )
+            .expect("valid metric"),
+        );
+        let webhook_used = IntGauge::new(
+            "pod_identity_webhook_used",
+            "1 once the ServiceAccount cache has synced: the webhook is in use",
         )
         .expect("valid metric");
         let cache_service_accounts = IntGauge::new(
@@ -112,17 +171,29 @@ impl Metrics {
             &["source", "result"],
         )
         .expect("valid metric");
+        let rejections = IntCounterVec::new(
+            Opts::new(
+                "pod_identity_webhook_rejected_total",
+                "Connections and requests refused by a server limit, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(pod_count.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(missing_sa_count.clone()),
             Box::new(http_request_count.clone()),
             Box::new(request_duration.clone()),
+            Box::new(request_latencies.clone()),
+            Box::new(SharedCollector(request_latency_summary.clone())),
+            Box::new(webhook_used.clone()),
             Box::new(cache_service_accounts.clone()),
             Box::new(watch_errors.clone()),
             Box::new(lookup_fallbacks.clone()),
             Box::new(certificate_reloads.clone()),
             Box::new(certificate_expiry.clone()),
             Box::new(config_reloads.clone()),
+            Box::new(rejections.clone()),
         ] {
             registry
                 .register(collector)
@@ -140,13 +211,49 @@ impl Metrics {
             missing_sa_count,
             http_request_count,
             request_duration,
+            request_latencies,
+            request_latency_summary,
+            webhook_used,
             cache_service_accounts,
             watch_errors,
             lookup_fallbacks,
             certificate_reloads,
             certificate_expiry,
             config_reloads,
+            rejections,
+            mutated_by_method: Default::default(),
         }
+    }
+
+    /// Records one answered HTTP request in every request metric: the count, our histogram
+    /// (seconds, by path) and the reference's histogram and summary (microseconds, by verb
+    /// and path). `verb` and `path` must come from bounded sets (the caller maps them).
+    pub fn observe_request(&self, verb: &str, path: &str, code: &str, started: Instant) {
+        let elapsed = started.elapsed();
+        self.http_request_count
+            .with_label_values(&[verb, path, code])
+            .inc();
+        self.request_duration
+            .with_label_values(&[path])
+            .observe(elapsed.as_secs_f64());
+        // Whole microseconds, as the reference's `time.Duration / time.Microsecond`.
+        let micros = elapsed.as_micros() as f64;
+        self.request_latencies
+            .with_label_values(&[verb, path])
+            .observe(micros);
+        self.request_latency_summary.observe(&[verb, path], micros);
+    }
+
+    /// The mutated-pod counter: `method="container_credentials"` when `container_credentials`,
+    /// else `method="sts_web_identity"`. Resolved once rather than by hashing the label on
+    /// every request.
+    pub fn pods_mutated(&self, container_credentials: bool) -> &IntCounter {
+        let (slot, method) = if container_credentials {
+            (1, "container_credentials")
+        } else {
+            (0, "sts_web_identity")
+        };
+        self.mutated_by_method[slot].get_or_init(|| self.pod_count.with_label_values(&[method]))
     }
 
     /// The registry in Prometheus text format.
@@ -156,6 +263,19 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buffer)
             .expect("text encoding into a Vec cannot fail");
         String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+/// Registers a collector that is also kept by [`Metrics`], as registration takes ownership.
+struct SharedCollector(std::sync::Arc<WindowedSummary>);
+
+impl prometheus::core::Collector for SharedCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
     }
 }
 

@@ -45,6 +45,8 @@ pub fn render(args: &MutateArgs) -> Result<(String, Vec<String>), ManifestError>
     let settings = args.mutation.settings();
     let mut warnings = Vec::new();
     let mut service_accounts = FixedServiceAccounts::default();
+    // `namespace/name` of every ServiceAccount given, in order, for the note on a missing one.
+    let mut given = Vec::new();
 
     let pod_file = display_name(&args.pod);
     let mut pod = None;
@@ -61,7 +63,12 @@ pub fn render(args: &MutateArgs) -> Result<(String, Vec<String>), ManifestError>
             }
             pod = Some(document.object);
         } else if document.is_core_v1("ServiceAccount") {
-            add_service_account(&mut service_accounts, &document, &settings, &pod_file)?;
+            given.push(add_service_account(
+                &mut service_accounts,
+                &document,
+                &settings,
+                &pod_file,
+            )?);
         } else {
             return Err(ManifestError::new(
                 &pod_file,
@@ -80,12 +87,12 @@ pub fn render(args: &MutateArgs) -> Result<(String, Vec<String>), ManifestError>
                     format!("{} is not a ServiceAccount", document.describe()),
                 ));
             }
-            add_service_account(
+            given.push(add_service_account(
                 &mut service_accounts,
                 &document,
                 &settings,
                 &display_name(path),
-            )?;
+            )?);
         }
     }
 
@@ -109,6 +116,9 @@ pub fn render(args: &MutateArgs) -> Result<(String, Vec<String>), ManifestError>
         |err: crate::mutate::PodShapeError| ManifestError::new(&pod_file, err.to_string());
     let service_account = service_account_name(&pod).map_err(as_pod_error)?;
     let annotations = service_accounts.get(&namespace, service_account);
+    if annotations.is_none() {
+        warnings.push(missing_service_account(&namespace, service_account, &given));
+    }
     let sources = IdentitySources {
         service_account: annotations.as_deref(),
         mapping: mapping.as_ref(),
@@ -125,26 +135,59 @@ pub fn render(args: &MutateArgs) -> Result<(String, Vec<String>), ManifestError>
     .map_err(as_pod_error)?;
     warnings.extend(outcome.mutation.warnings.iter().cloned());
 
+    let patched = || {
+        let mut patched = pod.clone();
+        json_patch::patch(&mut patched, &outcome.mutation.patch).map_err(|err| {
+            ManifestError::new(&pod_file, format!("the patch does not apply: {err}"))
+        })?;
+        Ok::<_, ManifestError>(patched)
+    };
     let output = match args.output {
-        OutputFormat::Patch => serde_json::to_string_pretty(&outcome.mutation.patch),
-        OutputFormat::Pod => {
-            let mut patched = pod.clone();
-            json_patch::patch(&mut patched, &outcome.mutation.patch).map_err(|err| {
-                ManifestError::new(&pod_file, format!("the patch does not apply: {err}"))
-            })?;
-            serde_json::to_string_pretty(&patched)
-        }
-    }
-    .expect("JSON values always serialize");
+        OutputFormat::Patch => json_text(&outcome.mutation.patch),
+        OutputFormat::Pod => json_text(&patched()?),
+        OutputFormat::Yaml => yaml_text(&patched()?),
+    };
     Ok((output, warnings))
 }
 
+fn json_text(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).expect("JSON values always serialize")
+}
+
+/// YAML without the trailing newline, as `json_text` has none: `run` adds one.
+fn yaml_text(value: &Value) -> String {
+    let text = serde_yaml_ng::to_string(value).expect("JSON values always serialize as YAML");
+    text.trim_end_matches('\n').to_string()
+}
+
+/// The warning for a pod whose ServiceAccount was not given: without it nothing from its
+/// annotations can apply, and an empty patch alone looks like the webhook does nothing.
+fn missing_service_account(namespace: &str, name: &str, given: &[String]) -> String {
+    let what = format!("the pod runs as ServiceAccount {namespace}/{name}");
+    let fix = "pass its manifest with --service-account FILE to apply its annotations";
+    if given.is_empty() {
+        return format!("{what}, and no ServiceAccount was given: {fix}");
+    }
+    const SHOWN: usize = 5;
+    let mut names = given
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if given.len() > SHOWN {
+        names.push_str(&format!(" and {} more", given.len() - SHOWN));
+    }
+    format!("{what}, which is not among the ServiceAccounts given ({names}): {fix}")
+}
+
+/// Adds one ServiceAccount document; returns its `namespace/name`.
 fn add_service_account(
     service_accounts: &mut FixedServiceAccounts,
     document: &Document,
     settings: &MutationSettings,
     file: &str,
-) -> Result<(), ManifestError> {
+) -> Result<String, ManifestError> {
     let namespace = document
         .metadata_str("namespace")
         .filter(|ns| !ns.is_empty())
@@ -174,7 +217,7 @@ fn add_service_account(
         name,
         ServiceAccountAnnotations::from_annotations(&annotations, &settings.keys),
     );
-    Ok(())
+    Ok(format!("{namespace}/{name}"))
 }
 
 fn read_mapping(
@@ -223,4 +266,35 @@ fn read_container_credentials(path: &Path) -> Result<ContainerCredentialsConfig,
         .map_err(|err| ManifestError::new(&file, format!("cannot read: {err}")))?;
     ContainerCredentialsConfig::parse(&content)
         .map_err(|err| ManifestError::new(&file, err.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_service_account_names_the_pods_and_at_most_five_given() {
+        let none = missing_service_account("team", "app", &[]);
+        assert_eq!(
+            none,
+            "the pod runs as ServiceAccount team/app, and no ServiceAccount was given: pass its \
+             manifest with --service-account FILE to apply its annotations"
+        );
+        let given: Vec<String> = (1..=7).map(|n| format!("team/sa{n}")).collect();
+        let many = missing_service_account("team", "app", &given);
+        assert!(
+            many.contains("(team/sa1, team/sa2, team/sa3, team/sa4, team/sa5 and 2 more)"),
+            "{many}"
+        );
+    }
+
+    #[test]
+    fn yaml_output_has_no_trailing_newline_like_json_output() {
+        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
+        assert_eq!(
+            yaml_text(&pod),
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p"
+        );
+        assert!(!json_text(&pod).ends_with('\n'));
+    }
 }

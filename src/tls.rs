@@ -39,8 +39,8 @@ pub enum TlsError {
     KeyMismatch,
     #[error("unknown cipher suite {0:?} in --tls-cipher-suites; supported: {supported}", supported = supported_names())]
     UnknownCipherSuite(String),
-    #[error("cipher suite {0:?} in --tls-cipher-suites is not supported: rustls offers only ECDHE suites with AES-GCM or ChaCha20-Poly1305; supported: {supported}", supported = supported_names())]
-    UnsupportedCipherSuite(String),
+    #[error("no usable cipher suite in --tls-cipher-suites: {} not implemented by rustls (CBC, RC4, 3DES or RSA key exchange); name at least one of: {supported}", .0.join(", "), supported = supported_names())]
+    NoUsableCipherSuite(Vec<String>),
     #[error("TLS configuration rejected by rustls: {0}")]
     Config(#[from] rustls::Error),
 }
@@ -285,50 +285,85 @@ fn supported_names() -> String {
     )
 }
 
+/// The suites to offer, and the named suites left out because rustls does not implement them.
+#[derive(Debug)]
+pub struct CipherSuites {
+    pub suites: Vec<SupportedCipherSuite>,
+    /// Names Go knows but rustls lacks (CBC, RC4, 3DES, RSA key exchange), in the given order.
+    pub dropped: Vec<String>,
+}
+
 /// The cipher suites to offer: all TLS 1.3 suites, plus the named TLS 1.2 suites (all of
-/// rustls' when `names` is empty). Names are trimmed; empty entries are ignored.
-pub fn cipher_suites(names: &[String]) -> Result<Vec<SupportedCipherSuite>, TlsError> {
+/// rustls' when `names` is empty). Names are trimmed; empty entries are ignored. Suites Go
+/// knows but rustls lacks are dropped (the caller warns), so the reference's settings still
+/// start; a name nobody knows is an error (most likely a typo), and so is a list of which
+/// nothing usable remains.
+pub fn cipher_suites(names: &[String]) -> Result<CipherSuites, TlsError> {
     let names: Vec<&str> = names
         .iter()
         .map(|name| name.trim())
         .filter(|name| !name.is_empty())
         .collect();
     if names.is_empty() {
-        return Ok(ring::DEFAULT_CIPHER_SUITES.to_vec());
+        return Ok(CipherSuites {
+            suites: ring::DEFAULT_CIPHER_SUITES.to_vec(),
+            dropped: Vec::new(),
+        });
     }
     let mut suites: Vec<SupportedCipherSuite> = ring::ALL_CIPHER_SUITES
         .iter()
         .copied()
         .filter(|suite| matches!(suite, SupportedCipherSuite::Tls13(_)))
         .collect();
+    let mut dropped = Vec::new();
+    let mut usable = 0;
     for name in names {
         if let Some((_, suite)) = TLS12_SUITES.iter().find(|(known, _)| *known == name) {
+            usable += 1;
             if !suites.iter().any(|s| s.suite() == suite.suite()) {
                 suites.push(*suite);
             }
         } else if TLS13_NAMES.contains(&name) {
-            continue;
+            usable += 1;
         } else if GO_ONLY_NAMES.contains(&name) {
-            return Err(TlsError::UnsupportedCipherSuite(name.to_string()));
+            if !dropped.iter().any(|known| known == name) {
+                dropped.push(name.to_string());
+            }
         } else {
             return Err(TlsError::UnknownCipherSuite(name.to_string()));
         }
     }
-    Ok(suites)
+    if usable == 0 {
+        return Err(TlsError::NoUsableCipherSuite(dropped));
+    }
+    Ok(CipherSuites { suites, dropped })
 }
 
 /// The rustls server configuration: the given minimum version and suites, ALPN `h2` and
-/// `http/1.1` (the API server speaks HTTP/2 to webhooks), certificates from `store`.
+/// `http/1.1` (the API server speaks HTTP/2 to webhooks), certificates from `store`. What the
+/// reference would accept but rustls cannot do (TLS 1.0 and 1.1, CBC and RSA-key-exchange
+/// suites) is logged as a warning and left out rather than stopping startup.
 pub fn server_config(
     min_version: TlsVersion,
     cipher_suite_names: &[String],
     store: Arc<CertificateStore>,
 ) -> Result<rustls::ServerConfig, TlsError> {
+    let CipherSuites { suites, dropped } = cipher_suites(cipher_suite_names)?;
+    if !dropped.is_empty() {
+        tracing::warn!(
+            "dropped from --tls-cipher-suites, as rustls does not implement them (CBC, RC4, 3DES or RSA key exchange): {}",
+            dropped.join(", ")
+        );
+    }
     let provider = CryptoProvider {
-        cipher_suites: cipher_suites(cipher_suite_names)?,
+        cipher_suites: suites,
         ..ring::default_provider()
     };
     let versions: &[&'static rustls::SupportedProtocolVersion] = match min_version {
+        TlsVersion::Tls10 | TlsVersion::Tls11 => {
+            tracing::warn!("--tls-min-version below 1.2: rustls implements TLS 1.2 and 1.3 only, so TLS 1.2 and above are served");
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        }
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
@@ -414,13 +449,14 @@ mod tests {
 
     #[test]
     fn cipher_suite_names_map_to_rustls_suites() {
-        let suites = cipher_suites(&[
+        let CipherSuites { suites, dropped } = cipher_suites(&[
             "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".into(),
             " TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305".into(),
             "TLS_AES_128_GCM_SHA256".into(),
             "".into(),
         ])
         .unwrap();
+        assert!(dropped.is_empty());
         let tls12: Vec<_> = suites
             .iter()
             .filter(|s| matches!(s, SupportedCipherSuite::Tls12(_)))
@@ -435,19 +471,56 @@ mod tests {
         );
         assert_eq!(suites.len(), 5, "three TLS 1.3 suites always on");
         assert_eq!(
-            cipher_suites(&[]).unwrap().len(),
+            cipher_suites(&[]).unwrap().suites.len(),
             ring::ALL_CIPHER_SUITES.len()
         );
     }
 
     #[test]
-    fn unknown_and_cbc_suites_fail_naming_them() {
-        let err = cipher_suites(&["TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA".into()]).unwrap_err();
-        assert!(matches!(err, TlsError::UnsupportedCipherSuite(_)));
+    fn suites_rustls_lacks_are_dropped_and_named() {
+        let CipherSuites { suites, dropped } = cipher_suites(&[
+            "TLS_RSA_WITH_AES_128_CBC_SHA".into(),
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".into(),
+            "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA".into(),
+            "TLS_RSA_WITH_AES_128_CBC_SHA".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            dropped,
+            vec![
+                "TLS_RSA_WITH_AES_128_CBC_SHA",
+                "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA"
+            ]
+        );
+        let tls12: Vec<_> = suites
+            .iter()
+            .filter(|s| matches!(s, SupportedCipherSuite::Tls12(_)))
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(
+            tls12,
+            vec![rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]
+        );
+    }
+
+    #[test]
+    fn unknown_suites_and_lists_with_nothing_usable_fail_naming_them() {
+        let err = cipher_suites(&[
+            "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA".into(),
+            "TLS_RSA_WITH_AES_128_GCM_SHA256".into(),
+        ])
+        .unwrap_err();
+        assert!(matches!(err, TlsError::NoUsableCipherSuite(_)));
+        assert!(
+            err.to_string().starts_with(
+                "no usable cipher suite in --tls-cipher-suites: TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, TLS_RSA_WITH_AES_128_GCM_SHA256 not implemented"
+            ),
+            "{err}"
+        );
         assert!(
             err.to_string()
-                .contains("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"),
-            "{err}"
+                .contains("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
+            "{err} names what to use instead"
         );
         let err = cipher_suites(&["TLS_MADE_UP".into()]).unwrap_err();
         assert!(

@@ -344,7 +344,8 @@ fn default_args_spell_out_every_setting_in_builtin_certificate_mode() {
         "--service-name=pod-identity-webhook",
         "--in-cluster=true",
         "--tls-secret=pod-identity-webhook-tls",
-        "--webhook-config-name=pod-identity-webhook",
+        "--webhook-config-name=pod-identity-webhook-mutating",
+        "--tls-min-version=1.2",
         "--annotation-prefix=eks.amazonaws.com",
         "--token-audience=sts.amazonaws.com",
         "--token-mount-path=/var/run/secrets/eks.amazonaws.com/serviceaccount",
@@ -354,9 +355,84 @@ fn default_args_spell_out_every_setting_in_builtin_certificate_mode() {
         "--watch-config-map=false",
         "--v=0",
         "--log-format=text",
+        "--shutdown-delay=2s",
         "--shutdown-timeout=10s",
+        "--enable-debugging-handlers=false",
+        "--max-connections=512",
+        "--max-connections-per-peer=64",
+        "--max-concurrent-reviews=64",
+        "--max-body-bytes=4194304",
+        "--max-inflight-body-bytes=50331648",
+        "--body-timeout=10s",
+        "--first-request-timeout=10s",
+        "--idle-timeout=90s",
+        "--http2-max-concurrent-streams=32",
     ];
     assert_eq!(args(default_docs(helm)), expected);
+}
+
+/// The limit values become flags the webhook accepts, and the schema refuses values the
+/// webhook would refuse at startup.
+#[test]
+fn limits_render_as_flags_the_webhook_accepts() {
+    let helm = require_helm!("limits_render_as_flags_the_webhook_accepts");
+    let docs = render(
+        helm,
+        &[
+            "--set",
+            "limits.maxConnections=100",
+            "--set",
+            "limits.maxConnectionsPerPeer=10",
+            "--set",
+            "limits.maxConcurrentReviews=8",
+            "--set",
+            "limits.maxBodyBytes=1048576",
+            "--set",
+            "limits.maxInflightBodyBytes=20971520",
+            "--set",
+            "limits.bodyTimeout=5s",
+            "--set",
+            "limits.firstRequestTimeout=3s",
+            "--set",
+            "limits.idleTimeout=1m",
+            "--set",
+            "limits.http2MaxConcurrentStreams=16",
+        ],
+    );
+    let a = args(&docs);
+    let get = |n: &str| flag(&a, n);
+    assert_eq!(get("max-connections").as_deref(), Some("100"));
+    assert_eq!(get("max-connections-per-peer").as_deref(), Some("10"));
+    assert_eq!(get("max-concurrent-reviews").as_deref(), Some("8"));
+    assert_eq!(get("max-body-bytes").as_deref(), Some("1048576"));
+    assert_eq!(get("max-inflight-body-bytes").as_deref(), Some("20971520"));
+    assert_eq!(get("body-timeout").as_deref(), Some("5s"));
+    assert_eq!(get("first-request-timeout").as_deref(), Some("3s"));
+    assert_eq!(get("idle-timeout").as_deref(), Some("1m"));
+    assert_eq!(get("http2-max-concurrent-streams").as_deref(), Some("16"));
+
+    let cli = pod_identity_webhook::cli::try_parse(
+        std::iter::once("pod-identity-webhook".to_string()).chain(a.iter().cloned()),
+    )
+    .expect("the webhook accepts the rendered flags");
+    let pod_identity_webhook::cli::Command::Serve(serve) = cli.into_command() else {
+        panic!("serve expected");
+    };
+    serve.validate().expect("the rendered limits are consistent");
+    let limits = serve.limits.limits();
+    assert_eq!(limits.max_connections_per_peer, 10);
+    assert_eq!(limits.idle_timeout, std::time::Duration::from_secs(60));
+
+    for bad in [
+        "limits.maxConnections=0",
+        "limits.bodyTimeout=soon",
+        "limits.maxBodyBytes=10",
+    ] {
+        assert!(
+            try_render(helm, &["--set", bad]).is_err(),
+            "{bad} passes the schema"
+        );
+    }
 }
 
 #[test]
@@ -425,7 +501,7 @@ fn args_follow_values_set_on_the_command_line() {
     assert_eq!(get("watch-config-map").as_deref(), Some("true"));
     assert_eq!(get("tls-secret").as_deref(), Some("custom-tls"));
     assert_eq!(get("service-name").as_deref(), Some("piw"));
-    assert_eq!(get("webhook-config-name").as_deref(), Some("piw"));
+    assert_eq!(get("webhook-config-name").as_deref(), Some("piw-mutating"));
     assert_eq!(
         &a[a.len() - 2..],
         ["--future-flag=1", "--other"],
@@ -1129,7 +1205,10 @@ fn rbac_default_reads_serviceaccounts_and_narrows_builtin_certificate_rules_by_n
 
     let mwc = rules_for(docs, "mutatingwebhookconfigurations");
     assert_eq!(mwc.len(), 1);
-    assert_eq!(strs(&mwc[0]["resourceNames"]), ["pod-identity-webhook"]);
+    assert_eq!(
+        strs(&mwc[0]["resourceNames"]),
+        ["pod-identity-webhook-mutating"]
+    );
     assert_eq!(strs(&mwc[0]["verbs"]), ["get", "list", "watch", "patch"]);
 
     // No wildcards anywhere.
@@ -1230,6 +1309,8 @@ fn schema_rejects_a_misspelled_key_and_names_it() {
         ("replicaCout=2", "replicaCout"),
         ("webhook.failurPolicy=Fail", "failurPolicy"),
         ("certificates.certManager.issuerRef.nmae=x", "nmae"),
+        ("livenessProbe.perodSeconds=1", "perodSeconds"),
+        ("strategy.rollingUpdate.maxSurg=1", "maxSurg"),
     ] {
         let err = try_render(helm, &["--set", set]).expect_err(set);
         assert!(err.contains("schema"), "{set}: {err}");
@@ -1271,6 +1352,16 @@ fn schema_rejects_values_outside_the_allowed_set() {
             "roleMapping.mappings.bad-key.RoleARN=arn:aws:iam::111122223333:role/x",
             "bad-key",
         ),
+        ("strategy.type=BlueGreen", "type"),
+        ("config.tlsMinVersion=1.1", "tlsMinVersion"),
+        ("config.bindAddress=localhost", "bindAddress"),
+        ("config.shutdownDelay=5", "shutdownDelay"),
+        ("config.tlsCipherSuites={rc4}", "tlsCipherSuites"),
+        ("podDisruptionBudget.maxUnavailable=lots", "maxUnavailable"),
+        ("livenessProbe.periodSeconds=0", "periodSeconds"),
+        ("webhook.configurationName=Bad_Name", "configurationName"),
+        ("namespaceOverride=Bad_NS", "namespaceOverride"),
+        ("revisionHistoryLimit=-1", "revisionHistoryLimit"),
     ] {
         let err = try_render(helm, &["--set", set]).expect_err(set);
         assert!(err.contains("schema"), "{set}: {err}");
@@ -1360,11 +1451,14 @@ fn every_value_in_values_yaml_is_documented_with_a_comment() {
 /// Dotted keys of values.yaml; the Kubernetes objects given whole as
 /// defaults (security contexts, resources, nodeSelector) count as one key.
 fn value_keys(prefix: &str, v: &serde_yaml_ng::Value, out: &mut Vec<String>) {
-    const WHOLE: [&str; 4] = [
+    const WHOLE: [&str; 7] = [
         "podSecurityContext",
         "securityContext",
         "resources",
         "nodeSelector",
+        "startupProbe",
+        "livenessProbe",
+        "readinessProbe",
     ];
     match v {
         serde_yaml_ng::Value::Mapping(m) if !m.is_empty() && !WHOLE.contains(&prefix) => {
@@ -1555,4 +1649,595 @@ fn role_mapping_accepts_wildcard_namespace_keys_and_rejects_malformed_ones() {
     )
     .expect_err("a key without a slash");
     assert!(err.contains("no-slash"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// Living next to EKS: the configuration name and the existing-webhook guard
+// ---------------------------------------------------------------------------
+
+/// The name EKS gives the MutatingWebhookConfiguration of its own webhook.
+const EKS_CONFIG_NAME: &str = "pod-identity-webhook";
+
+#[test]
+fn webhook_configuration_name_never_collides_with_the_one_eks_registers() {
+    let helm =
+        require_helm!("webhook_configuration_name_never_collides_with_the_one_eks_registers");
+    // The release name deploy/ and the README use is the one most likely to collide.
+    let docs = default_docs(helm);
+    let config = one(docs, "MutatingWebhookConfiguration");
+    assert_eq!(name_of(config), "pod-identity-webhook-mutating");
+    assert_ne!(name_of(config), EKS_CONFIG_NAME);
+    for override_ in ["fullnameOverride=pod-identity", "nameOverride=webhook"] {
+        let docs = render(helm, &["--set", override_]);
+        assert_ne!(
+            name_of(one(&docs, "MutatingWebhookConfiguration")),
+            EKS_CONFIG_NAME,
+            "{override_}"
+        );
+    }
+
+    // A chosen name reaches the object, the flag and the RBAC rule alike.
+    let docs = render(
+        helm,
+        &["--set", "webhook.configurationName=irsa.example.com"],
+    );
+    assert_eq!(
+        name_of(one(&docs, "MutatingWebhookConfiguration")),
+        "irsa.example.com"
+    );
+    assert_eq!(
+        flag(&args(&docs), "webhook-config-name").as_deref(),
+        Some("irsa.example.com")
+    );
+    assert_eq!(
+        strs(&rules_for(&docs, "mutatingwebhookconfigurations")[0]["resourceNames"]),
+        ["irsa.example.com"]
+    );
+
+    let err = try_render(
+        helm,
+        &["--set", "webhook.configurationName=pod-identity-webhook"],
+    )
+    .expect_err("the EKS name is refused");
+    assert!(err.contains("webhook.configurationName"), "{err}");
+    assert!(err.contains("EKS registers its own webhook"), "{err}");
+}
+
+/// A copy of the chart whose guard `lookup` answers with `existing` (YAML of the live
+/// object, or "" for none), as the API server would on install.
+fn chart_with_existing_eks_config(dir: &Path, existing: &str) -> PathBuf {
+    let chart = dir.join("pod-identity-webhook");
+    copy_dir(&chart_dir(), &chart);
+    let tpl_path = chart
+        .join("templates")
+        .join("mutatingwebhookconfiguration.yaml");
+    let tpl = std::fs::read_to_string(&tpl_path).unwrap();
+    let lookup = r#"lookup "admissionregistration.k8s.io/v1" "MutatingWebhookConfiguration" "" (include "piw.eksWebhookConfigName" .)"#;
+    assert!(
+        tpl.contains(lookup),
+        "the template must look up the configuration EKS creates"
+    );
+    let fixture = format!("fromYaml {}", serde_json::to_string(existing).unwrap());
+    std::fs::write(&tpl_path, tpl.replace(lookup, &fixture)).unwrap();
+    chart
+}
+
+fn render_chart(helm: &Path, chart: &Path, extra: &[&str]) -> Result<Vec<Value>, String> {
+    let mut args = vec![
+        "template",
+        RELEASE,
+        chart.to_str().unwrap(),
+        "--namespace",
+        NAMESPACE,
+    ];
+    args.extend_from_slice(extra);
+    let out = run_helm(helm, &args);
+    if out.ok {
+        Ok(parse_docs(&out.stdout))
+    } else {
+        Err(out.stderr)
+    }
+}
+
+#[test]
+fn install_fails_clearly_where_another_pod_identity_webhook_is_registered() {
+    let helm =
+        require_helm!("install_fails_clearly_where_another_pod_identity_webhook_is_registered");
+    let tmp = tempfile::tempdir().unwrap();
+
+    // EKS's object: no Helm ownership.
+    let eks =
+        "metadata:\n  name: pod-identity-webhook\nwebhooks:\n- name: iam-for-pods.amazonaws.com\n";
+    let chart = chart_with_existing_eks_config(&tmp.path().join("eks"), eks);
+    let err = render_chart(helm, &chart, &[]).expect_err("two webhooks on the same pods");
+    assert!(
+        err.contains("already has a MutatingWebhookConfiguration named \"pod-identity-webhook\""),
+        "{err}"
+    );
+    assert!(err.contains("EKS clusters do not need this chart"), "{err}");
+    assert!(
+        err.contains("webhook.allowOtherPodIdentityWebhook=true"),
+        "{err}"
+    );
+    // Told to, it installs next to it.
+    render_chart(
+        helm,
+        &chart,
+        &["--set", "webhook.allowOtherPodIdentityWebhook=true"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // The same name created by this very release (an older chart's naming) is no obstacle.
+    let own = format!(
+        "metadata:\n  name: pod-identity-webhook\n  annotations:\n    meta.helm.sh/release-name: {RELEASE}\n    meta.helm.sh/release-namespace: {NAMESPACE}\n"
+    );
+    let chart = chart_with_existing_eks_config(&tmp.path().join("own"), &own);
+    render_chart(helm, &chart, &[]).unwrap_or_else(|e| panic!("{e}"));
+    // Another release's is.
+    let other = own.replace(NAMESPACE, "elsewhere");
+    let chart = chart_with_existing_eks_config(&tmp.path().join("other"), &other);
+    render_chart(helm, &chart, &[]).expect_err("another release's configuration");
+
+    // Nothing there: installs.
+    let chart = chart_with_existing_eks_config(&tmp.path().join("none"), "");
+    render_chart(helm, &chart, &[]).unwrap_or_else(|e| panic!("{e}"));
+}
+
+// ---------------------------------------------------------------------------
+// Operator knobs
+// ---------------------------------------------------------------------------
+
+#[test]
+fn server_flags_only_reachable_through_extra_args_have_values_of_their_own() {
+    let helm =
+        require_helm!("server_flags_only_reachable_through_extra_args_have_values_of_their_own");
+    let a = args(default_docs(helm));
+    assert!(
+        flag(&a, "tls-cipher-suites").is_none(),
+        "no cipher suites by default: {a:?}"
+    );
+    assert!(
+        flag(&a, "bind-address").is_none(),
+        "the webhook's own dual-stack default: {a:?}"
+    );
+    let docs = render(
+        helm,
+        &[
+            "--set",
+            "config.bindAddress=::",
+            "--set",
+            "config.tlsMinVersion=1.3",
+            "--set",
+            "config.tlsCipherSuites={TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384}",
+            "--set",
+            "config.shutdownDelay=5s",
+            "--set",
+            "config.shutdownTimeout=20s",
+            "--set",
+            "config.enableDebuggingHandlers=true",
+        ],
+    );
+    let a = args(&docs);
+    let get = |n: &str| flag(&a, n);
+    assert_eq!(get("bind-address").as_deref(), Some("::"));
+    assert_eq!(get("tls-min-version").as_deref(), Some("1.3"));
+    assert_eq!(
+        get("tls-cipher-suites").as_deref(),
+        Some("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384")
+    );
+    assert_eq!(get("shutdown-delay").as_deref(), Some("5s"));
+    assert_eq!(get("shutdown-timeout").as_deref(), Some("20s"));
+    assert_eq!(get("enable-debugging-handlers").as_deref(), Some("true"));
+}
+
+#[test]
+fn deployment_takes_revision_history_strategy_annotations_and_labels() {
+    let helm = require_helm!("deployment_takes_revision_history_strategy_annotations_and_labels");
+    let deploy = one(default_docs(helm), "Deployment");
+    assert_eq!(deploy["spec"]["revisionHistoryLimit"], 10);
+    assert!(
+        deploy["spec"]["strategy"].is_null(),
+        "Kubernetes' default strategy"
+    );
+    assert!(deploy["metadata"]["annotations"].is_null());
+
+    let docs = render(
+        helm,
+        &[
+            "--set",
+            "revisionHistoryLimit=3",
+            "--set-json",
+            r#"strategy={"type":"RollingUpdate","rollingUpdate":{"maxUnavailable":0,"maxSurge":"50%"}}"#,
+            "--set-json",
+            r#"deploymentAnnotations={"example.com/owner":"platform"}"#,
+            "--set-json",
+            r#"deploymentLabels={"team":"identity","app.kubernetes.io/name":"hijacked"}"#,
+        ],
+    );
+    let deploy = one(&docs, "Deployment");
+    assert_eq!(deploy["spec"]["revisionHistoryLimit"], 3);
+    assert_eq!(
+        deploy["spec"]["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "50%"}})
+    );
+    assert_eq!(
+        deploy["metadata"]["annotations"],
+        json!({"example.com/owner": "platform"})
+    );
+    let labels = &deploy["metadata"]["labels"];
+    assert_eq!(labels["team"], "identity");
+    assert_eq!(
+        labels["app.kubernetes.io/name"], "pod-identity-webhook",
+        "the chart's own labels win"
+    );
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "Helm");
+    // The pods are untouched by Deployment-level metadata.
+    let pod_meta = &deploy["spec"]["template"]["metadata"];
+    assert!(pod_meta["labels"]["team"].is_null());
+    assert!(pod_meta["annotations"].is_null());
+}
+
+#[test]
+fn services_take_extra_labels_under_the_charts_own() {
+    let helm = require_helm!("services_take_extra_labels_under_the_charts_own");
+    let docs = render(
+        helm,
+        &[
+            "--set-json",
+            r#"service.labels={"team":"identity","app.kubernetes.io/component":"other"}"#,
+            "--set-json",
+            r#"service.annotations={"example.com/a":"1"}"#,
+            "--set-json",
+            r#"metrics.service.labels={"scrape":"yes"}"#,
+        ],
+    );
+    let service = |name: &str| {
+        all_of(&docs, "Service")
+            .into_iter()
+            .find(|s| name_of(s) == name)
+            .unwrap_or_else(|| panic!("Service {name}"))
+            .clone()
+    };
+    let webhook_svc = service("pod-identity-webhook");
+    assert_eq!(webhook_svc["metadata"]["labels"]["team"], "identity");
+    assert_eq!(
+        webhook_svc["metadata"]["labels"]["app.kubernetes.io/component"],
+        "webhook"
+    );
+    assert_eq!(webhook_svc["metadata"]["annotations"]["example.com/a"], "1");
+    let metrics_svc = service("pod-identity-webhook-metrics");
+    assert_eq!(metrics_svc["metadata"]["labels"]["scrape"], "yes");
+    assert_eq!(
+        metrics_svc["metadata"]["labels"]["app.kubernetes.io/component"],
+        "metrics"
+    );
+    // The ServiceMonitor selects the metrics Service by the component label: still there.
+    assert!(webhook_svc["metadata"]["labels"]["scrape"].is_null());
+}
+
+#[test]
+fn probes_are_overridable_field_by_field_and_can_be_dropped() {
+    let helm = require_helm!("probes_are_overridable_field_by_field_and_can_be_dropped");
+    let c = container(default_docs(helm));
+    assert_eq!(
+        c["startupProbe"],
+        json!({"httpGet": {"path": "/healthz", "port": "metrics", "scheme": "HTTP"},
+               "periodSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 30})
+    );
+    assert_eq!(c["livenessProbe"]["periodSeconds"], 10);
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+
+    let docs = render(
+        helm,
+        &[
+            "--set",
+            "livenessProbe.periodSeconds=20",
+            "--set",
+            "readinessProbe.initialDelaySeconds=3",
+            "--set",
+            "startupProbe=null",
+        ],
+    );
+    let c = container(&docs);
+    assert_eq!(c["livenessProbe"]["periodSeconds"], 20);
+    assert_eq!(
+        c["livenessProbe"]["httpGet"]["path"], "/healthz",
+        "the rest of the default stays"
+    );
+    assert_eq!(c["readinessProbe"]["initialDelaySeconds"], 3);
+    assert!(c["startupProbe"].is_null(), "{c}");
+}
+
+#[test]
+fn service_account_automount_follows_its_value_while_the_webhook_pods_keep_their_token() {
+    let helm = require_helm!(
+        "service_account_automount_follows_its_value_while_the_webhook_pods_keep_their_token"
+    );
+    assert_eq!(
+        one(default_docs(helm), "ServiceAccount")["automountServiceAccountToken"],
+        true
+    );
+    let docs = render(
+        helm,
+        &["--set", "serviceAccount.automountServiceAccountToken=false"],
+    );
+    assert_eq!(
+        one(&docs, "ServiceAccount")["automountServiceAccountToken"],
+        false
+    );
+    assert_eq!(
+        one(&docs, "Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        true
+    );
+}
+
+#[test]
+fn namespace_override_moves_every_namespaced_object_and_every_reference_to_it() {
+    let helm =
+        require_helm!("namespace_override_moves_every_namespaced_object_and_every_reference_to_it");
+    const OVERRIDE: &str = "identity-system";
+    let docs = render(
+        helm,
+        &[
+            "--set",
+            &format!("namespaceOverride={OVERRIDE}"),
+            "--set",
+            "roleMapping.enabled=true",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "networkPolicy.enabled=true",
+        ],
+    );
+    let mut namespaced = 0;
+    for doc in docs
+        .iter()
+        .filter(|d| d["metadata"]["annotations"]["helm.sh/hook"].is_null())
+    {
+        if let Some(ns) = doc["metadata"]["namespace"].as_str() {
+            namespaced += 1;
+            assert_eq!(ns, OVERRIDE, "{} {}", kind_of(doc), name_of(doc));
+        }
+    }
+    assert!(namespaced >= 8, "{namespaced} namespaced objects");
+    assert_eq!(flag(&args(&docs), "namespace").as_deref(), Some(OVERRIDE));
+    let w = webhook(&docs);
+    assert_eq!(w["clientConfig"]["service"]["namespace"], OVERRIDE);
+    let own_ns = w["namespaceSelector"]["matchExpressions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["key"] == "kubernetes.io/metadata.name")
+        .expect("own-namespace exclusion");
+    assert_eq!(own_ns["values"], json!([OVERRIDE]));
+    for kind in ["ClusterRoleBinding", "RoleBinding"] {
+        assert_eq!(one(&docs, kind)["subjects"][0]["namespace"], OVERRIDE);
+    }
+    assert_eq!(
+        one(&docs, "ServiceMonitor")["spec"]["namespaceSelector"]["matchNames"],
+        json!([OVERRIDE])
+    );
+
+    let docs = render(
+        helm,
+        &[
+            "--set",
+            &format!("namespaceOverride={OVERRIDE}"),
+            "--set",
+            "certificates.mode=certManager",
+        ],
+    );
+    let cert = one(&docs, "Certificate");
+    assert!(
+        strs(&cert["spec"]["dnsNames"]).contains(&"pod-identity-webhook.identity-system.svc"),
+        "{cert}"
+    );
+    assert_eq!(
+        one(&docs, "MutatingWebhookConfiguration")["metadata"]["annotations"]
+            ["cert-manager.io/inject-ca-from"],
+        format!("{OVERRIDE}/pod-identity-webhook-serving")
+    );
+}
+
+#[test]
+fn node_selector_affinity_and_tolerations_are_rendered_with_tpl() {
+    let helm = require_helm!("node_selector_affinity_and_tolerations_are_rendered_with_tpl");
+    let docs = render(
+        helm,
+        &[
+            "--set-json",
+            r#"nodeSelector={"pool":"{{ .Release.Name }}-nodes"}"#,
+            "--set-json",
+            r#"tolerations=[{"key":"dedicated","operator":"Equal","value":"{{ .Release.Namespace }}","effect":"NoSchedule"}]"#,
+            "--set-json",
+            r#"affinity={"podAntiAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":[{"topologyKey":"kubernetes.io/hostname","labelSelector":{"matchLabels":{"app.kubernetes.io/instance":"{{ .Release.Name }}"}}}]}}"#,
+        ],
+    );
+    let spec = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(
+        spec["nodeSelector"],
+        json!({"kubernetes.io/os": "linux", "pool": "pod-identity-webhook-nodes"}),
+        "merged with the default"
+    );
+    assert_eq!(spec["tolerations"][0]["value"], NAMESPACE);
+    assert_eq!(
+        spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+            ["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+        RELEASE
+    );
+}
+
+#[test]
+fn pod_disruption_budget_max_unavailable_replaces_min_available() {
+    let helm = require_helm!("pod_disruption_budget_max_unavailable_replaces_min_available");
+    for (set, expected) in [
+        ("podDisruptionBudget.maxUnavailable=1", json!(1)),
+        ("podDisruptionBudget.maxUnavailable=50%", json!("50%")),
+        // Zero is a value (no voluntary disruption), not "unset".
+        ("podDisruptionBudget.maxUnavailable=0", json!(0)),
+    ] {
+        let docs = render(helm, &["--set", set]);
+        let spec = &one(&docs, "PodDisruptionBudget")["spec"];
+        assert_eq!(spec["maxUnavailable"], expected, "{set}");
+        assert!(spec["minAvailable"].is_null(), "{set}: {spec}");
+    }
+    let spec = &one(default_docs(helm), "PodDisruptionBudget")["spec"];
+    assert!(spec["maxUnavailable"].is_null());
+    assert_eq!(spec["minAvailable"], 1);
+}
+
+const FAKE_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n";
+const FAKE_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHfake\n-----END PRIVATE KEY-----\n";
+
+#[test]
+fn secret_mode_can_create_the_tls_secret_from_a_given_certificate_and_key() {
+    use base64::Engine as _;
+    let helm =
+        require_helm!("secret_mode_can_create_the_tls_secret_from_a_given_certificate_and_key");
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let create = [
+        "--set",
+        "certificates.mode=secret",
+        "--set",
+        "certificates.secret.create=true",
+        "--set",
+        &format!("certificates.secret.certificate={FAKE_CERT}"),
+        "--set",
+        &format!("certificates.secret.key={FAKE_KEY}"),
+    ];
+    let docs = render(helm, &create);
+    let secret = one(&docs, "Secret");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert_eq!(name_of(secret), "pod-identity-webhook-tls");
+    assert_eq!(secret["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(secret["data"]["tls.crt"], b64(FAKE_CERT));
+    assert_eq!(secret["data"]["tls.key"], b64(FAKE_KEY));
+    let volumes = &one(&docs, "Deployment")["spec"]["template"]["spec"]["volumes"];
+    assert!(
+        volumes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "pod-identity-webhook-tls"),
+        "{volumes}"
+    );
+    // No CA given: the certificate is its own trust anchor.
+    assert_eq!(
+        webhook(&docs)["clientConfig"]["caBundle"],
+        b64(FAKE_CERT.trim_end())
+    );
+    // A CA given wins.
+    let ca = "-----BEGIN CERTIFICATE-----\nMIICA\n-----END CERTIFICATE-----";
+    let mut with_ca = create.to_vec();
+    let ca_arg = format!("certificates.secret.caBundle={ca}");
+    with_ca.extend(["--set", ca_arg.as_str()]);
+    let docs = render(helm, &with_ca);
+    assert_eq!(webhook(&docs)["clientConfig"]["caBundle"], b64(ca));
+
+    // Not rendered unless asked for.
+    let values = chart_dir().join("ci").join("existing-secret-values.yaml");
+    assert!(all_of(&render(helm, &["-f", values.to_str().unwrap()]), "Secret").is_empty());
+
+    // Missing or contradictory input is named.
+    let err = try_render(helm, &create[..6]).expect_err("no key");
+    assert!(
+        err.contains("certificates.secret.key must be a PEM private key"),
+        "{err}"
+    );
+    let mut both = create.to_vec();
+    both.extend(["--set", "certificates.secret.existingSecret=mine"]);
+    let err = try_render(helm, &both).expect_err("create and existingSecret");
+    assert!(err.contains("are exclusive"), "{err}");
+}
+
+/// NOTES.txt as `helm install` prints it: `helm template` skips NOTES.txt, so a copy of the
+/// chart renders the same text from an ordinary template.
+fn render_notes(helm: &Path, extra: &[&str]) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let chart = tmp.path().join("pod-identity-webhook");
+    copy_dir(&chart_dir(), &chart);
+    let templates = chart.join("templates");
+    let notes = std::fs::read_to_string(templates.join("NOTES.txt")).unwrap();
+    std::fs::write(
+        templates.join("_notes_under_test.tpl"),
+        format!("{{{{- define \"notes.under.test\" -}}}}\n{notes}\n{{{{- end }}}}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        templates.join("notes-under-test.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: {{ include \"notes.under.test\" . | toJson }}\n",
+    )
+    .unwrap();
+    let mut args = vec![
+        "template",
+        RELEASE,
+        chart.to_str().unwrap(),
+        "--namespace",
+        NAMESPACE,
+        "--show-only",
+        "templates/notes-under-test.yaml",
+    ];
+    args.extend_from_slice(extra);
+    let out = run_helm(helm, &args);
+    assert!(out.ok, "{}", out.stderr);
+    parse_docs(&out.stdout)[0]["data"]["notes"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn notes_make_the_image_step_impossible_to_miss() {
+    let helm = require_helm!("notes_make_the_image_step_impossible_to_miss");
+    let notes = render_notes(helm, &[]);
+    for needed in [
+        "IMAGE: the webhook pods run pod-identity-webhook:0.1.0",
+        "NO IMAGE IS PUBLISHED",
+        "admitted WITHOUT AWS credentials",
+        "make image",
+        "kind load image-archive target/image/pod-identity-webhook.tar",
+        "--set image.repository=<registry>/pod-identity-webhook",
+        "ImagePullBackOff",
+        "rollout status deployment/pod-identity-webhook",
+    ] {
+        assert!(notes.contains(needed), "NOTES lack {needed:?}:\n{notes}");
+    }
+    // The image block comes before the usage steps.
+    assert!(notes.find("IMAGE:").unwrap() < notes.find("Certificates:").unwrap());
+    assert!(notes.find("IMAGE:").unwrap() < notes.find("1. Give a ServiceAccount").unwrap());
+
+    let notes = render_notes(
+        helm,
+        &[
+            "--set",
+            "image.repository=registry.example/team/pod-identity-webhook",
+        ],
+    );
+    assert!(
+        notes.contains(
+            "IMAGE: the webhook pods run registry.example/team/pod-identity-webhook:0.1.0"
+        ),
+        "{notes}"
+    );
+    assert!(!notes.contains("NO IMAGE IS PUBLISHED"), "{notes}");
+
+    let values = chart_dir().join("ci").join("url-mode-values.yaml");
+    let notes = render_notes(helm, &["-f", values.to_str().unwrap()]);
+    assert!(!notes.contains("IMAGE:"), "no pods in URL mode:\n{notes}");
+}
+
+#[test]
+fn helm_test_failure_points_at_a_missing_image() {
+    let helm = require_helm!("helm_test_failure_points_at_a_missing_image");
+    let pod = default_docs(helm)
+        .iter()
+        .find(|d| kind_of(d) == "Pod")
+        .expect("test Pod");
+    let script = pod["spec"]["containers"][0]["command"][2].as_str().unwrap();
+    assert!(script.contains("ImagePullBackOff"), "{script}");
+    assert!(script.contains("pod-identity-webhook:0.1.0"), "{script}");
+    assert!(
+        script.contains("kind load image-archive target/image/pod-identity-webhook.tar"),
+        "{script}"
+    );
 }

@@ -159,6 +159,43 @@ fn warnings_go_to_stderr_and_the_patch_to_stdout() {
 }
 
 #[test]
+fn a_conflicting_mount_is_left_alone_and_reported_on_stderr() {
+    let manifests = "apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: app
+  annotations:
+    eks.amazonaws.com/role-arn: arn:aws:iam::111122223333:role/app
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: mesh
+spec:
+  serviceAccountName: app
+  containers:
+  - name: proxy
+    image: proxy:1
+    volumeMounts:
+    - name: certs
+      mountPath: /var/run/secrets/eks.amazonaws.com/serviceaccount/
+  volumes:
+  - name: certs
+    emptyDir: {}
+";
+    let output = run(&["mutate", "--pod", "-", "--output=pod"], Some(manifests));
+    let pod = stdout_json(&output);
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["volumeMounts"].as_array().unwrap().len(), 1);
+    assert!(container.get("env").is_none(), "{container}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with("warning: container \"proxy\" already mounts volume \"certs\""),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn config_map_and_container_credentials_files_are_honoured() {
     let dir = tempfile::tempdir().unwrap();
     let cm = write(
@@ -294,9 +331,9 @@ fn bad_flags_are_named_on_one_line() {
     );
     let stderr = assert_fails(&run(&["mutate", "--pod", "-", "--no-such-flag"], None));
     assert!(stderr.contains("--no-such-flag"), "{stderr}");
-    let stderr = assert_fails(&run(&["mutate", "--pod", "-", "--output=yaml"], None));
+    let stderr = assert_fails(&run(&["mutate", "--pod", "-", "--output=table"], None));
     assert!(
-        stderr.contains("--output") && stderr.contains("yaml"),
+        stderr.contains("--output") && stderr.contains("table"),
         "{stderr}"
     );
 }
@@ -324,4 +361,258 @@ fn service_account_without_a_name_is_refused_naming_the_document() {
         stderr.contains("document 2 (a ServiceAccount) has no metadata.name"),
         "{stderr}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Messages that help (issue 10)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn clap_errors_stay_one_line_but_keep_what_helps_fix_them() {
+    for (args, kept) in [
+        (
+            &["mutate"][..],
+            "required arguments were not provided: --pod <POD>",
+        ),
+        (
+            &["mutate", "--pod", "-", "--output=table"],
+            "[possible values: patch, pod, yaml]",
+        ),
+        (
+            &["mutate", "--pod", "-", "--servce-account=a"],
+            "tip: a similar argument exists: '--service-account'",
+        ),
+    ] {
+        // assert_fails checks the one line, exit code 2 and the empty stdout.
+        let stderr = assert_fails(&run(args, None));
+        assert!(stderr.contains(kept), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Usage:"), "{stderr}");
+        assert!(!stderr.contains("--help"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_pod_whose_service_account_was_not_given_is_named_on_stderr() {
+    let output = run(&["mutate", "--pod", &examples("pod.yaml")], None);
+    assert_eq!(stdout_json(&output), Value::Array(vec![]));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "warning: the pod runs as ServiceAccount default/s3-reader, and no ServiceAccount was given"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--service-account FILE"), "{stderr}");
+
+    // Given, but not the pod's: the ones given are listed.
+    let dir = tempfile::tempdir().unwrap();
+    let other = write(
+        &dir,
+        "other.yaml",
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: other\n  namespace: team\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: s3-reader\n  namespace: elsewhere\n",
+    );
+    let output = run(
+        &[
+            "mutate",
+            "--pod",
+            &examples("pod.yaml"),
+            "--service-account",
+            &other,
+        ],
+        None,
+    );
+    assert_eq!(stdout_json(&output), Value::Array(vec![]));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains(
+            "ServiceAccount default/s3-reader, which is not among the ServiceAccounts given (team/other, elsewhere/s3-reader)"
+        ),
+        "{stderr}"
+    );
+
+    // Given: nothing to say.
+    let output = run(
+        &[
+            "mutate",
+            "--pod",
+            &examples("pod.yaml"),
+            "--service-account",
+            &examples("serviceaccount.yaml"),
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert!(output.stderr.is_empty(), "{output:?}");
+}
+
+#[test]
+fn output_yaml_prints_the_patched_pod_as_yaml() {
+    let base = [
+        "mutate",
+        "--pod",
+        &examples("pod.yaml"),
+        "--service-account",
+        &examples("serviceaccount.yaml"),
+    ];
+    let as_json = stdout_json(&run(&[&base[..], &["--output", "pod"]].concat(), None));
+    let output = run(&[&base[..], &["--output", "yaml"]].concat(), None);
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.starts_with("apiVersion: v1\nkind: Pod\n"), "{text}");
+    assert!(text.contains("name: AWS_ROLE_ARN"), "{text}");
+    let as_yaml: Value = serde_yaml_ng::from_str(&text).unwrap();
+    assert_eq!(as_yaml, as_json);
+}
+
+/// A kubeconfig for an API server that refuses connections, and that server's URL.
+fn unreachable_kubeconfig(dir: &tempfile::TempDir) -> (String, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("https://127.0.0.1:{port}");
+    let kubeconfig = write(
+        dir,
+        "kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n"
+        ),
+    );
+    (kubeconfig, url)
+}
+
+/// `retry_in=1.2s` / `retry_in=850.3ms` of a log line, in seconds.
+fn retry_in(line: &str) -> f64 {
+    let value = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("retry_in="))
+        .unwrap_or_else(|| panic!("no retry_in in {line}"));
+    if let Some(ms) = value.strip_suffix("ms") {
+        ms.parse::<f64>().unwrap() / 1000.0
+    } else {
+        value.strip_suffix('s').unwrap().parse().unwrap()
+    }
+}
+
+#[test]
+fn unreachable_api_server_is_named_once_per_attempt_with_a_growing_retry_interval() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (kubeconfig, url) = unreachable_kubeconfig(&dir);
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string()
+    };
+    let mut child = Command::new(BIN)
+        .args(["--bind-address", "127.0.0.1", "--port", &free_port()])
+        .args(["--metrics-port", &free_port(), "--kubeconfig", &kubeconfig])
+        .args([
+            "--tls-cert",
+            "/nonexistent/tls.crt",
+            "--tls-key",
+            "/nonexistent/tls.key",
+        ])
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read until the third failed attempt (about 2.4 to 4.8 s in), then stop the server.
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lines
+        .iter()
+        .filter(|l: &&String| l.contains("cannot list or watch ServiceAccounts"))
+        .count()
+        < 3
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let attempts: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("cannot list or watch ServiceAccounts"))
+        .collect();
+    assert_eq!(attempts.len(), 3, "{lines:#?}");
+    for (n, line) in attempts.iter().enumerate() {
+        assert!(line.contains(&url), "the API server is not named: {line}");
+        assert!(line.contains(&format!("attempt={}", n + 1)), "{line}");
+    }
+    // 800 ms doubling with jitter: each wait is at least as long as the one before.
+    let waits: Vec<f64> = attempts.iter().map(|l| retry_in(l)).collect();
+    assert!(
+        waits[0] >= 0.8 && waits[1] >= 1.6 && waits[2] >= 3.2,
+        "{waits:?}"
+    );
+    // One line per attempt: kube's client does not log the same failure again.
+    assert!(
+        !lines.iter().any(|l| l.contains("kube_client")),
+        "{lines:#?}"
+    );
+}
+
+/// A JSON pod's numbers keep their values: floats are read correctly rounded and printed in
+/// their shortest form (`2.131110001e47` comes out as `2.131110001e+47`, not
+/// `2.1311100009999998e+47`), and 64-bit integers are exact. Integers beyond 64 bits would
+/// become floats; Kubernetes objects hold none (the API server decodes them into Go types).
+#[test]
+fn output_pod_keeps_json_number_values() {
+    let numbers = [
+        "2.131110001e47",
+        "0.1",
+        "1e-7",
+        "18446744073709551615",
+        "-9223372036854775808",
+        "1.7976931348623157e308",
+    ];
+    let pod = format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"s3-reader","namespace":"default"}},
+            "spec":{{"serviceAccountName":"s3-reader","containers":[{{"name":"app","image":"a"}}],
+            "x-numbers":[{}]}}}}"#,
+        numbers.join(",")
+    );
+    let output = run(
+        &[
+            "mutate",
+            "--pod",
+            "-",
+            "--service-account",
+            &examples("serviceaccount.yaml"),
+            "--output=pod",
+        ],
+        Some(&pod),
+    );
+    let text = String::from_utf8(output.stdout.clone()).unwrap();
+    assert!(text.contains("2.131110001e+47"), "{text}");
+    let printed = stdout_json(&output);
+    assert!(printed.to_string().contains("AWS_ROLE_ARN"), "mutated: {text}");
+    let printed = printed["spec"]["x-numbers"].as_array().unwrap().clone();
+    for (number, printed) in numbers.iter().zip(&printed) {
+        if let Some(float) = printed.as_f64().filter(|_| printed.is_f64()) {
+            let expected: f64 = number.parse().unwrap();
+            assert_eq!(float.to_bits(), expected.to_bits(), "{number} became {printed}");
+        } else {
+            assert_eq!(printed.to_string(), *number);
+        }
+    }
 }

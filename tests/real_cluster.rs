@@ -16,6 +16,8 @@ mod certs;
 mod common;
 #[path = "real_cluster/harness.rs"]
 mod harness;
+#[path = "real_cluster/irsa.rs"]
+mod irsa;
 #[path = "real_cluster/lag_proxy.rs"]
 mod lag_proxy;
 #[path = "real_cluster/pods.rs"]
@@ -44,6 +46,10 @@ macro_rules! cluster {
         }
     };
 }
+
+// After `cluster!`, which it uses.
+#[path = "real_cluster/conflicts.rs"]
+mod conflicts;
 
 /// Creates pods from `manifest` (named by generateName) until one satisfies `check`.
 fn eventually_pod(
@@ -1112,8 +1118,9 @@ fn builtin_certificate_mode_creates_secret_publishes_ca_and_admits_pods() {
         .arg(&values))
     .unwrap_or_else(|e| panic!("{e}"));
     let (port, metrics_port) = common::two_free_ports();
-    let config_path =
-        format!("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{fullname}");
+    let config_path = format!(
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{fullname}-mutating"
+    );
     c.json_patch(
         &config_path,
         &json!([
@@ -1136,7 +1143,7 @@ fn builtin_certificate_mode_creates_secret_publishes_ca_and_admits_pods() {
     for expected in [
         "--in-cluster=true",
         &format!("--namespace={release_ns}"),
-        &format!("--webhook-config-name={fullname}"),
+        &format!("--webhook-config-name={fullname}-mutating"),
     ] {
         assert!(
             chart_args.iter().any(|a| a == expected),
@@ -1418,8 +1425,9 @@ fn helm_upgrade_keeps_a_ca_bundle_written_by_the_webhook() {
         .unwrap_or_else(|e| panic!("{e}"))
     };
     helm("install");
-    let config_path =
-        format!("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{fullname}");
+    let config_path = format!(
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{fullname}-mutating"
+    );
     let config = c.get(&config_path);
     let webhook_name = config["webhooks"][0]["name"].as_str().unwrap().to_string();
     assert!(

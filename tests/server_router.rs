@@ -312,6 +312,24 @@ async fn body_that_is_not_an_admission_review_is_400_with_one_line(
     assert!(!message.contains('\n'), "one line: {message}");
 }
 
+/// A number beyond the range of a 64-bit float (`1e400`) anywhere in the review makes the body
+/// unreadable as JSON numbers go: the answer is 400 naming it, like any other body that is
+/// not an AdmissionReview, and the API server applies the webhook's failure policy. The API
+/// server never sends one: it decodes every object into Go types first, which refuse it.
+#[tokio::test]
+async fn a_number_out_of_float_range_in_the_pod_is_400_naming_it() {
+    let router = webhook_router(&components(service_accounts()), &Limits::default());
+    let body = pod_review("api")
+        .to_string()
+        .replace(r#""image":"app:1""#, r#""image":"app:1","x":1e400"#);
+    assert!(body.contains("1e400"), "{body}");
+    let (status, answer) = call(router, post(Some("application/json"), body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = String::from_utf8(answer.to_vec()).unwrap();
+    assert!(message.contains("number out of range"), "{message}");
+    assert!(!message.contains('\n'), "one line: {message}");
+}
+
 #[tokio::test]
 async fn wrong_method_is_405_and_wrong_path_is_404() {
     let components = components(service_accounts());
@@ -463,7 +481,7 @@ impl ServiceAccountLookup for GatedLookup {
 }
 
 #[tokio::test]
-async fn reviews_beyond_the_concurrency_limit_wait_for_a_turn() {
+async fn reviews_beyond_the_concurrency_limit_are_answered_503_at_once() {
     let entered = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Semaphore::new(0));
     let components = components(GatedLookup {
@@ -483,21 +501,26 @@ async fn reviews_beyond_the_concurrency_limit_wait_for_a_turn() {
                 post(Some("application/json"), pod_review("api").to_string()),
             )
             .await
-            .0
         })
     };
     let first = send();
-    let second = send();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        entered.load(Ordering::SeqCst),
-        1,
-        "the second waits its turn"
-    );
+    while entered.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, body) = tokio::time::timeout(Duration::from_secs(1), send())
+        .await
+        .expect("the second is answered without waiting for the first")
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(String::from_utf8_lossy(&body).contains("retry"));
     gate.add_permits(Semaphore::MAX_PERMITS);
-    assert_eq!(first.await.unwrap(), StatusCode::OK);
-    assert_eq!(second.await.unwrap(), StatusCode::OK);
-    assert_eq!(entered.load(Ordering::SeqCst), 2);
+    assert_eq!(first.await.unwrap().0, StatusCode::OK);
+    assert_eq!(entered.load(Ordering::SeqCst), 1);
+    let metrics = components.metrics.encode();
+    assert!(
+        metrics.contains(r#"pod_identity_webhook_rejected_total{reason="overloaded"} 1"#),
+        "{metrics}"
+    );
 }
 
 /// A stand-in API server that counts GETs and finds nothing.

@@ -439,6 +439,45 @@ async fn cipher_suite_list_limits_tls_1_2_negotiation() {
     server.stop().await;
 }
 
+/// The reference's lenient settings start: minimum 1.0 serves 1.2 and 1.3, and a suite list
+/// with CBC and RSA-key-exchange names keeps only what rustls implements.
+#[tokio::test]
+async fn tls_1_0_minimum_and_cbc_suites_start_and_serve_tls_1_2_and_up() {
+    let ca = TestCa::new();
+    let components = components(service_accounts());
+    let store = new_store(&components);
+    let (cert, key) = ca.leaf("first");
+    store.set_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    let suites: Vec<String> = [
+        "TLS_RSA_WITH_AES_128_CBC_SHA",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    ]
+    .map(String::from)
+    .to_vec();
+    let config = server_config(TlsVersion::Tls10, &suites, store.clone()).unwrap();
+    let server = TestServer::start_with(components, Limits::default(), store, config).await;
+    for versions in [&[&rustls::version::TLS12][..], &[&rustls::version::TLS13]] {
+        let client = client_config_with(&ca, versions, None);
+        let mut client = Client::connect_with(server.webhook, client, Protocol::Http2)
+            .await
+            .unwrap();
+        let (status, body) = client.mutate(pod_review("api").to_string()).await.unwrap();
+        assert_mutated(status, &body);
+    }
+    let unlisted = client_config_with(
+        &ca,
+        &[&rustls::version::TLS12],
+        Some(rustls::crypto::ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
+    );
+    assert!(
+        Client::connect_with(server.webhook, unlisted, Protocol::Http2)
+            .await
+            .is_err()
+    );
+    server.stop().await;
+}
+
 fn client_config_with(
     ca: &TestCa,
     versions: &[&'static rustls::SupportedProtocolVersion],

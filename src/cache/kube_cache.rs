@@ -9,7 +9,8 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::Api;
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
+use tracing::Instrument;
 
 use super::fallback::{FallbackLimits, FallbackLookups, Fetch, FetchOutcome};
 use super::reflector::{Applied, Reflector, ServiceAccountMeta};
@@ -19,6 +20,7 @@ use crate::health::Readiness;
 use crate::identity::ServiceAccountAnnotations;
 use crate::metrics::Metrics;
 use crate::settings::AnnotationKeys;
+use crate::watch_retry::WatchRetry;
 
 /// The label of `watch_errors{resource}` for this watch.
 const RESOURCE: &str = "serviceaccounts";
@@ -72,9 +74,10 @@ impl KubeServiceAccountCache {
             limits,
             metrics.clone(),
         ));
-        tokio::spawn(watch_service_accounts(
-            client, keys, store, metrics, readiness,
-        ));
+        // In the caller's span, which names the API server in every line the watch logs.
+        tokio::spawn(
+            watch_service_accounts(client, keys, store, metrics, readiness).in_current_span(),
+        );
         cache
     }
 
@@ -234,8 +237,9 @@ impl Fetch for KubeFetch {
     }
 }
 
-/// Runs the watch for as long as the runtime does. Errors are retried with kube's default
-/// backoff while lookups keep being answered from what the store holds.
+/// Runs the watch for as long as the runtime does. Errors are retried with a capped exponential
+/// backoff, one log line per failed attempt, while lookups keep being answered from what the
+/// store holds.
 async fn watch_service_accounts(
     client: kube::Client,
     keys: AnnotationKeys,
@@ -247,16 +251,21 @@ async fn watch_service_accounts(
     // `any_semantic`: relists are served from the API server's watch cache, as client-go's
     // informers do, instead of a quorum read of every ServiceAccount in the cluster.
     let config = watcher::Config::default().any_semantic();
-    let mut events = pin!(watcher(api, config).default_backoff());
+    let mut events = pin!(watcher(api, config));
     let mut reflector = Reflector::new(store.clone(), keys);
+    let mut retry = WatchRetry::default();
     let mut synced_once = false;
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {
+                if let Some(failed) = retry.on_event(&event) {
+                    tracing::info!(failed_attempts = failed, "ServiceAccount watch reconnected");
+                }
                 if let Applied::Synced { entries } = reflector.apply(event) {
                     if !synced_once {
                         synced_once = true;
                         readiness.set_cache_synced();
+                        metrics.webhook_used.set(1);
                         tracing::info!(entries, "ServiceAccount cache synced");
                     } else {
                         tracing::debug!(entries, "ServiceAccount cache relisted");
@@ -268,7 +277,14 @@ async fn watch_service_accounts(
             }
             Err(error) => {
                 metrics.watch_errors.with_label_values(&[RESOURCE]).inc();
-                tracing::warn!(%error, "ServiceAccount watch failed; retrying with backoff and answering from the cache meanwhile");
+                let next = retry.on_error();
+                tracing::warn!(
+                    attempt = next.attempt,
+                    retry_in = ?next.delay,
+                    %error,
+                    "cannot list or watch ServiceAccounts on the API server; retrying, lookups are answered from the cache meanwhile"
+                );
+                tokio::time::sleep(next.delay).await;
             }
         }
     }

@@ -3,9 +3,7 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Map, Value};
-
-use crate::json::json_type;
+use crate::go_syntax::GoJson;
 use crate::settings::clamp_expiration;
 
 /// The ConfigMap key whose value holds the mapping.
@@ -50,10 +48,10 @@ impl ConfigMapMapping {
     /// Parses the `config` value. A malformed key or entry is skipped and reported; only a
     /// document that is not a JSON object fails as a whole.
     pub fn parse(config: &str) -> Result<ParsedMapping, MappingError> {
-        let document: Value =
-            serde_json::from_str(config).map_err(|err| MappingError::NotJson(err.to_string()))?;
-        let Value::Object(entries) = document else {
-            return Err(MappingError::NotAnObject(json_type(&document)));
+        let document = GoJson::parse(config.as_bytes())
+            .map_err(|err| MappingError::NotJson(err.to_string()))?;
+        let GoJson::Object(entries) = document else {
+            return Err(MappingError::NotAnObject(document.type_name()));
         };
         let mut mapping = ConfigMapMapping::default();
         let mut skipped = Vec::new();
@@ -99,33 +97,36 @@ fn split_key(key: &str) -> Option<(&str, &str)> {
     valid.then_some((namespace, name))
 }
 
-/// Field names are matched case-insensitively, as Go's encoding/json does.
-fn parse_entry(value: &Value) -> Result<MappingEntry, String> {
-    let Value::Object(fields) = value else {
-        return Err(format!("expected a JSON object, got {}", json_type(value)));
+/// Fields are read as Go's encoding/json reads them into the reference's struct: names in
+/// any case, the last matching member wins, and `null` leaves the field unset.
+fn parse_entry(value: &GoJson) -> Result<MappingEntry, String> {
+    let GoJson::Object(_) = value else {
+        return Err(format!("expected a JSON object, got {}", value.type_name()));
     };
-    let field = |name: &str| field_ignoring_case(fields, name);
     let string_field = |name: &str| -> Result<Option<String>, String> {
-        match field(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(format!("{name} must be a string, got {}", json_type(other))),
+        match value.field(name) {
+            None => Ok(None),
+            Some(GoJson::String(s)) if s.is_empty() => Ok(None),
+            Some(GoJson::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(format!(
+                "{name} must be a string, got {}",
+                other.type_name()
+            )),
         }
     };
-    let use_regional_sts = match field("UseRegionalSTS") {
-        None | Some(Value::Null) => None,
-        Some(Value::Bool(b)) => Some(*b),
+    let use_regional_sts = match value.field("UseRegionalSTS") {
+        None => None,
+        Some(GoJson::Bool(b)) => Some(*b),
         Some(other) => {
             return Err(format!(
                 "UseRegionalSTS must be true or false, got {}",
-                json_type(other)
+                other.type_name()
             ))
         }
     };
-    let token_expiration = match field("TokenExpiration") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_i64() {
+    let token_expiration = match value.field("TokenExpiration") {
+        None => None,
+        Some(GoJson::Number(n)) => match n.as_i64() {
             Some(0) => None,
             Some(seconds) => Some(clamp_expiration(seconds)),
             None => return Err(format!("TokenExpiration must be whole seconds, got {n}")),
@@ -133,7 +134,7 @@ fn parse_entry(value: &Value) -> Result<MappingEntry, String> {
         Some(other) => {
             return Err(format!(
                 "TokenExpiration must be a number of seconds, got {}",
-                json_type(other)
+                other.type_name()
             ))
         }
     };
@@ -142,15 +143,6 @@ fn parse_entry(value: &Value) -> Result<MappingEntry, String> {
         audience: string_field("Audience")?,
         use_regional_sts,
         token_expiration,
-    })
-}
-
-fn field_ignoring_case<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    fields.get(name).or_else(|| {
-        fields
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
     })
 }
 
@@ -250,5 +242,17 @@ mod tests {
             ConfigMapMapping::parse("{"),
             Err(MappingError::NotJson(_))
         ));
+    }
+
+    #[test]
+    fn duplicate_fields_in_any_case_the_last_wins_as_in_go() {
+        let parsed = ConfigMapMapping::parse(
+            r#"{"ns/sa": {"rolearn": "first", "ROLEARN": "last", "RoleARN": null},
+                "ns/twice": {"RoleARN": "a"}, "ns/twice": {"RoleARN": "b"}}"#,
+        )
+        .unwrap();
+        let role = |name: &str| parsed.mapping.lookup("ns", name).unwrap().role_arn.clone();
+        assert_eq!(role("sa").as_deref(), Some("last"));
+        assert_eq!(role("twice").as_deref(), Some("b"));
     }
 }

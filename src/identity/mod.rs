@@ -89,22 +89,22 @@ pub fn resolve_identity(
     let fallback_expiration = entry
         .and_then(|e| e.token_expiration)
         .unwrap_or(settings.token_expiration);
+    let container_credentials =
+        listed_for_container_credentials(sources.container_credentials, namespace, service_account);
     let token_expiration = match annotations.and_then(|a| a.token_expiration.as_deref()) {
         Some(value) => parse_expiration(value).unwrap_or_else(|| {
             warnings.push(format!(
-                "{}: annotation {} has value {value:?}, which is not a whole number of seconds; using {fallback_expiration}",
+                "{}: annotation {} has value {value:?}, which is not a whole number of seconds; using {}",
                 who(),
-                settings.keys.token_expiration
+                settings.keys.token_expiration,
+                crate::mutate::describe_expiration(fallback_expiration, container_credentials)
             ));
             fallback_expiration
         }),
         None => fallback_expiration,
     };
 
-    let listed_for_container_credentials = sources
-        .container_credentials
-        .is_some_and(|config| config.contains(namespace, service_account));
-    let source = if listed_for_container_credentials {
+    let source = if container_credentials {
         CredentialSource::ContainerCredentials
     } else {
         let role = annotated_role.or_else(|| entry.and_then(|e| e.role_arn.as_deref()));
@@ -137,6 +137,42 @@ pub fn resolve_identity(
             token_expiration,
         }),
         warnings,
+    }
+}
+
+/// Whether the container-credentials file lists the ServiceAccount: then it gets container
+/// credentials whatever its annotations say.
+pub fn listed_for_container_credentials(
+    config: Option<&ContainerCredentialsConfig>,
+    namespace: &str,
+    service_account: &str,
+) -> bool {
+    config.is_some_and(|config| config.contains(namespace, service_account))
+}
+
+/// How admission obtains a ServiceAccount's annotations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceAccountNeed {
+    /// Needed for a role: wait for the cache (and its fallback to the API server).
+    Wait,
+    /// As the reference: a ServiceAccount listed for container credentials needs no role, so
+    /// its annotations (regional STS, expiration) are taken only if already cached; admission
+    /// neither waits for it nor asks the API server, and its absence is not counted missing.
+    CachedOnly,
+}
+
+impl ServiceAccountNeed {
+    /// The one place the rule above is decided.
+    pub fn of(
+        config: Option<&ContainerCredentialsConfig>,
+        namespace: &str,
+        service_account: &str,
+    ) -> Self {
+        if listed_for_container_credentials(config, namespace, service_account) {
+            Self::CachedOnly
+        } else {
+            Self::Wait
+        }
     }
 }
 
@@ -268,6 +304,54 @@ mod tests {
         assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
         assert!(r.warnings[0].contains("\"yes\""));
         assert!(r.warnings[1].contains("\"1h\""));
+    }
+
+    #[test]
+    fn bad_expiration_in_container_credentials_mode_names_the_spread_actually_applied() {
+        let config = ContainerCredentialsConfig::parse(
+            br#"{"identities":[{"namespace":"ns","serviceAccount":"sa"}]}"#,
+        )
+        .unwrap();
+        let sa = annotations(&[("token-expiration", "1e400")]);
+        let sources = IdentitySources {
+            service_account: Some(&sa),
+            mapping: None,
+            container_credentials: Some(&config),
+        };
+        let r = resolve_identity("ns", "sa", sources, &MutationSettings::default());
+        assert_eq!(r.identity.unwrap().token_expiration, 86400);
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].ends_with("using a random lifetime from 79200 to 86400 seconds (86400, spread in container-credentials mode)"),
+            "{}",
+            r.warnings[0]
+        );
+    }
+
+    #[test]
+    fn bad_pod_expiration_in_container_credentials_mode_names_the_spread_actually_applied() {
+        let identity = Identity {
+            source: CredentialSource::ContainerCredentials,
+            regional_sts: false,
+            token_expiration: 86400,
+        };
+        let settings = MutationSettings::default();
+        let context = crate::mutate::PodContext {
+            identity: &identity,
+            settings: &settings,
+        };
+        let pod = serde_json::json!({
+            "metadata": {"annotations": {"eks.amazonaws.com/token-expiration": "1e400"}},
+            "spec": {"containers": [{"name": "app", "image": "a"}]}
+        });
+        let mutation = crate::mutate::mutate_pod(&pod, &context, &mut |_| 80000).unwrap();
+        assert!(
+            mutation.warnings[0].ends_with("using a random lifetime from 79200 to 86400 seconds (86400, spread in container-credentials mode)"),
+            "{:?}",
+            mutation.warnings
+        );
+        let patch = serde_json::to_string(&mutation.patch).unwrap();
+        assert!(patch.contains("\"expirationSeconds\":80000"), "{patch}");
     }
 
     #[test]

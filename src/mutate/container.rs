@@ -1,4 +1,5 @@
-//! One container's share of the mutation: the environment variables and the token mount.
+//! One container's share of the mutation: the environment variables and the token mount, and
+//! the conflicts that make part of it unsafe to add.
 
 use json_patch::PatchOperation;
 use serde_json::json;
@@ -16,26 +17,51 @@ pub struct ContainerPlan<'a> {
     pub region: Option<&'a str>,
     pub volume_name: &'a str,
     pub mount_path: &'a str,
+    /// False when the pod has its own volume named `volume_name` that holds no token: then
+    /// nothing may mount it or point at it (the pod-level warning says so once).
+    pub volume_usable: bool,
+    /// Names of the pod's volumes that are projected service-account tokens with the token
+    /// file name in use: a container mounting one of them at the mount path already has a
+    /// token where the identity variables point.
+    pub token_volumes: &'a [&'a str],
 }
 
-/// Appends the operations for one container; true when it changes anything.
+/// What happened to one container.
+pub struct ContainerOutcome {
+    /// The container was changed.
+    pub changed: bool,
+    /// What was left out because it would conflict with the container's own setup.
+    pub warning: Option<String>,
+}
+
+/// Appends the operations for one container.
 ///
 /// Rules, as the reference: variables already set by the user are never overridden; a
 /// container that already has the identity pair, a region and the STS variable is left alone
-/// entirely (no mount either).
+/// entirely (no mount either). Beyond the reference, nothing is added that would make the pod
+/// invalid or point at a file that is not a token: when another volume or a volume device
+/// already occupies the mount path (trailing `/` and repeated `/` ignored), the token is not
+/// mounted there, and the identity pair is set only if what occupies the path is itself a
+/// projected service-account token with the same file name, mounted whole. A container that
+/// mounts the token volume somewhere else gets it at the mount path too when it gets the
+/// identity pair from us, so the token file is where the pair points.
 pub fn mutate_container(
     ops: &mut Vec<PatchOperation>,
     container: &ContainerView<'_>,
     plan: &ContainerPlan<'_>,
-) -> bool {
+) -> ContainerOutcome {
     let defined = |name: &str| container.env_names.contains(&name);
     let identity_defined = plan.env_pair.iter().any(|(name, _)| defined(name));
     let region_defined = REGION_VARIABLES.iter().any(|name| defined(name));
     let sts_defined = defined(REGIONAL_STS);
     if identity_defined && region_defined && sts_defined {
-        return false;
+        return ContainerOutcome {
+            changed: false,
+            warning: None,
+        };
     }
 
+    let mount = mount_decision(container, plan, identity_defined);
     let mut additions = Vec::new();
     if plan.regional_sts && !sts_defined {
         additions.push(json!({"name": REGIONAL_STS, "value": "regional"}));
@@ -45,7 +71,7 @@ pub fn mutate_container(
             additions.push(json!({"name": name, "value": region}));
         }
     }
-    if !identity_defined {
+    if !identity_defined && mount.token_reachable {
         for (name, value) in &plan.env_pair {
             additions.push(json!({"name": name, "value": value}));
         }
@@ -55,7 +81,7 @@ pub fn mutate_container(
     let mut changed = !additions.is_empty();
     patch::append_all(ops, &path("env"), container.has_env, additions);
 
-    if !container.mount_names.contains(&plan.volume_name) {
+    if mount.add {
         let mount =
             json!({"name": plan.volume_name, "mountPath": plan.mount_path, "readOnly": true});
         patch::append_all(
@@ -66,5 +92,129 @@ pub fn mutate_container(
         );
         changed = true;
     }
-    changed
+    let warning = mount.conflict.map(|conflict| {
+        let mut skipped = Vec::new();
+        if !identity_defined && !mount.token_reachable {
+            skipped.extend(plan.env_pair.iter().map(|(name, _)| *name));
+        }
+        skipped.push("the token mount");
+        format!(
+            "container {:?} {conflict}: not added: {}",
+            container.name,
+            skipped.join(", ")
+        )
+    });
+    ContainerOutcome { changed, warning }
+}
+
+/// Whether to mount the token, and whether the token file will be where the identity
+/// variables point.
+struct MountDecision {
+    add: bool,
+    token_reachable: bool,
+    /// What occupies the mount path, and at which spelling of it, for the warning.
+    conflict: Option<String>,
+}
+
+/// `identity_defined`: the container sets an identity variable itself, so it gets none from us.
+fn mount_decision(
+    container: &ContainerView<'_>,
+    plan: &ContainerPlan<'_>,
+    identity_defined: bool,
+) -> MountDecision {
+    let keep = |token_reachable| MountDecision {
+        add: false,
+        token_reachable,
+        conflict: None,
+    };
+    if !plan.volume_usable {
+        return keep(false);
+    }
+    let occupant = container
+        .mounts
+        .iter()
+        .find(|mount| same_path(mount.path, plan.mount_path));
+    if let Some(occupant) = occupant {
+        if occupant.name == plan.volume_name && !occupant.sub_path {
+            // Mounted already, where the variables point (a second pass, or by hand).
+            return keep(true);
+        }
+        let token = !occupant.sub_path && plan.token_volumes.contains(&occupant.name);
+        let what = if token {
+            "already mounts service-account token volume"
+        } else {
+            "already mounts volume"
+        };
+        return MountDecision {
+            add: false,
+            token_reachable: token,
+            conflict: Some(format!(
+                "{what} {:?} at {}{}",
+                occupant.name,
+                occupant.path,
+                if occupant.sub_path {
+                    " through subPath"
+                } else {
+                    ""
+                }
+            )),
+        };
+    }
+    let device = container
+        .device_paths
+        .iter()
+        .find(|device| same_path(device, plan.mount_path));
+    if let Some(device) = device {
+        return MountDecision {
+            add: false,
+            token_reachable: false,
+            conflict: Some(format!("has a volume device at {device}")),
+        };
+    }
+    if identity_defined && container.mounts_volume(plan.volume_name) {
+        // The container's own arrangement: its variables, the volume at its own path.
+        return keep(true);
+    }
+    // Also when the volume is mounted elsewhere: the variables point at the mount path.
+    MountDecision {
+        add: true,
+        token_reachable: true,
+        conflict: None,
+    }
+}
+
+/// Paths that name the same directory once empty and `.` segments are ignored: the API server
+/// compares mount paths as strings, but `/a` and `/a/` are one mount point to the runtime.
+pub fn same_path(a: &str, b: &str) -> bool {
+    fn segments(path: &str) -> impl Iterator<Item = &str> {
+        path.split('/')
+            .filter(|segment| !segment.is_empty() && *segment != ".")
+    }
+    a.starts_with('/') == b.starts_with('/') && segments(a).eq(segments(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_path;
+
+    #[test]
+    fn same_path_ignores_trailing_repeated_and_dot_segments() {
+        for (a, b) in [
+            ("/var/run/x", "/var/run/x/"),
+            ("/var/run/x", "/var//run/x"),
+            ("/var/run/x", "/var/./run/x/."),
+            ("/", "//"),
+        ] {
+            assert!(same_path(a, b), "{a} {b}");
+            assert!(same_path(b, a), "{b} {a}");
+        }
+        for (a, b) in [
+            ("/var/run/x", "/var/run"),
+            ("/var/run/x", "/var/run/x/token"),
+            ("/var/run/x", "var/run/x"),
+            ("/var/run/x", "/var/run/X"),
+        ] {
+            assert!(!same_path(a, b), "{a} {b}");
+        }
+    }
 }

@@ -6,10 +6,12 @@
 //! second pass over an already-mutated pod yields no operations.
 
 mod container;
+mod node;
 mod patch;
 mod pod;
 mod view;
 
+use std::collections::HashSet;
 use std::ops::RangeInclusive;
 
 use json_patch::{Patch, PatchOperation};
@@ -18,7 +20,8 @@ use serde_json::{json, Value};
 use crate::identity::{parse_expiration, CredentialSource, Identity};
 use crate::settings::MutationSettings;
 use container::{mutate_container, ContainerPlan};
-pub use pod::{string as string_member, PodShapeError};
+pub use node::{read_pod, Fields, Node, MAX_CONTAINERS, MAX_ENTRIES};
+pub use pod::{string as string_member, Object, PodShapeError};
 use view::PodView;
 
 /// Label set on pods that get EKS Pod Identity credentials; it ignores `--annotation-prefix`.
@@ -48,9 +51,25 @@ pub struct Mutation {
     pub containers: Vec<String>,
 }
 
+/// Reads the engine's fields of an already-parsed pod (the `mutate` command, tests).
+pub fn read_value(pod: &Value) -> Result<Node<'_>, PodShapeError> {
+    // A `Value` always has string keys and known types, so reading it cannot fail; the error
+    // is mapped rather than unwrapped all the same.
+    read_pod(pod).map_err(|err| PodShapeError {
+        field: "the object".into(),
+        expected: "a JSON value".into(),
+        got: err.to_string().into(),
+    })
+}
+
 /// Checks that `pod` has the shape of a Pod in every field the engine reads, so malformed
 /// input is reported whether or not the pod would be mutated.
 pub fn check_shape(pod: &Value, settings: &MutationSettings) -> Result<(), PodShapeError> {
+    check_node(&read_value(pod)?, settings)
+}
+
+/// [`check_shape`] on a pod already read with [`read_pod`].
+pub fn check_node(pod: &Node<'_>, settings: &MutationSettings) -> Result<(), PodShapeError> {
     PodView::read(pod, &settings.keys).map(drop)
 }
 
@@ -60,26 +79,50 @@ pub fn mutate_pod(
     context: &PodContext<'_>,
     jitter: &mut dyn FnMut(RangeInclusive<i64>) -> i64,
 ) -> Result<Mutation, PodShapeError> {
+    mutate_node(&read_value(pod)?, context, jitter)
+}
+
+/// The lifetime a token of `seconds` gets, for warnings: in container-credentials mode one day
+/// is spread at random over [`JITTER_RANGE`], so the text names the range actually applied.
+pub fn describe_expiration(seconds: i64, container_credentials: bool) -> String {
+    if container_credentials && seconds == JITTERED_EXPIRATION {
+        format!(
+            "a random lifetime from {} to {} seconds ({JITTERED_EXPIRATION}, spread in container-credentials mode)",
+            JITTER_RANGE.start(),
+            JITTER_RANGE.end()
+        )
+    } else {
+        seconds.to_string()
+    }
+}
+
+/// [`mutate_pod`] on a pod already read with [`read_pod`]: the server's path.
+pub fn mutate_node(
+    pod: &Node<'_>,
+    context: &PodContext<'_>,
+    jitter: &mut dyn FnMut(RangeInclusive<i64>) -> i64,
+) -> Result<Mutation, PodShapeError> {
     let settings = context.settings;
     let identity = context.identity;
     let pod = PodView::read(pod, &settings.keys)?;
 
     let mut warnings = Vec::new();
     let mut token_expiration = identity.token_expiration;
+    let container_credentials = identity.source == CredentialSource::ContainerCredentials;
     if let Some(value) = pod.token_expiration {
         match parse_expiration(value) {
             Some(seconds) => token_expiration = seconds,
             None => warnings.push(format!(
-                "pod annotation {} has value {value:?}, which is not a whole number of seconds; using {token_expiration}",
-                settings.keys.token_expiration
+                "pod annotation {} has value {value:?}, which is not a whole number of seconds; using {}",
+                settings.keys.token_expiration,
+                describe_expiration(token_expiration, container_credentials)
             )),
         }
     }
-    let container_credentials = identity.source == CredentialSource::ContainerCredentials;
     if container_credentials && token_expiration == JITTERED_EXPIRATION {
         token_expiration = jitter(JITTER_RANGE);
     }
-    let skip: Vec<&str> = pod
+    let skip: HashSet<&str> = pod
         .skip_containers
         .map(|list| {
             list.split(',')
@@ -92,8 +135,27 @@ pub fn mutate_pod(
     let mode = Mode::new(identity, settings, pod.windows);
     let mut ops: Vec<PatchOperation> = Vec::new();
 
+    // Volumes that already hold a token where the identity variables point: the pod's own
+    // volume of our name (reinvocation, or a hand-made setup), or another one a container
+    // mounts at the mount path.
+    let token_volumes: Vec<&str> = pod
+        .volumes
+        .iter()
+        .filter(|volume| holds_token(volume.volume, mode.token_path))
+        .map(|volume| volume.name)
+        .collect();
+    let existing = pod.volumes.iter().find(|v| v.name == mode.volume_name);
+    let volume_usable = existing.is_none() || token_volumes.contains(&mode.volume_name);
+    if !volume_usable {
+        let [(first, _), (second, _)] = &mode.env_pair();
+        warnings.push(format!(
+            "the pod's volume {:?} is not a projected service-account token with path {:?}: left as is; no container gets {first}, {second} or a mount of it",
+            mode.volume_name, mode.token_path
+        ));
+    }
+
     // The volume, prepended as the reference does, unless one of that name exists.
-    if !pod.volume_names.contains(&mode.volume_name) {
+    if existing.is_none() {
         let volume = json!({
             "name": mode.volume_name,
             "projected": {"sources": [{"serviceAccountToken": {
@@ -109,7 +171,10 @@ pub fn mutate_pod(
         });
     }
 
-    if container_credentials && pod.pod_identity_label != Some(POD_IDENTITY_LABEL_VALUE) {
+    if container_credentials
+        && volume_usable
+        && pod.pod_identity_label != Some(POD_IDENTITY_LABEL_VALUE)
+    {
         ops.push(label_operation(&pod));
     }
 
@@ -119,18 +184,42 @@ pub fn mutate_pod(
         region: settings.aws_default_region.as_deref(),
         volume_name: mode.volume_name,
         mount_path: mode.mount_path,
+        volume_usable,
+        token_volumes: &token_volumes,
     };
     let mut containers = Vec::new();
     for container in &pod.containers {
-        if !skip.contains(&container.name) && mutate_container(&mut ops, container, &plan) {
+        if skip.contains(container.name) {
+            continue;
+        }
+        let outcome = mutate_container(&mut ops, container, &plan);
+        if outcome.changed {
             containers.push(container.name.to_string());
         }
+        warnings.extend(outcome.warning);
     }
 
     Ok(Mutation {
         patch: Patch(ops),
         warnings,
         containers,
+    })
+}
+
+/// Whether `volume` is a projected volume with a service-account token at `token_path`, so a
+/// token file is where the identity variables point. Read leniently: a volume of another
+/// shape is simply not a token volume (the API server validates volume sources itself).
+fn holds_token(volume: Object<'_>, token_path: &str) -> bool {
+    let sources = volume
+        .get("projected")
+        .and_then(|projected| projected.get("sources"))
+        .and_then(Node::as_array);
+    sources.into_iter().flatten().any(|source| {
+        source
+            .get("serviceAccountToken")
+            .and_then(|token| token.get("path"))
+            .and_then(Node::as_str)
+            == Some(token_path)
     })
 }
 

@@ -2,27 +2,27 @@
 //! the JSON shape and names the offending field, so a malformed pod is an error, never a panic.
 //! Field paths are passed as closures and formatted only on error: this runs for every pod.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 
-use crate::json::json_type;
+use super::node::{Fields, Node};
 
 /// The pod could not be read as a Pod.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("object is not a valid Pod: {field} must be {expected}, got {got}")]
 pub struct PodShapeError {
     pub field: String,
-    pub expected: &'static str,
-    pub got: &'static str,
+    pub expected: Cow<'static, str>,
+    pub got: Cow<'static, str>,
 }
 
 /// A JSON object borrowed from the pod.
-pub type Object<'a> = &'a Map<String, Value>;
+pub type Object<'a> = &'a Fields<'a>;
 
-fn shape_error(field: String, expected: &'static str, value: &Value) -> PodShapeError {
+fn shape_error(field: String, expected: &'static str, value: &Node<'_>) -> PodShapeError {
     PodShapeError {
         field,
-        expected,
-        got: json_type(value),
+        expected: Cow::Borrowed(expected),
+        got: Cow::Borrowed(value.type_name()),
     }
 }
 
@@ -33,21 +33,29 @@ pub fn object<'a>(
     field: impl FnOnce() -> String,
 ) -> Result<Option<Object<'a>>, PodShapeError> {
     match parent.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(map)) => Ok(Some(map)),
+        None | Some(Node::Null) => Ok(None),
+        Some(Node::Object(map)) => Ok(Some(map)),
         Some(other) => Err(shape_error(field(), "an object", other)),
     }
 }
 
-/// An optional array member: absent and `null` are both "not there".
+/// An optional array member: absent and `null` are both "not there". A list longer than its
+/// cap is refused with its length, so the author knows what to change.
 pub fn array<'a>(
     parent: Object<'a>,
     key: &str,
     field: impl FnOnce() -> String,
-) -> Result<Option<&'a Vec<Value>>, PodShapeError> {
+) -> Result<Option<&'a [Node<'a>]>, PodShapeError> {
     match parent.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(items)) => Ok(Some(items)),
+        None | Some(Node::Null) => Ok(None),
+        Some(Node::Array(items)) => Ok(Some(items)),
+        Some(Node::TooLong { len, cap }) => Err(PodShapeError {
+            field: field(),
+            expected: Cow::Owned(format!(
+                "an array of at most {cap} entries (a limit of this webhook)"
+            )),
+            got: Cow::Owned(format!("{len} entries")),
+        }),
         Some(other) => Err(shape_error(field(), "an array", other)),
     }
 }
@@ -59,26 +67,28 @@ pub fn string<'a>(
     field: impl FnOnce() -> String,
 ) -> Result<Option<&'a str>, PodShapeError> {
     match parent.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
+        None | Some(Node::Null) => Ok(None),
+        Some(Node::Str(s)) => Ok(Some(s)),
         Some(other) => Err(shape_error(field(), "a string", other)),
     }
 }
 
 /// An array element that must be an object (a container, an env entry, a volume).
 pub fn element<'a>(
-    item: &'a Value,
+    item: &'a Node<'a>,
     field: impl FnOnce() -> String,
 ) -> Result<Object<'a>, PodShapeError> {
-    item.as_object()
-        .ok_or_else(|| shape_error(field(), "an object", item))
+    match item {
+        Node::Object(map) => Ok(map),
+        other => Err(shape_error(field(), "an object", other)),
+    }
 }
 
 /// The `name` of every object in an optional named list (env, volumeMounts, volumes).
-pub fn names(
-    items: Option<&Vec<Value>>,
+pub fn names<'a>(
+    items: Option<&'a [Node<'a>]>,
     field: impl Fn() -> String,
-) -> Result<Vec<&str>, PodShapeError> {
+) -> Result<Vec<&'a str>, PodShapeError> {
     let Some(items) = items else {
         return Ok(Vec::new());
     };
@@ -93,14 +103,14 @@ pub fn names(
 }
 
 /// The root of a pod: the object itself and its `spec`.
-pub fn root(pod: &Value) -> Result<(Object<'_>, Object<'_>), PodShapeError> {
+pub fn root<'a>(pod: &'a Node<'a>) -> Result<(Object<'a>, Object<'a>), PodShapeError> {
     let pod = element(pod, || "the object".into())?;
     match pod.get("spec") {
-        Some(Value::Object(spec)) => Ok((pod, spec)),
+        Some(Node::Object(spec)) => Ok((pod, spec)),
         other => Err(shape_error(
             "spec".into(),
             "an object",
-            other.unwrap_or(&Value::Null),
+            other.unwrap_or(&Node::Null),
         )),
     }
 }

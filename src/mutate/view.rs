@@ -2,11 +2,18 @@
 //! field is checked for shape here, so a malformed pod is reported the same way whether or not
 //! it would be mutated, and the planning code never meets an unexpected type.
 
-use serde_json::Value;
-
+use super::node::Node;
 use super::pod::{self, Object, PodShapeError};
 use super::POD_IDENTITY_LABEL;
 use crate::settings::AnnotationKeys;
+
+/// One entry of a container's `volumeMounts`.
+pub struct MountView<'a> {
+    pub name: &'a str,
+    pub path: &'a str,
+    /// `subPath` or `subPathExpr` is set: the mount shows part of the volume, not its root.
+    pub sub_path: bool,
+}
 
 /// One container or init container.
 pub struct ContainerView<'a> {
@@ -18,7 +25,16 @@ pub struct ContainerView<'a> {
     pub has_env: bool,
     pub env_names: Vec<&'a str>,
     pub has_mounts: bool,
-    pub mount_names: Vec<&'a str>,
+    pub mounts: Vec<MountView<'a>>,
+    /// `devicePath` of every `volumeDevices` entry: a mount may not share a device's path.
+    pub device_paths: Vec<&'a str>,
+}
+
+/// One entry of `spec.volumes`, kept whole: whether it holds a service-account token is
+/// decided by the engine, which knows the token file name of the mode in use.
+pub struct VolumeView<'a> {
+    pub name: &'a str,
+    pub volume: Object<'a>,
 }
 
 /// What the engine needs of a pod.
@@ -29,7 +45,7 @@ pub struct PodView<'a> {
     pub token_expiration: Option<&'a str>,
     pub skip_containers: Option<&'a str>,
     pub has_volumes: bool,
-    pub volume_names: Vec<&'a str>,
+    pub volumes: Vec<VolumeView<'a>>,
     pub windows: bool,
     pub containers: Vec<ContainerView<'a>>,
 }
@@ -48,7 +64,7 @@ fn member<'a>(
 
 impl<'a> PodView<'a> {
     /// Reads and validates `pod`; `keys` name the annotations read.
-    pub fn read(pod: &'a Value, keys: &AnnotationKeys) -> Result<Self, PodShapeError> {
+    pub fn read(pod: &'a Node<'a>, keys: &AnnotationKeys) -> Result<Self, PodShapeError> {
         let (pod, spec) = pod::root(pod)?;
         let metadata = pod::object(pod, "metadata", || "metadata".into())?;
         let (labels, annotations) = match metadata {
@@ -73,7 +89,7 @@ impl<'a> PodView<'a> {
             token_expiration: member(annotations, "metadata.annotations", &keys.token_expiration)?,
             skip_containers: member(annotations, "metadata.annotations", &keys.skip_containers)?,
             has_volumes: volumes.is_some(),
-            volume_names: pod::names(volumes, || "spec.volumes".into())?,
+            volumes: read_volumes(volumes)?,
             windows: is_windows(spec)?,
             containers,
         })
@@ -81,11 +97,35 @@ impl<'a> PodView<'a> {
 }
 
 impl<'a> ContainerView<'a> {
-    fn read(list: &'static str, index: usize, item: &'a Value) -> Result<Self, PodShapeError> {
+    fn read(list: &'static str, index: usize, item: &'a Node<'a>) -> Result<Self, PodShapeError> {
         let field = |suffix: &str| format!("spec.{list}[{index}]{suffix}");
         let container = pod::element(item, || field(""))?;
         let env = pod::array(container, "env", || field(".env"))?;
         let mounts = pod::array(container, "volumeMounts", || field(".volumeMounts"))?;
+        let devices = pod::array(container, "volumeDevices", || field(".volumeDevices"))?;
+        let mut mount_views = Vec::with_capacity(mounts.map_or(0, <[_]>::len));
+        for (i, item) in mounts.into_iter().flatten().enumerate() {
+            let at = |member: &str| field(&format!(".volumeMounts[{i}]{member}"));
+            let mount = pod::element(item, || at(""))?;
+            let mut sub_path = false;
+            for key in ["subPath", "subPathExpr"] {
+                let value = pod::string(mount, key, || at(&format!(".{key}")))?;
+                sub_path |= value.is_some_and(|value| !value.is_empty());
+            }
+            mount_views.push(MountView {
+                name: pod::string(mount, "name", || at(".name"))?.unwrap_or(""),
+                path: pod::string(mount, "mountPath", || at(".mountPath"))?.unwrap_or(""),
+                sub_path,
+            });
+        }
+        let mut device_paths = Vec::new();
+        for (i, item) in devices.into_iter().flatten().enumerate() {
+            let at = |member: &str| field(&format!(".volumeDevices[{i}]{member}"));
+            let device = pod::element(item, || at(""))?;
+            if let Some(path) = pod::string(device, "devicePath", || at(".devicePath"))? {
+                device_paths.push(path);
+            }
+        }
         Ok(Self {
             list,
             index,
@@ -93,9 +133,27 @@ impl<'a> ContainerView<'a> {
             has_env: env.is_some(),
             env_names: pod::names(env, || field(".env"))?,
             has_mounts: mounts.is_some(),
-            mount_names: pod::names(mounts, || field(".volumeMounts"))?,
+            mounts: mount_views,
+            device_paths,
         })
     }
+
+    /// Whether the container mounts the volume called `name`, at any path.
+    pub fn mounts_volume(&self, name: &str) -> bool {
+        self.mounts.iter().any(|mount| mount.name == name)
+    }
+}
+
+/// The named entries of `spec.volumes`; each must be an object with a string `name`.
+fn read_volumes<'a>(items: Option<&'a [Node<'a>]>) -> Result<Vec<VolumeView<'a>>, PodShapeError> {
+    let mut volumes = Vec::with_capacity(items.map_or(0, <[_]>::len));
+    for (index, item) in items.into_iter().flatten().enumerate() {
+        let volume = pod::element(item, || format!("spec.volumes[{index}]"))?;
+        if let Some(name) = pod::string(volume, "name", || format!("spec.volumes[{index}].name"))? {
+            volumes.push(VolumeView { name, volume });
+        }
+    }
+    Ok(volumes)
 }
 
 /// Windows pods need a `C:\...` token path. The reference looks only at the node selectors;

@@ -1,25 +1,39 @@
-//! One AdmissionReview in, one out: decode, decide whether this is a Pod creation, find the
-//! ServiceAccount, run the engine, and answer with a JSON patch. No HTTP here; the router
-//! turns the errors into status codes.
+//! One AdmissionReview in, one out: decode the review once, borrowing from the body and
+//! reading only the fields the engine needs; look up the ServiceAccount; decide in the pure
+//! core (`pipeline::decide`); encode the answer in one pass. No HTTP here; the router turns a
+//! `BadReview` into a 400.
 
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::{DynamicObject, TypeMeta};
-use serde::Serialize;
-use serde_json::Value;
+use bytes::Bytes;
+use k8s_openapi::api::authentication::v1::UserInfo;
+use kube::core::admission::Operation;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use tracing::Instrument;
 
 use crate::cache::ServiceAccountLookup;
-use crate::identity::{CredentialSource, IdentitySources};
-use crate::json::json_type;
+use crate::identity::{IdentitySources, ServiceAccountAnnotations, ServiceAccountNeed};
+use crate::json::{bound_owned, bounded, bounded_list, MAX_ECHO};
 use crate::metrics::Metrics;
-use crate::mutate::PodShapeError;
-use crate::pipeline::{mutate_with_sources, random_jitter, service_account_name};
+use crate::mutate::{read_pod, Node};
+use crate::pipeline::{
+    decide, node_service_account, pod_names, random_jitter, Admit, Decision, Method,
+};
 use crate::settings::MutationSettings;
 use crate::sources::LiveSources;
 
 const SUPPORTED_API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
+
+/// Reviews up to this size are answered on the async worker that read them: reading and
+/// deciding take tens of microseconds there, less than a hop to another thread. Larger ones
+/// (up to the body limit, megabytes) are answered on Tokio's blocking pool so they never hold
+/// a worker for milliseconds; how many run at once is bounded by the router's review slots.
+const INLINE_BODY_BYTES: usize = 64 * 1024;
 
 /// Everything the admission handler reads.
 #[derive(Clone)]
@@ -36,68 +50,57 @@ pub struct Admission {
 pub struct BadReview(pub String);
 
 impl Admission {
-    /// Answers one AdmissionReview body. `Err` only when the body cannot be answered with an
-    /// AdmissionReview at all; a pod that is not a valid Pod gets `allowed: false` instead.
-    pub async fn review(&self, body: &[u8]) -> Result<AdmissionReview<DynamicObject>, BadReview> {
-        let (request, object) = decode(body)?;
+    /// Answers one AdmissionReview body with the response body. `Err` only when the body
+    /// cannot be answered with an AdmissionReview at all; a pod that is not a valid Pod gets
+    /// `allowed: false` instead.
+    pub async fn review(&self, body: &Bytes) -> Result<Vec<u8>, BadReview> {
+        if body.len() <= INLINE_BODY_BYTES {
+            return self.answer(body).await;
+        }
+        let admission = self.clone();
+        let body = body.clone();
+        let runtime = tokio::runtime::Handle::current();
+        // A blocking-pool thread is no async context, so it may wait for the lookup itself.
+        tokio::task::spawn_blocking(move || runtime.block_on(admission.answer(&body)))
+            .await
+            .unwrap_or_else(|err| {
+                Err(BadReview(format!(
+                    "the review could not be answered ({err}); retry"
+                )))
+            })
+    }
+
+    async fn answer(&self, body: &[u8]) -> Result<Vec<u8>, BadReview> {
+        let review = decode(body)?;
+        let request = &review.request;
         let span = tracing::info_span!(
             "admission",
-            uid = %request.uid,
+            uid = %bounded(&request.uid, MAX_ECHO),
             namespace = tracing::field::Empty,
             pod = tracing::field::Empty,
             service_account = tracing::field::Empty,
         );
-        let response = self.respond(&request, object).instrument(span).await;
-        Ok(response.into_review())
+        let decision = self.respond(request).instrument(span).await;
+        Ok(encode(review.api_version, &request.uid, &decision))
     }
 
-    async fn respond(
-        &self,
-        request: &AdmissionRequest<DynamicObject>,
-        pod: Value,
-    ) -> AdmissionResponse {
-        let allowed = AdmissionResponse::from(request);
-        if !is_pod_creation(request) {
-            return allowed;
+    /// The I/O around `decide`: the ServiceAccount lookup before it, logs and counters after.
+    async fn respond(&self, request: &Request<'_>) -> Decision {
+        if !request.is_pod_creation() {
+            return Decision::Admit(Admit::default());
         }
-        let namespace = request
-            .namespace
-            .as_deref()
-            .filter(|ns| !ns.is_empty())
-            .or_else(|| metadata_str(&pod, "namespace"))
-            .unwrap_or_default();
-        let pod_name = metadata_str(&pod, "name")
-            .filter(|name| !name.is_empty())
-            .or_else(|| metadata_str(&pod, "generateName"))
-            .unwrap_or_default();
+        let pod = request.object.as_ref().unwrap_or(&Node::Null);
+        let (namespace, pod_name) = pod_names(pod, request.namespace.as_deref());
         let span = tracing::Span::current();
-        span.record("namespace", namespace);
-        span.record("pod", pod_name);
-        let service_account = match service_account_name(&pod) {
+        span.record("namespace", &*bounded(namespace, MAX_ECHO));
+        span.record("pod", &*bounded(pod_name, MAX_ECHO));
+        let service_account = match node_service_account(pod) {
             Ok(name) => name,
-            Err(err) => return deny(allowed, &err),
+            Err(err) => return denied(bound_owned(err.to_string(), MAX_ECHO)),
         };
-        span.record("service_account", service_account);
+        span.record("service_account", &*bounded(service_account, MAX_ECHO));
 
-        let listed = self
-            .sources
-            .container_credentials
-            .load()
-            .as_deref()
-            .is_some_and(|config| config.contains(namespace, service_account));
-        // As the reference: a ServiceAccount listed for container credentials needs no role,
-        // so its annotations (regional STS, expiration) are taken only if already cached;
-        // admission neither waits for it nor asks the API server.
-        let annotations = if listed {
-            self.service_accounts.cached(namespace, service_account)
-        } else {
-            self.service_accounts
-                .lookup(namespace, service_account)
-                .await
-        };
-        if annotations.is_none() && !listed {
-            self.metrics.missing_sa_count.inc();
-        }
+        let annotations = self.annotations(namespace, service_account).await;
         // Read after the lookup, which may wait: the answer uses the sources current now,
         // and no guard is held across an await.
         let container_credentials = self.sources.container_credentials.load();
@@ -107,208 +110,499 @@ impl Admission {
             mapping: mapping.as_deref(),
             container_credentials: container_credentials.as_deref(),
         };
-        let outcome = match mutate_with_sources(
-            &pod,
+        let decision = decide(
+            pod,
             namespace,
             service_account,
             sources,
             &self.settings,
             &mut random_jitter,
-        ) {
-            Ok(outcome) => outcome,
-            Err(err) => return deny(allowed, &err),
-        };
-
-        let mutation = outcome.mutation;
-        let mut response = allowed;
-        if !mutation.warnings.is_empty() {
-            for warning in &mutation.warnings {
-                tracing::warn!("{warning}");
-            }
-            response.warnings = Some(mutation.warnings);
-        }
-        let Some(identity) = outcome.identity.filter(|_| !mutation.patch.0.is_empty()) else {
-            tracing::debug!(
-                "pod not mutated: no identity for its ServiceAccount, or already mutated"
-            );
-            return response;
-        };
-        let (method, role) = match &identity.source {
-            CredentialSource::WebIdentity { role_arn, .. } => {
-                ("sts_web_identity", role_arn.as_str())
-            }
-            CredentialSource::ContainerCredentials => ("container_credentials", ""),
-        };
-        tracing::info!(
-            namespace,
-            pod = pod_name,
-            service_account,
-            method,
-            role,
-            containers = %mutation.containers.join(","),
-            "mutated pod"
         );
-        self.metrics.pod_count.with_label_values(&[method]).inc();
-        match response.with_patch(mutation.patch) {
-            Ok(response) => response,
-            // Serializing a patch of JSON values cannot fail; if it ever did, admitting the
-            // pod unchanged is the safe answer.
-            Err(err) => {
-                tracing::error!("cannot serialize the patch: {err}");
-                AdmissionResponse::from(request)
+        let Decision::Admit(admit) = &decision else {
+            if let Decision::Deny(message) = &decision {
+                tracing::warn!("rejected: {message}");
+            }
+            return decision;
+        };
+        for warning in &admit.warnings {
+            tracing::warn!("{warning}");
+        }
+        match &admit.mutated {
+            Some(mutated) => {
+                tracing::info!(
+                    namespace = %bounded(namespace, MAX_ECHO),
+                    pod = %bounded(pod_name, MAX_ECHO),
+                    service_account = %bounded(service_account, MAX_ECHO),
+                    method = mutated.method.label(),
+                    role = %bounded(&mutated.role, MAX_ECHO),
+                    containers = %bounded_list(&mutated.containers, MAX_ECHO),
+                    "mutated pod"
+                );
+                self.metrics
+                    .pods_mutated(mutated.method == Method::ContainerCredentials)
+                    .inc();
+            }
+            None => tracing::debug!(
+                "pod not mutated: no identity for its ServiceAccount, or already mutated"
+            ),
+        }
+        decision
+    }
+
+    /// The ServiceAccount's annotations, waited for only when the rule in
+    /// [`ServiceAccountNeed`] says so; a missing one that was needed is counted.
+    async fn annotations(
+        &self,
+        namespace: &str,
+        service_account: &str,
+    ) -> Option<Arc<ServiceAccountAnnotations>> {
+        let need = ServiceAccountNeed::of(
+            self.sources.container_credentials.load().as_deref(),
+            namespace,
+            service_account,
+        );
+        match need {
+            ServiceAccountNeed::CachedOnly => {
+                self.service_accounts.cached(namespace, service_account)
+            }
+            ServiceAccountNeed::Wait => {
+                let found = self
+                    .service_accounts
+                    .lookup(namespace, service_account)
+                    .await;
+                if found.is_none() {
+                    self.metrics.missing_sa_count.inc();
+                }
+                found
             }
         }
     }
 }
 
-/// The response body. kube serializes the patch bytes as a JSON array of numbers; the API
-/// server also accepts that, but Go's (and the reference webhook's) wire form of `[]byte` is a
-/// base64 string, which is what tools reading audit logs expect and is half the size.
-pub fn encode_review(mut review: AdmissionReview<DynamicObject>) -> Vec<u8> {
-    use base64::Engine as _;
-    let patch = review
-        .response
-        .as_mut()
-        .and_then(|response| response.patch.take())
-        .map(|patch| base64::engine::general_purpose::STANDARD.encode(patch));
-    let wire = WireReview {
-        types: &review.types,
-        request: review.request.as_ref(),
-        response: review
-            .response
-            .as_ref()
-            .map(|response| WireResponse { response, patch }),
+fn denied(message: String) -> Decision {
+    tracing::warn!("rejected: {message}");
+    Decision::Deny(message)
+}
+
+/// The fields of an AdmissionReview the webhook reads.
+struct Review<'a> {
+    /// One of [`SUPPORTED_API_VERSIONS`], echoed in the answer.
+    api_version: &'static str,
+    request: Request<'a>,
+}
+
+/// The request's typed fields, as strict as kube's `AdmissionRequest`, with the object read
+/// as a pod (`mutate::read_pod`) and `oldObject`, `options` and unknown fields skipped.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Request<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Gvk<'a>,
+    #[serde(borrow)]
+    resource: Gvr<'a>,
+    #[serde(default, borrow)]
+    sub_resource: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    #[allow(dead_code)] // read to check its shape, as kube does
+    request_kind: Option<Gvk<'a>>,
+    #[serde(default, borrow)]
+    #[allow(dead_code)]
+    request_resource: Option<Gvr<'a>>,
+    #[serde(default, borrow)]
+    #[allow(dead_code)]
+    request_sub_resource: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    #[allow(dead_code)]
+    name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    namespace: Option<Cow<'a, str>>,
+    operation: Operation,
+    #[allow(dead_code)]
+    user_info: UserInfo,
+    #[serde(default, borrow, deserialize_with = "pod_object")]
+    object: Option<Node<'a>>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    dry_run: bool,
+}
+
+#[derive(Deserialize)]
+struct Gvk<'a> {
+    #[serde(borrow)]
+    group: Cow<'a, str>,
+    #[serde(borrow)]
+    version: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct Gvr<'a> {
+    #[serde(borrow)]
+    group: Cow<'a, str>,
+    #[serde(borrow)]
+    version: Cow<'a, str>,
+    #[serde(borrow)]
+    resource: Cow<'a, str>,
+}
+
+fn pod_object<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Node<'de>>, D::Error> {
+    match read_pod(d)? {
+        Node::Null => Ok(None),
+        pod => Ok(Some(pod)),
+    }
+}
+
+impl Request<'_> {
+    /// Only CREATE of core/v1 Pods (not a subresource) is mutated.
+    fn is_pod_creation(&self) -> bool {
+        let (kind, resource) = (&self.kind, &self.resource);
+        self.operation == Operation::Create
+            && kind.group.is_empty()
+            && kind.version == "v1"
+            && kind.kind == "Pod"
+            && resource.group.is_empty()
+            && resource.version == "v1"
+            && resource.resource == "pods"
+            && self.sub_resource.as_deref().unwrap_or("").is_empty()
+    }
+}
+
+/// Reads the review in one pass when it is well formed. When it is not, reads it again in
+/// two steps to say what is wrong: the envelope (apiVersion, kind, a request object) first, so
+/// the first thing wrong is what the message names, then the request with its field path.
+fn decode(body: &[u8]) -> Result<Review<'_>, BadReview> {
+    if let Ok(Top::Object(envelope)) = read_envelope::<ObjectOnly<Request<'_>>>(body) {
+        if let Ok((api_version, ObjectOnly(request))) = check_envelope(envelope) {
+            return Ok(Review {
+                api_version,
+                request,
+            });
+        }
+    }
+    let envelope = match read_envelope::<&RawValue>(body) {
+        Ok(Top::Object(envelope)) => envelope,
+        Ok(Top::Other(got)) => return Err(not_review(format!("expected a JSON object, got {got}"))),
+        Err(err) => return Err(not_review(format!("invalid JSON: {err}"))),
     };
-    serde_json::to_vec(&wire).unwrap_or_default()
+    let (api_version, request) = check_envelope(envelope)?;
+    if !request.get().starts_with('{') {
+        return Err(no_request());
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(request.get());
+    let request: Request<'_> =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+            let path = err.path().to_string();
+            let at = if path == "." {
+                "request".to_string()
+            } else {
+                format!("request.{path}")
+            };
+            not_review(format!("{at}: {}", err.inner()))
+        })?;
+    Ok(Review {
+        api_version,
+        request,
+    })
 }
 
-/// An `AdmissionReview` as kube writes it, but with the patch as base64 text.
-#[derive(Serialize)]
-struct WireReview<'a> {
-    #[serde(flatten)]
-    types: &'a TypeMeta,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request: Option<&'a AdmissionRequest<DynamicObject>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    response: Option<WireResponse<'a>>,
+fn not_review(why: String) -> BadReview {
+    BadReview(bound_owned(
+        format!("body is not an AdmissionReview: {why}"),
+        MAX_ECHO,
+    ))
 }
 
-/// kube's response fields (its `patch` taken out, so skipped), then the base64 patch.
-#[derive(Serialize)]
-struct WireResponse<'a> {
-    #[serde(flatten)]
-    response: &'a AdmissionResponse,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
+fn no_request() -> BadReview {
+    BadReview("AdmissionReview has no request object".into())
 }
 
-/// Splits the body into the typed request and the raw object. The object is taken out before
-/// typing so that a malformed pod (which kube's `DynamicObject` would reject, failing the
-/// whole review) still gets an AdmissionReview answer naming the problem, and so the engine
-/// reads the JSON as sent with no re-encoding.
-fn decode(body: &[u8]) -> Result<(AdmissionRequest<DynamicObject>, Value), BadReview> {
-    let not_review = |why: String| BadReview(format!("body is not an AdmissionReview: {why}"));
-    let mut document: Value =
-        serde_json::from_slice(body).map_err(|err| not_review(format!("invalid JSON: {err}")))?;
-    let got = json_type(&document);
-    let root = document
-        .as_object_mut()
-        .ok_or_else(|| not_review(format!("expected a JSON object, got {got}")))?;
-    let api_version = root.get("apiVersion");
-    if !api_version
-        .and_then(Value::as_str)
-        .is_some_and(|version| SUPPORTED_API_VERSIONS.contains(&version))
-    {
+fn read_envelope<'a, R: Deserialize<'a>>(body: &'a [u8]) -> Result<Top<'a, R>, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let envelope = deserializer.deserialize_any(EnvelopeVisitor(PhantomData))?;
+    deserializer.end()?;
+    Ok(envelope)
+}
+
+/// The envelope's checks, in the order their messages take precedence.
+fn check_envelope<R>(envelope: Envelope<'_, R>) -> Result<(&'static str, R), BadReview> {
+    let api_version = match &envelope.api_version {
+        Seen::Str(version) => SUPPORTED_API_VERSIONS
+            .into_iter()
+            .find(|supported| supported == version),
+        _ => None,
+    };
+    let Some(api_version) = api_version else {
         return Err(not_review(format!(
             "apiVersion must be admission.k8s.io/v1 or admission.k8s.io/v1beta1, got {}",
-            describe(api_version)
+            envelope.api_version
         )));
-    }
-    let kind = root.get("kind");
-    if kind.and_then(Value::as_str) != Some("AdmissionReview") {
+    };
+    if !matches!(&envelope.kind, Seen::Str(kind) if kind == "AdmissionReview") {
         return Err(not_review(format!(
             "kind must be AdmissionReview, got {}",
-            describe(kind)
+            envelope.kind
         )));
     }
-    let Some(Value::Object(request)) = root.get_mut("request") else {
-        return Err(BadReview("AdmissionReview has no request object".into()));
-    };
-    let object = request.remove("object").unwrap_or(Value::Null);
-    request.remove("oldObject");
-    let review: AdmissionReview<DynamicObject> = serde_path_to_error::deserialize(document)
-        .map_err(|err| not_review(format!("{}: {}", err.path(), err.inner())))?;
-    let request: AdmissionRequest<DynamicObject> = review
-        .try_into()
-        .map_err(|_| BadReview("AdmissionReview has no request object".into()))?;
-    Ok((request, object))
+    let request = envelope.request.ok_or_else(no_request)?;
+    Ok((api_version, request))
 }
 
-/// A string field's value for a message: the string quoted, else what it is instead.
-fn describe(value: Option<&Value>) -> String {
-    match value {
-        None => "none".into(),
-        Some(Value::String(text)) => format!("{text:?}"),
-        Some(other) => json_type(other).into(),
+/// A struct read only from a JSON object (serde's derive also takes an array).
+struct ObjectOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Only<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Only<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Only(PhantomData)).map(ObjectOnly)
     }
 }
 
-/// Only CREATE of core/v1 Pods (not a subresource) is mutated.
-fn is_pod_creation(request: &AdmissionRequest<DynamicObject>) -> bool {
-    let kind = &request.kind;
-    let resource = &request.resource;
-    request.operation == Operation::Create
-        && kind.group.is_empty()
-        && kind.version == "v1"
-        && kind.kind == "Pod"
-        && resource.group.is_empty()
-        && resource.version == "v1"
-        && resource.resource == "pods"
-        && request.sub_resource.as_deref().unwrap_or("").is_empty()
+/// The top level of the body.
+enum Top<'a, R> {
+    Object(Envelope<'a, R>),
+    Other(&'static str),
 }
 
-fn metadata_str<'a>(pod: &'a Value, field: &str) -> Option<&'a str> {
-    pod.get("metadata")?.get(field)?.as_str()
+struct Envelope<'a, R> {
+    api_version: Seen<'a>,
+    kind: Seen<'a>,
+    request: Option<R>,
 }
 
-fn deny(response: AdmissionResponse, err: &PodShapeError) -> AdmissionResponse {
-    tracing::warn!("rejected: {err}");
-    let mut response = response.deny(err);
-    response.result.code = 400;
-    response.result.reason = "BadRequest".into();
-    response
+/// A member read only to check it: its string value, or what it was instead.
+#[derive(Default)]
+enum Seen<'a> {
+    #[default]
+    Missing,
+    Str(Cow<'a, str>),
+    Other(&'static str),
+}
+
+impl fmt::Display for Seen<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Seen::Missing => f.write_str("none"),
+            Seen::Str(text) => write!(f, "{:?}", bounded(text, MAX_ECHO)),
+            Seen::Other(what) => f.write_str(what),
+        }
+    }
+}
+
+struct EnvelopeVisitor<R>(PhantomData<R>);
+
+impl<'de, R: Deserialize<'de>> Visitor<'de> for EnvelopeVisitor<R> {
+    type Value = Top<'de, R>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an AdmissionReview")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut envelope = Envelope {
+            api_version: Seen::Missing,
+            kind: Seen::Missing,
+            request: None,
+        };
+        while let Some(key) = map.next_key::<EnvelopeKey>()? {
+            match key {
+                EnvelopeKey::ApiVersion => envelope.api_version = map.next_value_seed(SeenSeed)?,
+                EnvelopeKey::Kind => envelope.kind = map.next_value_seed(SeenSeed)?,
+                EnvelopeKey::Request => envelope.request = map.next_value()?,
+                EnvelopeKey::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Top::Object(envelope))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Top::Other("an array"))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Top::Other("a string"))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Top::Other("a boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Top::Other("a number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Top::Other("a number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Top::Other("a number"))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Top::Other("null"))
+    }
+}
+
+/// A top-level key, matched without being copied.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum EnvelopeKey {
+    ApiVersion,
+    Kind,
+    Request,
+    #[serde(other)]
+    Other,
+}
+
+struct SeenSeed;
+
+impl<'de> DeserializeSeed<'de> for SeenSeed {
+    type Value = Seen<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Seen<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SeenSeed {
+    type Value = Seen<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Seen<'de>, E> {
+        Ok(Seen::Str(Cow::Borrowed(text)))
+    }
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Seen<'de>, E> {
+        Ok(Seen::Str(Cow::Owned(text.to_owned())))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Seen<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Seen::Other("an object"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Seen<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Seen::Other("an array"))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Seen<'de>, E> {
+        Ok(Seen::Other("a boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Seen<'de>, E> {
+        Ok(Seen::Other("a number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Seen<'de>, E> {
+        Ok(Seen::Other("a number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Seen<'de>, E> {
+        Ok(Seen::Other("a number"))
+    }
+    fn visit_unit<E>(self) -> Result<Seen<'de>, E> {
+        Ok(Seen::Other("null"))
+    }
+}
+
+/// The response body, written in one pass. Field order and form are kube's
+/// `AdmissionReview` serialization, except the patch: Go's (and the reference webhook's) wire
+/// form of `[]byte` is a base64 string, which is what tools reading audit logs expect and is
+/// half the size of kube's array of numbers (the API server accepts both).
+fn encode(api_version: &str, uid: &str, decision: &Decision) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"apiVersion\":\"");
+    out.extend_from_slice(api_version.as_bytes());
+    out.extend_from_slice(b"\",\"kind\":\"AdmissionReview\",\"response\":{\"uid\":");
+    write_json(&mut out, uid);
+    match decision {
+        Decision::Deny(message) => {
+            out.extend_from_slice(b",\"allowed\":false,\"status\":{\"code\":400,\"message\":");
+            write_json(&mut out, message);
+            out.extend_from_slice(b",\"reason\":\"BadRequest\"}");
+        }
+        Decision::Admit(admit) => {
+            out.extend_from_slice(b",\"allowed\":true,\"status\":{}");
+            if admit.patch.is_some() {
+                out.extend_from_slice(b",\"patchType\":\"JSONPatch\"");
+            }
+            if !admit.warnings.is_empty() {
+                out.extend_from_slice(b",\"warnings\":");
+                write_json(&mut out, &admit.warnings);
+            }
+            if let Some(patch) = &admit.patch {
+                out.extend_from_slice(b",\"patch\":\"");
+                {
+                    let mut base64 = base64::write::EncoderWriter::new(
+                        &mut out,
+                        &base64::engine::general_purpose::STANDARD,
+                    );
+                    write_json(&mut base64, patch);
+                    // Flushes the last partial group; writing into a Vec cannot fail.
+                    let _ = base64.finish();
+                }
+                out.push(b'"');
+            }
+        }
+    }
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// Strings, string lists and patches always serialize; writing into memory cannot fail.
+fn write_json<W: std::io::Write>(out: &mut W, value: &(impl serde::Serialize + ?Sized)) {
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        let _ = out.write_all(b"null");
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+    use kube::core::DynamicObject;
+    use serde_json::Value;
+
     use super::*;
+    use crate::pipeline::Mutated;
+
+    const POD_REVIEW: &[u8] =
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
+        "uid":"u\"1","kind":{"group":"","version":"v1","kind":"Pod"},
+        "resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE",
+        "userInfo":{},"object":{"metadata":{"labels":{"a":1}},"spec":{}}}}"#;
 
     #[test]
-    fn decode_keeps_v1beta1_api_version_on_the_request() {
-        let body =
-            br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{
-            "uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},
-            "resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE",
-            "userInfo":{},"object":{"metadata":{"labels":{"a":1}},"spec":{}}}}"#;
-        let (request, object) = decode(body).unwrap();
-        assert_eq!(request.types.api_version, "admission.k8s.io/v1beta1");
-        assert_eq!(object["metadata"]["labels"]["a"], 1, "object kept as sent");
-        let review = AdmissionResponse::from(&request).into_review();
-        assert_eq!(review.types.api_version, "admission.k8s.io/v1beta1");
-        assert_eq!(review.types.kind, "AdmissionReview");
+    fn decode_keeps_v1beta1_api_version_and_the_object() {
+        let body = String::from_utf8_lossy(POD_REVIEW).replace("/v1\"", "/v1beta1\"");
+        let review = decode(body.as_bytes()).unwrap();
+        assert_eq!(review.api_version, "admission.k8s.io/v1beta1");
+        assert_eq!(review.request.uid, "u\"1");
+        assert!(review.request.is_pod_creation());
+        let pod = review.request.object.as_ref().unwrap();
+        let labels = pod.get("metadata").unwrap().get("labels").unwrap();
+        assert_eq!(labels.get("a"), Some(&Node::Number), "object kept as sent");
     }
 
     #[test]
     fn decode_names_what_is_wrong() {
         for (body, expected) in [
             (&b"{"[..], "invalid JSON"),
+            (b"{} x", "invalid JSON"),
             (b"[]", "expected a JSON object"),
             (b"{\"apiVersion\":\"v1\",\"kind\":\"Pod\"}", "apiVersion must be"),
             (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"Pod\"}", "kind must be AdmissionReview"),
             (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\"}", "no request"),
-            (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":1}}", "uid"),
+            (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":[]}", "no request"),
+            (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":1}}", "request.uid"),
+            (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{}}", "request: missing field `uid`"),
         ] {
-            let err = decode(body).unwrap_err().0;
+            let err = decode(body).err().unwrap().0;
             assert!(err.contains(expected), "{err} lacks {expected}");
             assert!(!err.contains('\n'), "one line: {err}");
         }
@@ -335,7 +629,7 @@ mod tests {
                 "got \"Pod\"",
             ),
         ] {
-            let err = decode(body).unwrap_err().0;
+            let err = decode(body).err().unwrap().0;
             assert!(
                 err.ends_with(expected),
                 "{err} does not end with {expected}"
@@ -343,13 +637,90 @@ mod tests {
         }
     }
 
-    /// What `encode_review` wrote before it serialized in one pass: kube's JSON with the patch
-    /// replaced by base64 text, appended after the other response fields.
-    fn encode_through_value(mut review: AdmissionReview<DynamicObject>) -> Vec<u8> {
+    #[test]
+    fn decode_is_as_strict_as_kube_on_the_request_fields() {
+        let review = |request: &str| {
+            format!(
+                r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{request}}}"#
+            )
+        };
+        let good = r#"{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{"username":"x"},"oldObject":{"any":[1]},"options":5}"#;
+        let cases = [
+            (good.to_string(), true),
+            (good.replace("\"CREATE\"", "\"MAKE\""), false),
+            (
+                good.replace(",\"userInfo\":{\"username\":\"x\"}", ""),
+                false,
+            ),
+            (
+                good.replace("{\"username\":\"x\"}", "{\"username\":5}"),
+                false,
+            ),
+            (
+                good.replace("\"resource\":\"pods\"", "\"resource\":1"),
+                false,
+            ),
+            (good.replace("\"options\":5", "\"dryRun\":\"yes\""), false),
+        ];
+        for (request, ok) in cases {
+            let body = review(&request);
+            let ours = decode(body.as_bytes()).is_ok();
+            let kube = serde_json::from_str::<AdmissionReview<DynamicObject>>(&body)
+                .map(drop)
+                .is_ok();
+            assert_eq!(ours, ok, "{request}");
+            assert_eq!(kube, ok, "kube disagrees on {request}");
+        }
+    }
+
+    #[test]
+    fn a_long_echo_in_a_message_is_bounded() {
+        let body = format!(
+            r#"{{"apiVersion":"{}","kind":"AdmissionReview"}}"#,
+            "v".repeat(1 << 20)
+        );
+        let err = decode(body.as_bytes()).err().unwrap().0;
+        assert!(err.len() <= MAX_ECHO, "{}", err.len());
+        let body = String::from_utf8_lossy(POD_REVIEW)
+            .replace("\"CREATE\"", &format!("\"{}\"", "X".repeat(1 << 20)));
+        let err = decode(body.as_bytes()).err().unwrap().0;
+        assert!(
+            err.len() <= MAX_ECHO && err.contains("request.operation"),
+            "{err}"
+        );
+    }
+
+    /// kube's serialization of the same answer, with the patch as base64 appended last: the
+    /// form the webhook wrote before it encoded in one pass.
+    fn through_kube(api_version: &str, decision: &Decision) -> Vec<u8> {
         use base64::Engine as _;
-        let patch = review.response.as_mut().and_then(|r| r.patch.take());
-        let mut value = serde_json::to_value(&review).unwrap();
-        if let (Some(patch), Some(Value::Object(response))) = (patch, value.get_mut("response")) {
+        let body = String::from_utf8_lossy(POD_REVIEW)
+            .replace("admission.k8s.io/v1", api_version)
+            .replace(r#"{"a":1}"#, "{}");
+        let review: AdmissionReview<DynamicObject> = serde_json::from_str(&body).unwrap();
+        let request: AdmissionRequest<DynamicObject> = review.try_into().unwrap();
+        let mut response = AdmissionResponse::from(&request);
+        let mut patch_text = None;
+        match decision {
+            Decision::Deny(message) => {
+                response = response.deny(message);
+                response.result.code = 400;
+                response.result.reason = "BadRequest".into();
+            }
+            Decision::Admit(admit) => {
+                if let Some(patch) = &admit.patch {
+                    response = response.with_patch(patch.clone()).unwrap();
+                    patch_text = response.patch.take();
+                }
+                if !admit.warnings.is_empty() {
+                    response.warnings = Some(admit.warnings.clone());
+                }
+            }
+        }
+        let mut value = serde_json::to_value(response.into_review()).unwrap();
+        if let (Some(patch), Some(Value::Object(response))) =
+            (patch_text, value.get_mut("response"))
+        {
             let encoded = base64::engine::general_purpose::STANDARD.encode(patch);
             response.insert("patch".into(), Value::String(encoded));
         }
@@ -357,30 +728,46 @@ mod tests {
     }
 
     #[test]
-    fn encode_review_writes_kube_fields_in_order_and_the_patch_as_base64_last() {
-        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
-            "uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},
-            "resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE",
-            "userInfo":{},"object":{}}}"#;
-        let (request, _) = decode(body).unwrap();
+    fn encode_writes_what_kube_writes_with_the_patch_as_base64_last() {
         let patch: json_patch::Patch =
-            serde_json::from_str(r#"[{"op":"test","path":"/a","value":true}]"#).unwrap();
-        let mut patched = AdmissionResponse::from(&request).with_patch(patch).unwrap();
-        patched.warnings = Some(vec!["careful".into()]);
-        let denied = AdmissionResponse::from(&request).deny("no");
-        for response in [AdmissionResponse::from(&request), patched, denied] {
-            let review = response.into_review();
-            let encoded = encode_review(review.clone());
-            assert_eq!(
-                String::from_utf8(encoded).unwrap(),
-                String::from_utf8(encode_through_value(review)).unwrap()
-            );
+            serde_json::from_str(r#"[{"op":"add","path":"/a","value":"é\"x"}]"#).unwrap();
+        let mutated = Mutated {
+            method: Method::StsWebIdentity,
+            role: String::new(),
+            containers: vec![],
+        };
+        let decisions = [
+            Decision::Admit(Admit::default()),
+            Decision::Admit(Admit {
+                patch: Some(patch.clone()),
+                warnings: vec!["careful \"here\"".into()],
+                mutated: Some(mutated.clone()),
+            }),
+            Decision::Admit(Admit {
+                patch: Some(patch),
+                warnings: vec![],
+                mutated: Some(mutated),
+            }),
+            Decision::Admit(Admit {
+                patch: None,
+                warnings: vec!["only a warning".into()],
+                mutated: None,
+            }),
+            Decision::Deny("object is not a valid Pod: spec must be an object, got null".into()),
+        ];
+        for api_version in SUPPORTED_API_VERSIONS {
+            for decision in &decisions {
+                assert_eq!(
+                    String::from_utf8(encode(api_version, "u\"1", decision)).unwrap(),
+                    String::from_utf8(through_kube(api_version, decision)).unwrap()
+                );
+            }
         }
-        let review = AdmissionResponse::from(&request)
-            .with_patch(json_patch::Patch(vec![]))
-            .unwrap()
-            .into_review();
-        let text = String::from_utf8(encode_review(review)).unwrap();
+        let empty = Decision::Admit(Admit {
+            patch: Some(json_patch::Patch(vec![])),
+            ..Admit::default()
+        });
+        let text = String::from_utf8(encode("admission.k8s.io/v1", "u", &empty)).unwrap();
         assert!(
             text.ends_with(r#""patchType":"JSONPatch","patch":"W10="}}"#),
             "{text}"

@@ -14,25 +14,61 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::Semaphore;
 
+use axum::error_handling::HandleErrorLayer;
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+
 use super::admission::Admission;
+use super::limits::{read_body, BodyBudget, BodyReading, Rejection, RejectionLog};
 use super::{Components, Limits};
 use crate::health::Readiness;
 use crate::metrics::Metrics;
 
 /// Routes of the HTTPS port: `POST /mutate`, `/healthz`, `/readyz`. Anything else is 404, a
 /// wrong method 405. Every request is counted in `http_request_count` and timed, and bounded
-/// by the whole-request timeout (which also covers reading the body and waiting for a turn
-/// under `limits.max_concurrent_reviews`).
+/// by the whole-request timeout. `/mutate` is wrapped, outermost first, in: the body size
+/// limit (413 on a declared length over it), the body reader (whole body in memory within
+/// its deadline, rate and memory budget; see `limits::read_body`), and the review
+/// concurrency limit, which answers 503 at once rather than queueing.
 pub fn webhook_router(components: &Components, limits: &Limits) -> Router {
     let mutate = MutateState {
         admission: components.admission(),
         max_body_bytes: limits.max_body_bytes,
         turns: Arc::new(Semaphore::new(limits.max_concurrent_reviews)),
     };
+    let rejections = Arc::new(RejectionLog::new(components.metrics.clone()));
+    let budget = Arc::new(BodyBudget::new(
+        limits.max_inflight_body_bytes,
+        limits.max_inflight_body_bytes_per_peer,
+    ));
+    let reading = BodyReading::new(limits, budget, rejections.clone());
+    let overloaded = move |_: tower::BoxError| {
+        let rejections = rejections.clone();
+        async move {
+            rejections.reject(
+                Rejection::Overloaded,
+                None,
+                "all review slots busy; answered 503",
+            );
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the webhook is answering as many reviews as it may at once; retry",
+            )
+        }
+    };
+    let mutate_route = post(mutate_handler).with_state(mutate).layer(
+        ServiceBuilder::new()
+            .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+            .map_request(|request: http::Request<_>| request.map(Body::new))
+            .layer(middleware::from_fn_with_state(reading, read_body))
+            .layer(HandleErrorLayer::new(overloaded))
+            .load_shed()
+            .concurrency_limit(limits.max_concurrent_reviews),
+    );
     let metrics = components.metrics.clone();
     let readiness = components.readiness.clone();
     Router::new()
-        .route("/mutate", post(mutate_handler).with_state(mutate))
+        .route("/mutate", mutate_route)
         .route("/healthz", get(healthz))
         .route("/readyz", get(move || readyz(readiness.clone())))
         .layer(middleware::from_fn_with_state(
@@ -120,11 +156,7 @@ async fn mutate_handler(
         }
     };
     match state.admission.review(&bytes).await {
-        Ok(review) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            super::admission::encode_review(review),
-        )
-            .into_response(),
+        Ok(answer) => ([(header::CONTENT_TYPE, "application/json")], answer).into_response(),
         Err(bad) => (StatusCode::BAD_REQUEST, bad.0).into_response(),
     }
 }
@@ -182,7 +214,7 @@ async fn request_timeout(State(limit): State<Duration>, request: Request, next: 
     }
 }
 
-/// `http_request_count{verb,path,code}` and the latency histogram. The path label is the
+/// `http_request_count{verb,path,code}` and the latency metrics. The path label is the
 /// route, not the raw path, and the verb one of a fixed set, so that scanning clients cannot
 /// grow the label set.
 async fn count_requests(
@@ -196,14 +228,7 @@ async fn count_requests(
     let matched = request.extensions().get::<MatchedPath>().cloned();
     let path = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let response = next.run(request).await;
-    metrics
-        .http_request_count
-        .with_label_values(&[verb, path, response.status().as_str()])
-        .inc();
-    metrics
-        .request_duration
-        .with_label_values(&[path])
-        .observe(started.elapsed().as_secs_f64());
+    metrics.observe_request(verb, path, response.status().as_str(), started);
     response
 }
 

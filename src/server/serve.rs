@@ -1,25 +1,92 @@
-//! Accept loops: TCP, optionally TLS, then hyper-util's automatic HTTP/1.1 or HTTP/2 serving
-//! of an axum router, with per-connection timeouts and a graceful drain at shutdown.
+//! Listening sockets and accept loops: TCP (both IP families by default), optionally TLS, then
+//! HTTP/1.1 or HTTP/2 (by ALPN) serving of an axum router, with connection caps, per-connection
+//! deadlines and a graceful drain at shutdown.
 
 use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use axum::extract::Request;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::h2_guard::ControlFrameGuard;
+use super::limits::{ConnectionGate, Peer, Rejection, RejectionLog};
 use super::Limits;
+
+/// A listener on `port`: at `ip` when given; otherwise on every address of both families, as
+/// the reference's `:port` does, so IPv6-only and dual-stack clusters reach it too. That is
+/// one IPv6 socket with `IPV6_V6ONLY` off (IPv4 clients arrive as `::ffff:a.b.c.d`), or every
+/// IPv4 address where the machine has no IPv6.
+pub fn listen(ip: Option<IpAddr>, port: u16) -> io::Result<TcpListener> {
+    match ip {
+        Some(ip) => bind_socket(SocketAddr::new(ip, port), false),
+        None => listen_any(port, bind_socket),
+    }
+}
+
+/// The dual-stack attempt and its IPv4 fallback, with the binding step passed in so tests can
+/// stand in for a machine without IPv6. Errors that IPv4 would meet as well (the port is
+/// taken, or privileged) are returned as they are.
+fn listen_any(
+    port: u16,
+    bind: impl Fn(SocketAddr, bool) -> io::Result<TcpListener>,
+) -> io::Result<TcpListener> {
+    let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+    match bind(any6, true) {
+        Ok(listener) => Ok(listener),
+        Err(err)
+            if matches!(
+                err.kind(),
+                io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            Err(err)
+        }
+        Err(v6_error) => {
+            let any4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+            tracing::info!(port, "no IPv6 here ({v6_error}): listening on IPv4 only");
+            bind(any4, false)
+        }
+    }
+}
+
+fn bind_socket(address: SocketAddr, dual_stack: bool) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    if address.port() < 1024 {
+        super::low_port::allow_binding();
+    }
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    if dual_stack {
+        socket.set_only_v6(false)?;
+    }
+    // As Go and tokio do, so a restarted webhook does not wait for old connections' TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
 
 pub struct Listener {
     pub listener: TcpListener,
     pub tls: Option<TlsAcceptor>,
     pub router: Router,
+    /// Connections (overall, per peer) and handshakes this listener may hold.
+    pub gate: Arc<ConnectionGate>,
 }
 
 /// Serves every listener until `stop` completes, then stops accepting and waits up to
@@ -28,65 +95,77 @@ pub struct Listener {
 pub async fn serve(
     listeners: Vec<Listener>,
     limits: &Limits,
+    rejections: Arc<RejectionLog>,
     drain_timeout: Duration,
     stop: impl Future<Output = ()>,
 ) {
-    let builder = connection_builder(limits);
-    let graceful = GracefulShutdown::new();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let accepting = futures::future::join_all(listeners.into_iter().map(|listener| {
-        accept_loop(
-            listener,
-            &builder,
-            limits.tls_handshake_timeout,
-            &graceful,
-            stop_rx.clone(),
-        )
-    }));
+    let gates: Vec<Arc<ConnectionGate>> = listeners.iter().map(|l| l.gate.clone()).collect();
+    let accepting = futures::future::join_all(
+        listeners
+            .into_iter()
+            .map(|listener| accept_loop(listener, limits, rejections.clone(), stop_rx.clone())),
+    );
     let trigger = async {
         stop.await;
         let _ = stop_tx.send(true);
     };
     tokio::join!(accepting, trigger);
 
-    let open = graceful.count();
+    let open: usize = gates.iter().map(|gate| gate.open()).sum();
     tracing::info!(open_connections = open, timeout = ?drain_timeout, "stopped accepting; draining open connections");
-    match tokio::time::timeout(drain_timeout, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("all connections closed"),
+    let drained = futures::future::join_all(gates.iter().map(|gate| gate.closed()));
+    match tokio::time::timeout(drain_timeout, drained).await {
+        Ok(_) => tracing::info!("all connections closed"),
         Err(_) => {
             tracing::warn!(timeout = ?drain_timeout, "connections still open after the shutdown timeout; closing them")
         }
     }
 }
 
+/// The HTTP/1.1 and HTTP/2 settings. Which of the two a connection speaks is decided by ALPN
+/// (TLS) or is HTTP/1.1 (plain admin port), never by reading the first bytes, which would be a
+/// read without a deadline.
 fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size((limits.max_header_bytes as usize).max(8192))
+        .max_headers(100)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.http2_keep_alive_interval)
         .keep_alive_timeout(Duration::from_secs(10))
-        .max_concurrent_streams(limits.http2_max_concurrent_streams);
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .adaptive_window(false)
+        .initial_stream_window_size(limits.http2_stream_window)
+        .initial_connection_window_size(limits.http2_connection_window)
+        .max_header_list_size(limits.max_header_bytes)
+        .max_send_buf_size(64 * 1024)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(256);
     builder
 }
 
 async fn accept_loop(
     listener: Listener,
-    builder: &auto::Builder<TokioExecutor>,
-    handshake_timeout: Duration,
-    graceful: &GracefulShutdown,
+    limits: &Limits,
+    rejections: Arc<RejectionLog>,
     mut stop: watch::Receiver<bool>,
 ) {
     let Listener {
         listener,
         tls,
         router,
+        gate,
     } = listener;
+    let builder = connection_builder(limits);
+    let http1 = builder.clone().http1_only();
+    let http2 = builder.http2_only();
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -101,38 +180,229 @@ async fn accept_loop(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
-        // Taken before the handshake, so a shutdown that starts meanwhile still drains it.
-        let watcher = graceful.watcher();
-        let builder = builder.clone();
-        let router = router.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => serve_connection(stream, &builder, router, watcher).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, &builder, router, watcher).await,
-                        Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
+        let accepted_at = tokio::time::Instant::now();
+        let ip = canonical_ip(peer.ip());
+        let slot = match gate.admit(ip) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                rejections.reject(reason, Some(ip), "connection limit reached; closed");
+                continue;
             }
-        });
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = ConnectionContext {
+            peer: ip,
+            accepted_at,
+            router: router.clone(),
+            limits: limits.clone(),
+            stop: stop.clone(),
+            rejections: rejections.clone(),
+        };
+        match &tls {
+            None => {
+                let http1 = http1.clone();
+                tokio::spawn(async move {
+                    serve_connection(stream, &http1, connection).await;
+                    drop(slot);
+                });
+            }
+            Some(acceptor) => {
+                let Some(turn) = gate.handshake(&slot) else {
+                    rejections.reject(
+                        Rejection::Handshakes,
+                        Some(ip),
+                        "too many TLS handshakes in progress; closed",
+                    );
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let (http1, http2) = (http1.clone(), http2.clone());
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(
+                        limits_handshake(&connection),
+                        acceptor.accept(stream),
+                    )
+                    .await;
+                    drop(turn);
+                    match handshake {
+                        Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                            let guarded = ControlFrameGuard::new(
+                                stream,
+                                connection.limits.http2_max_control_frames_per_second,
+                                connection.rejections.clone(),
+                                ip,
+                            );
+                            serve_connection(guarded, &http2, connection).await;
+                        }
+                        Ok(Ok(stream)) => serve_connection(stream, &http1, connection).await,
+                        Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
+                        Err(_) => connection.rejections.reject(
+                            Rejection::HandshakeTimeout,
+                            Some(ip),
+                            "TLS handshake not completed in time; closed",
+                        ),
+                    }
+                    drop(slot);
+                });
+            }
+        }
     }
 }
 
+fn limits_handshake(connection: &ConnectionContext) -> Duration {
+    connection.limits.tls_handshake_timeout
+}
+
+/// IPv4 clients of a dual-stack socket arrive as `::ffff:a.b.c.d`; counted as the IPv4 address.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+struct ConnectionContext {
+    peer: IpAddr,
+    accepted_at: tokio::time::Instant,
+    router: Router,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+    rejections: Arc<RejectionLog>,
+}
+
+/// Serves one connection until it ends, the server stops, or it goes without a request for
+/// too long: `first_request_timeout` from accept, then `idle_timeout` after each response.
+/// Either deadline, and the stop, start a graceful close (HTTP/2 GOAWAY), cut off after one
+/// second.
 async fn serve_connection<I>(
     io: I,
     builder: &auto::Builder<TokioExecutor>,
-    router: Router,
-    watcher: Watcher,
+    context: ConnectionContext,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(router);
+    let ConnectionContext {
+        peer,
+        accepted_at,
+        router,
+        limits,
+        mut stop,
+        rejections,
+    } = context;
+    let (in_flight, mut activity) = watch::channel(0usize);
+    let service = TowerToHyperService::new(Tracked {
+        inner: router,
+        peer: Peer(peer),
+        in_flight: Arc::new(in_flight),
+    });
     let connection = builder.serve_connection(TokioIo::new(io), service);
-    if let Err(err) = watcher.watch(connection).await {
-        tracing::debug!("connection ended with an error: {err}");
+    tokio::pin!(connection);
+    let mut deadline = accepted_at + limits.first_request_timeout;
+    let mut idle = true;
+    let closing = loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(%peer, "connection ended with an error: {err}");
+                }
+                return;
+            }
+            _ = tokio::time::sleep_until(deadline), if idle => {
+                rejections.reject(Rejection::Idle, Some(peer), "no request within the connection deadline; closed");
+                break "idle";
+            }
+            changed = activity.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                idle = *activity.borrow_and_update() == 0;
+                if idle {
+                    deadline = tokio::time::Instant::now() + limits.idle_timeout;
+                }
+            }
+            _ = stop.wait_for(|stopped| *stopped) => break "shutdown",
+        }
+    };
+    tracing::debug!(%peer, reason = closing, "closing connection");
+    connection.as_mut().graceful_shutdown();
+    let grace = if closing == "idle" {
+        Duration::from_secs(1)
+    } else {
+        // At shutdown, in-flight requests get the drain timeout, which `serve` bounds.
+        limits.request_timeout
+    };
+    let _ = tokio::time::timeout(grace, connection.as_mut()).await;
+}
+
+/// The router with the connection's peer address added to each request, and a count of the
+/// requests in progress for the idle deadline.
+#[derive(Clone)]
+struct Tracked {
+    inner: Router,
+    peer: Peer,
+    in_flight: Arc<watch::Sender<usize>>,
+}
+
+impl tower::Service<http::Request<hyper::body::Incoming>> for Tracked {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<Request>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let mut request: Request = request.map(axum::body::Body::new);
+        request.extensions_mut().insert(self.peer);
+        self.in_flight.send_modify(|n| *n += 1);
+        let guard = InFlight(self.in_flight.clone());
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = future.await;
+            drop(guard);
+            response
+        })
+    }
+}
+
+struct InFlight(Arc<watch::Sender<usize>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn without_ipv6_the_default_falls_back_to_ipv4() {
+        let no_ipv6 = |address: SocketAddr, dual: bool| {
+            if address.is_ipv6() {
+                assert!(dual, "the IPv6 attempt is dual-stack");
+                Err(io::Error::from_raw_os_error(97)) // EAFNOSUPPORT
+            } else {
+                bind_socket(address, dual)
+            }
+        };
+        let listener = listen_any(0, no_ipv6).unwrap();
+        let address = listener.local_addr().unwrap();
+        assert_eq!(address.ip(), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, address.port()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_port_in_use_is_reported_not_retried_on_ipv4() {
+        let taken = |_: SocketAddr, _: bool| Err(io::Error::from(io::ErrorKind::AddrInUse));
+        let err = listen_any(0, taken).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     }
 }

@@ -1,7 +1,9 @@
 //! Test helpers shared by several test crates (and the request-path benchmark): certificates
-//! and kubelet-style certificate directories, and free loopback ports for child processes.
+//! and kubelet-style certificate directories, free loopback ports for child processes, and
+//! running external programs with a teardown that always happens.
 //! Each crate includes this module once; not every crate uses every item.
 
+pub mod process;
 pub mod tls;
 
 use std::net::TcpListener;

@@ -19,7 +19,7 @@ use std::io::{self, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use base64::Engine as _;
 use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 
+use crate::common::process::{arm_teardown, Teardown};
 use crate::common::tls::{KubeletDir, TestCa};
 use crate::common::two_free_ports;
 
@@ -106,12 +107,13 @@ fn find_tools() -> Result<Tools, Vec<String>> {
         missing.push(format!("kube-apiserver (looked in {})", bin.display()));
     }
     let etcd = env_path("ETCD_BIN")
-        .or_else(|| Some(PathBuf::from("/usr/bin/etcd")).filter(|p| is_executable(p)))
+        .or_else(|| cached("etcd"))
         .or_else(|| on_path("etcd"));
     if etcd.is_none() {
-        missing.push("etcd (Debian package etcd-server)".into());
+        missing.push(format!("etcd (looked in {})", bin.display()));
     }
-    let kubectl = on_path("kubectl").or_else(|| cached("kubectl"));
+    // The kubectl built with the cluster's own version comes first: it matches the API server.
+    let kubectl = cached("kubectl").or_else(|| on_path("kubectl"));
     if kubectl.is_none() {
         missing.push("kubectl".into());
     }
@@ -187,17 +189,7 @@ pub fn spawn_tied(mut command: Command) -> io::Result<Child> {
 /// Pids of live webhook children, killed first by the exit handler.
 static CHILD_PIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
-struct Teardown {
-    control_plane: PathBuf,
-    dir: PathBuf,
-    artifacts: PathBuf,
-}
-
-static TEARDOWN: OnceLock<Teardown> = OnceLock::new();
-/// The write end of the reaper's pipe: held until the process dies, never written.
-static REAPER_PIPE: OnceLock<Mutex<ChildStdin>> = OnceLock::new();
-
-extern "C" fn teardown_at_exit() {
+fn kill_children() {
     if let Ok(pids) = CHILD_PIDS.try_lock() {
         for &pid in pids.iter() {
             // SAFETY: plain kill(2) on a pid we spawned.
@@ -206,124 +198,11 @@ extern "C" fn teardown_at_exit() {
             }
         }
     }
-    if let Some(t) = TEARDOWN.get() {
-        let _ = std::fs::copy(
-            t.dir.join("kube-apiserver.log"),
-            t.artifacts.join("kube-apiserver.log"),
-        );
-        let _ = Command::new(&t.control_plane)
-            .args(["down", "--dir"])
-            .arg(&t.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// Arranges for `down` to run however this process ends.
-fn arm_teardown(control_plane: &Path, dir: &Path, artifacts: &Path) -> Result<(), String> {
-    let _ = TEARDOWN.set(Teardown {
-        control_plane: control_plane.to_path_buf(),
-        dir: dir.to_path_buf(),
-        artifacts: artifacts.to_path_buf(),
-    });
-    // SAFETY: registering a plain extern "C" function.
-    if unsafe { libc::atexit(teardown_at_exit) } != 0 {
-        return Err("atexit failed".into());
-    }
-    let reaper_log =
-        std::fs::File::create(artifacts.join("reaper.log")).map_err(|e| e.to_string())?;
-    let mut reaper = Command::new("bash");
-    reaper
-        .arg("-c")
-        .arg(r#"trap '' INT TERM HUP; read -r _ || true; exec "$0" down --dir "$1""#)
-        .arg(control_plane)
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(reaper_log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(reaper_log);
-    // SAFETY: setsid is async-signal-safe; a new session keeps Ctrl-C away from the reaper.
-    unsafe {
-        reaper.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = reaper
-        .spawn()
-        .map_err(|e| format!("cannot start the reaper: {e}"))?;
-    let stdin = child.stdin.take().expect("piped stdin");
-    let _ = REAPER_PIPE.set(Mutex::new(stdin));
-    // The reaper outlives us on purpose; nothing waits for it.
-    std::mem::forget(child);
-    Ok(())
 }
 
 // -------------------------------------------------------------------------- small helpers
 
-/// Runs `command`, returning its output; Err names the command and carries stderr.
-pub fn run(command: &mut Command) -> Result<Output, String> {
-    let shown = format!("{command:?}");
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {shown}: {e}"))?;
-    succeeded(&shown, out)
-}
-
-/// `out` when the command succeeded, else an error with everything it printed.
-fn succeeded(shown: &str, out: Output) -> Result<Output, String> {
-    if out.status.success() {
-        Ok(out)
-    } else {
-        Err(format!(
-            "{shown} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// Runs `command` with `input` on standard input.
-pub fn run_with_input(command: &mut Command, input: &[u8]) -> Result<Output, String> {
-    let shown = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {shown}: {e}"))?;
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{shown}: {e}"))?;
-    let _ = writer.join();
-    succeeded(&shown, out)
-}
-
-/// Polls `check` every `interval` until it returns `Some`, or fails after `timeout` with the
-/// last reason `check` gave.
-pub fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    interval: Duration,
-    mut check: impl FnMut() -> Result<T, String>,
-) -> Result<T, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check() {
-            Ok(value) => return Ok(value),
-            Err(reason) if Instant::now() >= deadline => {
-                return Err(format!("{what}: not true after {timeout:?}: {reason}"))
-            }
-            Err(_) => std::thread::sleep(interval),
-        }
-    }
-}
+pub use crate::common::process::{eventually, run, run_with_input};
 
 /// A plain HTTP/1.0 GET on 127.0.0.1:`port`; `None` when nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -655,7 +534,13 @@ impl Cluster {
         let artifacts = target_tmp.join(format!("real-cluster-{pid}"));
         std::fs::create_dir_all(&artifacts).map_err(|e| e.to_string())?;
         let dir = std::env::temp_dir().join(format!("piw-real-cluster-{pid}"));
-        arm_teardown(&tools.control_plane, &dir, &artifacts)?;
+        arm_teardown(Teardown {
+            script: tools.control_plane.clone(),
+            dir: dir.clone(),
+            artifacts: artifacts.clone(),
+            keep: vec!["kube-apiserver.log".into()],
+            before: kill_children,
+        })?;
 
         // The webhook's CA and serving certificate, made while the control plane starts.
         let ca = TestCa::new();

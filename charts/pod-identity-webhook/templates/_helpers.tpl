@@ -21,6 +21,13 @@ Full name: the prefix of every resource name.
 {{- end }}
 {{- end }}
 
+{{/*
+Namespace of every namespaced object: namespaceOverride, else the release's.
+*/}}
+{{- define "piw.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride }}
+{{- end }}
+
 {{- define "piw.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -36,6 +43,19 @@ helm.sh/chart: {{ include "piw.chart" . }}
 app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: pod-identity-webhook
+{{- end }}
+
+{{/*
+Labels of one object: the user's extra labels under the chart's, which win on
+a clash (the selector and management labels must stay what the chart says).
+Takes (dict "context" $ "extra" <map> ["component" <name>]).
+*/}}
+{{- define "piw.objectLabels" -}}
+{{- $own := include "piw.labels" .context | fromYaml }}
+{{- with .component }}
+{{- $_ := set $own "app.kubernetes.io/component" . }}
+{{- end }}
+{{- toYaml (merge $own (.extra | default dict)) }}
 {{- end }}
 
 {{/*
@@ -63,8 +83,18 @@ eks.amazonaws.com/skip-pod-identity-webhook
 {{- if .Values.webhook.url }}true{{ end }}
 {{- end }}
 
+{{/*
+Name of the MutatingWebhookConfiguration. Never "pod-identity-webhook": that is
+the name of the configuration EKS registers for its own webhook (and the one the
+reference webhook's manifests use), so the default carries a suffix.
+*/}}
 {{- define "piw.webhookConfigName" -}}
-{{- include "piw.fullname" . }}
+{{- default (printf "%s-mutating" (include "piw.fullname" .)) .Values.webhook.configurationName }}
+{{- end }}
+
+{{/* The MutatingWebhookConfiguration name EKS uses for its own webhook. */}}
+{{- define "piw.eksWebhookConfigName" -}}
+pod-identity-webhook
 {{- end }}
 
 {{- define "piw.serviceName" -}}
@@ -103,8 +133,20 @@ pod-identity-webhook
 {{- default (printf "%s-tls" (include "piw.fullname" .)) .Values.certificates.builtin.secretName }}
 {{- else if eq $mode "certManager" }}
 {{- default (printf "%s-tls" (include "piw.fullname" .)) .Values.certificates.certManager.secretName }}
+{{- else if .Values.certificates.secret.create }}
+{{- printf "%s-tls" (include "piw.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- else }}
-{{- required "certificates.secret.existingSecret is required when certificates.mode=secret: name a kubernetes.io/tls Secret (keys tls.crt, tls.key) in the release namespace" .Values.certificates.secret.existingSecret }}
+{{- required "certificates.secret.existingSecret is required when certificates.mode=secret: name a kubernetes.io/tls Secret (keys tls.crt, tls.key) in the release namespace, or set certificates.secret.create=true with certificates.secret.certificate and certificates.secret.key" .Values.certificates.secret.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/* caBundle of the secret mode: the given CA, else (chart-created Secret) the certificate itself. */}}
+{{- define "piw.secretModeCABundle" -}}
+{{- $s := .Values.certificates.secret }}
+{{- if $s.caBundle }}
+{{- include "piw.encodeCABundle" $s.caBundle }}
+{{- else if $s.create }}
+{{- include "piw.encodeCABundle" $s.certificate }}
 {{- end }}
 {{- end }}
 
@@ -125,14 +167,30 @@ pod-identity-webhook
 {{/* Fails early with a readable message on value combinations the schema cannot express. */}}
 {{- define "piw.validate" -}}
 {{- if not (include "piw.urlMode" .) }}
+{{- $s := .Values.certificates.secret }}
 {{- if eq .Values.certificates.mode "secret" }}
-{{- if not .Values.certificates.secret.existingSecret }}
-{{- fail "certificates.secret.existingSecret is required when certificates.mode=secret: name a kubernetes.io/tls Secret (keys tls.crt, tls.key) in the release namespace" }}
+{{- if $s.create }}
+{{- if $s.existingSecret }}
+{{- fail "certificates.secret.create=true and certificates.secret.existingSecret are exclusive: the chart creates the Secret from certificates.secret.certificate and certificates.secret.key; unset one of them" }}
 {{- end }}
-{{- if not .Values.certificates.secret.caBundle }}
+{{- if not (hasPrefix "-----BEGIN" (trim $s.certificate)) }}
+{{- fail "certificates.secret.certificate must be a PEM certificate (-----BEGIN CERTIFICATE-----) when certificates.secret.create=true: pass it with --set-file certificates.secret.certificate=tls.crt" }}
+{{- end }}
+{{- if not (hasPrefix "-----BEGIN" (trim $s.key)) }}
+{{- fail "certificates.secret.key must be a PEM private key (-----BEGIN ... PRIVATE KEY-----) when certificates.secret.create=true: pass it with --set-file certificates.secret.key=tls.key" }}
+{{- end }}
+{{- else }}
+{{- if not $s.existingSecret }}
+{{- fail "certificates.secret.existingSecret is required when certificates.mode=secret: name a kubernetes.io/tls Secret (keys tls.crt, tls.key) in the release namespace, or set certificates.secret.create=true with certificates.secret.certificate and certificates.secret.key" }}
+{{- end }}
+{{- if not $s.caBundle }}
 {{- fail "certificates.secret.caBundle is required when certificates.mode=secret: give the PEM (or base64 of the PEM) of the CA that signed the Secret's certificate" }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- if eq (include "piw.webhookConfigName" .) (include "piw.eksWebhookConfigName" .) }}
+{{- fail "webhook.configurationName must not be \"pod-identity-webhook\": EKS registers its own webhook under that name (and so do the reference webhook's manifests); pick another name or leave it empty for \"<fullname>-mutating\"" }}
 {{- end }}
 {{- end }}
 
@@ -143,7 +201,10 @@ pod-identity-webhook
 {{- $a := list }}
 {{- $a = append $a (printf "--port=%d" (int64 .Values.ports.webhook)) }}
 {{- $a = append $a (printf "--metrics-port=%d" (int64 .Values.ports.metrics)) }}
-{{- $a = append $a (printf "--namespace=%s" .Release.Namespace) }}
+{{- with $c.bindAddress }}
+{{- $a = append $a (printf "--bind-address=%s" .) }}
+{{- end }}
+{{- $a = append $a (printf "--namespace=%s" (include "piw.namespace" .)) }}
 {{- $a = append $a (printf "--service-name=%s" (include "piw.serviceName" .)) }}
 {{- if eq .Values.certificates.mode "builtin" }}
 {{- $a = append $a "--in-cluster=true" }}
@@ -153,6 +214,10 @@ pod-identity-webhook
 {{- $a = append $a "--in-cluster=false" }}
 {{- $a = append $a (printf "--tls-cert=%s/tls.crt" (include "piw.certDir" .)) }}
 {{- $a = append $a (printf "--tls-key=%s/tls.key" (include "piw.certDir" .)) }}
+{{- end }}
+{{- $a = append $a (printf "--tls-min-version=%s" (toString $c.tlsMinVersion)) }}
+{{- with $c.tlsCipherSuites }}
+{{- $a = append $a (printf "--tls-cipher-suites=%s" (join "," .)) }}
 {{- end }}
 {{- $a = append $a (printf "--annotation-prefix=%s" $c.annotationPrefix) }}
 {{- $a = append $a (printf "--token-audience=%s" $c.tokenAudience) }}
@@ -174,7 +239,19 @@ pod-identity-webhook
 {{- end }}
 {{- $a = append $a (printf "--v=%d" (int64 $c.logVerbosity)) }}
 {{- $a = append $a (printf "--log-format=%s" $c.logFormat) }}
+{{- $a = append $a (printf "--shutdown-delay=%s" $c.shutdownDelay) }}
 {{- $a = append $a (printf "--shutdown-timeout=%s" $c.shutdownTimeout) }}
+{{- $a = append $a (printf "--enable-debugging-handlers=%t" $c.enableDebuggingHandlers) }}
+{{- $l := .Values.limits }}
+{{- $a = append $a (printf "--max-connections=%d" (int64 $l.maxConnections)) }}
+{{- $a = append $a (printf "--max-connections-per-peer=%d" (int64 $l.maxConnectionsPerPeer)) }}
+{{- $a = append $a (printf "--max-concurrent-reviews=%d" (int64 $l.maxConcurrentReviews)) }}
+{{- $a = append $a (printf "--max-body-bytes=%d" (int64 $l.maxBodyBytes)) }}
+{{- $a = append $a (printf "--max-inflight-body-bytes=%d" (int64 $l.maxInflightBodyBytes)) }}
+{{- $a = append $a (printf "--body-timeout=%s" $l.bodyTimeout) }}
+{{- $a = append $a (printf "--first-request-timeout=%s" $l.firstRequestTimeout) }}
+{{- $a = append $a (printf "--idle-timeout=%s" $l.idleTimeout) }}
+{{- $a = append $a (printf "--http2-max-concurrent-streams=%d" (int64 $l.http2MaxConcurrentStreams)) }}
 {{- range .Values.extraArgs }}
 {{- $a = append $a (toString .) }}
 {{- end }}

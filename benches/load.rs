@@ -1,0 +1,457 @@
+//! The webhook against a webhook that does nothing, under the same load on the same core.
+//!
+//! `cargo bench --bench load` (or `benches/load.sh`, which installs h2load first) builds
+//! nothing itself: it runs the release binary `target/release/pod-identity-webhook` (build it
+//! first) and a null webhook from this file, which uses the same stack (tokio-rustls with the
+//! ring provider, hyper-util's HTTP/1.1 + HTTP/2 server) and answers every review with a
+//! constant `allowed: true` after reading its body. Both run pinned to CPU 0 (`taskset`),
+//! with the same certificate; h2load, pinned to CPU 1, sends the same bodies to each, one
+//! server after the other, for each protocol and pod size, and the ratios are printed.
+//!
+//! The real server gets its ServiceAccount from a stand-in API server (the tests' fake) and
+//! logs to a file, as in production; every answer is a mutation. Each run is a few seconds.
+//! Without `--bench` (as under `cargo test --benches`) nothing is measured.
+
+#[path = "../tests/support/fake_api.rs"]
+#[allow(dead_code)]
+mod fake_api;
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::pem::PemObject as _;
+use serde_json::{json, Value};
+
+const ROLE: &str = "arn:aws:iam::111122223333:role/payments-api";
+const NULL_ANSWER: &[u8] =
+    br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true}}"#;
+/// Seconds of load per run, after one second of warm-up.
+const SECONDS: u32 = 3;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|arg| arg == "--null-webhook") {
+        let [cert, key, port] = [1, 2, 3].map(|i| args.get(at + i).cloned().unwrap_or_default());
+        null_webhook(
+            &cert,
+            &key,
+            port.parse().expect("--null-webhook CERT KEY PORT"),
+        );
+        return;
+    }
+    if !args.iter().any(|arg| arg == "--bench") {
+        println!("load: measured only under `cargo bench --bench load`");
+        return;
+    }
+    if let Err(problem) = run() {
+        eprintln!("load benchmark failed: {problem}");
+        std::process::exit(1);
+    }
+}
+
+struct Scenario {
+    protocol: &'static str,
+    pod: &'static str,
+    h2load: Vec<String>,
+    body: PathBuf,
+}
+
+fn run() -> Result<(), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let binary = root.join("target/release/pod-identity-webhook");
+    if !binary.exists() {
+        return Err(format!(
+            "{} not found: run `cargo build --release` first",
+            binary.display()
+        ));
+    }
+    if Command::new("h2load").arg("--version").output().is_err() {
+        return Err("h2load not found: install nghttp2-client (benches/load.sh does)".into());
+    }
+    let dir = tempfile::tempdir().map_err(|err| err.to_string())?;
+    let (cert, key) = certificate(dir.path());
+
+    let small = small_review();
+    let large = large_review();
+    let small_path = dir.path().join("small.json");
+    let large_path = dir.path().join("large.json");
+    std::fs::write(&small_path, &small).unwrap();
+    std::fs::write(&large_path, &large).unwrap();
+    println!(
+        "bodies: small {} bytes (2 containers), large {} bytes (20 containers x 50 env)",
+        small.len(),
+        large.len()
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let api = runtime.block_on(fake_api::FakeApi::start());
+    api.put(fake_api::service_account("payments", "api", Some(ROLE)));
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: fake, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n\
+             current-context: fake\n",
+            api.url()
+        ),
+    )
+    .unwrap();
+    // The fake API answers the server's list and watch from a thread of its own while
+    // h2load runs.
+    std::thread::spawn(move || runtime.block_on(std::future::pending::<()>()));
+
+    let null_port = free_port();
+    let _null = Guard(
+        Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(std::env::current_exe().unwrap())
+            .arg("--null-webhook")
+            .args([&cert, &key])
+            .arg(null_port.to_string())
+            .spawn()
+            .map_err(|err| format!("cannot start the null webhook: {err}"))?,
+    );
+    let (port, metrics_port) = (free_port(), free_port());
+    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let _real = Guard(
+        Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(&binary)
+            .arg(format!("--port={port}"))
+            .arg(format!("--metrics-port={metrics_port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--tls-cert={}", cert.display()))
+            .arg(format!("--tls-key={}", key.display()))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|err| format!("cannot start {}: {err}", binary.display()))?,
+    );
+    wait_until(|| http_get(metrics_port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")))
+        .map_err(|()| "the server did not become ready within 20 s".to_string())?;
+    wait_until(|| TcpStream::connect(("127.0.0.1", null_port)).is_ok())
+        .map_err(|()| "the null webhook did not start within 20 s".to_string())?;
+
+    let scenarios = [
+        ("h2", vec!["-c16", "-m8"]),
+        ("http/1.1", vec!["--h1", "-c16", "-m1"]),
+    ]
+    .into_iter()
+    .flat_map(|(protocol, flags)| {
+        [("small", &small_path), ("large", &large_path)].map(|(pod, body)| Scenario {
+            protocol,
+            pod,
+            h2load: flags.iter().map(|flag| flag.to_string()).collect(),
+            body: body.clone(),
+        })
+    })
+    .collect::<Vec<_>>();
+
+    println!("| protocol | pod | null webhook (req/s) | webhook (req/s) | ratio |");
+    println!("|---|---|---:|---:|---:|");
+    let mutated_before = mutated_count(metrics_port);
+    let mut real_requests = 0;
+    for scenario in &scenarios {
+        let null = h2load(scenario, null_port)?;
+        let real = h2load(scenario, port)?;
+        real_requests += real.succeeded;
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.1}% |",
+            scenario.protocol,
+            scenario.pod,
+            null.rate,
+            real.rate,
+            100.0 * real.rate / null.rate
+        );
+    }
+    // Every measured request (and the warm-up ones) must have been a mutation.
+    let mutated = mutated_count(metrics_port) - mutated_before;
+    if mutated < real_requests {
+        return Err(format!(
+            "only {mutated} of {real_requests} requests were mutations; see {}",
+            dir.path().join("server.log").display()
+        ));
+    }
+    let rss = http_get(metrics_port, "/metrics")
+        .and_then(|text| metric(&text, "process_resident_memory_bytes"))
+        .unwrap_or(0.0);
+    println!(
+        "\nwebhook RSS after the load: {:.1} MiB",
+        rss / 1024.0 / 1024.0
+    );
+    Ok(())
+}
+
+struct Rate {
+    rate: f64,
+    succeeded: u64,
+}
+
+/// One h2load run on CPU 1; every request must get a 2xx.
+fn h2load(scenario: &Scenario, port: u16) -> Result<Rate, String> {
+    let output = Command::new("taskset")
+        .args(["-c", "1", "h2load"])
+        .args(&scenario.h2load)
+        .args(["-D", &SECONDS.to_string(), "--warm-up-time=1"])
+        .arg("-d")
+        .arg(&scenario.body)
+        .args(["-H", "content-type: application/json"])
+        .arg(format!("https://127.0.0.1:{port}/mutate"))
+        .output()
+        .map_err(|err| format!("cannot run h2load: {err}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |line_start: &str, before: &str| -> Option<f64> {
+        let line = text.lines().find(|line| line.starts_with(line_start))?;
+        let end = line.find(before)?;
+        line[..end].rsplit([' ', ',']).next()?.parse().ok()
+    };
+    let rate = field("finished in", " req/s");
+    let succeeded = field("requests:", " succeeded");
+    let two_xx = field("status codes:", " 2xx");
+    let done = field("requests:", " done");
+    match (rate, succeeded, two_xx, done) {
+        (Some(rate), Some(succeeded), Some(two_xx), Some(done)) if two_xx == done && done > 0.0 => {
+            Ok(Rate {
+                rate,
+                succeeded: succeeded as u64,
+            })
+        }
+        _ => Err(format!(
+            "h2load against port {port} ({} {}) did not answer every request with 2xx:\n{text}{}",
+            scenario.protocol,
+            scenario.pod,
+            String::from_utf8_lossy(&output.stderr)
+        )),
+    }
+}
+
+fn mutated_count(metrics_port: u16) -> u64 {
+    http_get(metrics_port, "/metrics")
+        .and_then(|text| {
+            metric(
+                &text,
+                "pod_identity_webhook_pod_count{method=\"sts_web_identity\"}",
+            )
+        })
+        .unwrap_or(0.0) as u64
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+}
+
+/// A plain HTTP/1.1 GET on the admin port.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+fn wait_until(mut ready: impl FnMut() -> bool) -> Result<(), ()> {
+    let started = Instant::now();
+    while !ready() {
+        if started.elapsed() > Duration::from_secs(20) {
+            return Err(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
+/// Kills the child when the benchmark ends, however it ends.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A self-signed serving certificate for 127.0.0.1 (h2load does not verify it).
+fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
+
+fn review(pod: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": "",
+            "namespace": "payments",
+            "operation": "CREATE",
+            "userInfo": {
+                "username": "system:serviceaccount:kube-system:replicaset-controller",
+                "uid": "1b3bd8c5-4a1e-4b6d-9c0a-5f0d3c1b2a10",
+                "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]
+            },
+            "object": pod,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
+        }
+    }))
+    .unwrap()
+}
+
+fn container(name: &str, env: usize) -> Value {
+    let env: Vec<Value> = (0..env)
+        .map(|i| json!({"name": format!("SETTING_{i}"), "value": format!("value-{i}")}))
+        .collect();
+    json!({
+        "name": name,
+        "image": format!("registry.example.com/payments/{name}:1.4.2"),
+        "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+        "env": env,
+        "resources": {"limits": {"memory": "256Mi"}, "requests": {"cpu": "100m", "memory": "128Mi"}},
+        "volumeMounts": [{"name": "kube-api-access-x7k2p", "readOnly": true, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}],
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080, "scheme": "HTTP"}, "timeoutSeconds": 1, "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3},
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080, "scheme": "HTTP"}, "timeoutSeconds": 1, "periodSeconds": 5, "successThreshold": 1, "failureThreshold": 3},
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+        "imagePullPolicy": "IfNotPresent",
+        "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true, "capabilities": {"drop": ["ALL"]}}
+    })
+}
+
+fn pod(containers: Vec<Value>) -> Value {
+    json!({
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": {
+            "generateName": "api-7d9f8c6b5-",
+            "namespace": "payments",
+            "creationTimestamp": null,
+            "labels": {"app": "api", "pod-template-hash": "7d9f8c6b5"},
+            "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-02T10:11:12Z"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api-7d9f8c6b5", "uid": "0f6c1c3e-2b1a-4f7e-8d4a-2c9b7e6f5a41", "controller": true, "blockOwnerDeletion": true}]
+        },
+        "spec": {
+            "volumes": [{"name": "kube-api-access-x7k2p", "projected": {"sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+            ], "defaultMode": 420}}],
+            "containers": containers,
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 30,
+            "dnsPolicy": "ClusterFirst",
+            "serviceAccountName": "api",
+            "serviceAccount": "api",
+            "securityContext": {"runAsUser": 1000, "fsGroup": 2000},
+            "schedulerName": "default-scheduler",
+            "tolerations": [
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+            ],
+            "priority": 0,
+            "enableServiceLinks": true,
+            "preemptionPolicy": "PreemptLowerPriority"
+        }
+    })
+}
+
+/// A Deployment's pod with an application container and a sidecar.
+fn small_review() -> Vec<u8> {
+    review(pod(vec![container("api", 3), container("proxy", 1)]))
+}
+
+fn large_review() -> Vec<u8> {
+    review(pod((0..20)
+        .map(|i| container(&format!("worker-{i}"), 50))
+        .collect()))
+}
+
+/// The null webhook: reads each body, answers a constant allowed review. One runtime
+/// worker per CPU it may use (one, under `taskset -c 0`), as the webhook has.
+fn null_webhook(cert: &str, key: &str, port: u16) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+        .expect("certificate file")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certificate PEM");
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).expect("key PEM");
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("certificate and key match");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .expect("bind the null webhook's port");
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service =
+                    hyper::service::service_fn(|request: http::Request<Incoming>| async {
+                        let _body = request.into_body().collect().await?.to_bytes();
+                        Ok::<_, hyper::Error>(
+                            http::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from_static(NULL_ANSWER)))
+                                .expect("a valid response"),
+                        )
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+}

@@ -1,0 +1,81 @@
+//! The engine on any JSON pod, with the properties the webhook promises: the patch applies,
+//! holds only `add` operations on the paths the engine may touch, and a second pass over the
+//! patched pod changes nothing. The first byte picks the identity and the jitter.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pod_identity_webhook::identity::{CredentialSource, Identity};
+use pod_identity_webhook::mutate::{mutate_pod, PodContext};
+use pod_identity_webhook::settings::MutationSettings;
+use serde_json::Value;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&pick, json)) = data.split_first() else {
+        return;
+    };
+    let Ok(pod) = serde_json::from_slice::<Value>(json) else {
+        return;
+    };
+    let source = if pick & 1 == 0 {
+        CredentialSource::WebIdentity {
+            role_arn: "arn:aws:iam::111122223333:role/r".into(),
+            audience: "sts.amazonaws.com".into(),
+        }
+    } else {
+        CredentialSource::ContainerCredentials
+    };
+    let identity = Identity {
+        source,
+        regional_sts: pick & 2 != 0,
+        token_expiration: if pick & 4 != 0 { 86400 } else { 3600 },
+    };
+    let settings = MutationSettings {
+        aws_default_region: (pick & 8 != 0).then(|| "eu-west-1".to_string()),
+        ..MutationSettings::default()
+    };
+    let context = PodContext {
+        identity: &identity,
+        settings: &settings,
+    };
+    let high = pick & 16 != 0;
+    let mut jitter = |range: std::ops::RangeInclusive<i64>| {
+        if high {
+            *range.end()
+        } else {
+            *range.start()
+        }
+    };
+    let Ok(mutation) = mutate_pod(&pod, &context, &mut jitter) else {
+        return;
+    };
+    for operation in &mutation.patch.0 {
+        let json_patch::PatchOperation::Add(add) = operation else {
+            panic!("only add operations: {operation:?}");
+        };
+        let path = add.path.to_string();
+        assert!(allowed(&path), "{path} is outside what the engine may touch");
+    }
+    let mut patched = pod.clone();
+    json_patch::patch(&mut patched, &mutation.patch)
+        .unwrap_or_else(|err| panic!("the patch does not apply: {err}\n{:?}", mutation.patch));
+    let again = mutate_pod(&patched, &context, &mut jitter).expect("a patched pod is still valid");
+    assert!(again.patch.0.is_empty(), "second pass: {:?}", again.patch);
+});
+
+/// `/metadata/labels[/eks.amazonaws.com~1pod-identity]`, `/spec/volumes[/-]`, and a
+/// container's or init container's `env` or `volumeMounts` list or an entry appended to it.
+fn allowed(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').skip(1).collect();
+    match parts.as_slice() {
+        ["metadata", "labels"] | ["metadata", "labels", "eks.amazonaws.com~1pod-identity"] => {
+            true
+        }
+        ["spec", "volumes"] | ["spec", "volumes", "-"] => true,
+        ["spec", "containers" | "initContainers", index, list, rest @ ..] => {
+            index.parse::<usize>().is_ok()
+                && matches!(*list, "env" | "volumeMounts")
+                && matches!(rest, [] | ["-"])
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,279 @@
+//! The thin adapter between the IRSA commands and the cluster: raw API calls that return
+//! JSON (or why not), the TokenRequest, the server-side dry run, and the HTTPS probe of a
+//! webhook URL verified with its caBundle. Interpretation lives in `crate::irsa`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt as _;
+use serde_json::{json, Value};
+
+use crate::cli::ClusterAccess;
+
+/// Every call is bounded: a doctor must answer, not hang.
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One API answer.
+#[derive(Debug)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub body: Value,
+    pub warnings: Vec<String>,
+}
+
+impl ApiResponse {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The API server's message for a failed call.
+    pub fn message(&self) -> String {
+        self.body["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("HTTP {}", self.status))
+    }
+}
+
+/// A client from `--kubeconfig` when given, else in-cluster or `$KUBECONFIG`; `--kube-api`
+/// replaces the server URL. Errors say what to pass.
+pub async fn client(access: &ClusterAccess) -> Result<kube::Client, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut config = match &access.kubeconfig {
+        Some(path) => from_file(path).await?,
+        None => kube::Config::infer().await.map_err(|err| {
+            format!("no Kubernetes configuration found (in-cluster, $KUBECONFIG or ~/.kube/config): {err}; pass --kubeconfig")
+        })?,
+    };
+    if let Some(url) = &access.kube_api {
+        config.cluster_url = url
+            .parse()
+            .map_err(|err| format!("--kube-api {url:?} is not a URL: {err}"))?;
+    }
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(CALL_TIMEOUT);
+    kube::Client::try_from(config)
+        .map_err(|err| format!("cannot build the Kubernetes client: {err}"))
+}
+
+async fn from_file(path: &Path) -> Result<kube::Config, String> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .map_err(|err| format!("--kubeconfig {}: {err}", path.display()))?;
+    kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|err| format!("--kubeconfig {}: {err}", path.display()))
+}
+
+/// One request; Err only when no HTTP answer came.
+pub async fn call(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<ApiResponse, String> {
+    let bytes = body
+        .map(|b| serde_json::to_vec(b).expect("JSON values always serialize"))
+        .unwrap_or_default();
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        // The API server serves the JWKS only as application/jwk-set+json.
+        .header(
+            http::header::ACCEPT,
+            "application/json, application/jwk-set+json",
+        )
+        .body(kube::client::Body::from(bytes))
+        .map_err(|err| format!("{method} {path}: {err}"))?;
+    let exchange = async {
+        let response = client.send(request).await.map_err(|err| err.to_string())?;
+        let status = response.status().as_u16();
+        let warnings = response
+            .headers()
+            .get_all("warning")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|err| format!("reading the answer: {err}"))?
+            .to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Ok(ApiResponse {
+            status,
+            body,
+            warnings,
+        })
+    };
+    tokio::time::timeout(CALL_TIMEOUT, exchange)
+        .await
+        .map_err(|_| {
+            format!(
+                "{method} {path}: no answer within {} s",
+                CALL_TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|err: String| format!("{method} {path}: {err}"))
+}
+
+/// GET returning the object, `None` on 404, Err with the API server's message otherwise.
+pub async fn get(client: &kube::Client, path: &str) -> Result<Option<Value>, String> {
+    let response = call(client, "GET", path, None).await?;
+    match response.status {
+        404 => Ok(None),
+        _ if response.is_success() => Ok(Some(response.body)),
+        _ => Err(format!("GET {path}: {}", response.message())),
+    }
+}
+
+/// A token for the ServiceAccount with this audience (TokenRequest, the minimum lifetime).
+pub async fn request_token(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    audience: &str,
+) -> Result<String, String> {
+    let path = format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token");
+    let body = json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"audiences": [audience], "expirationSeconds": 600},
+    });
+    let response = call(client, "POST", &path, Some(&body)).await?;
+    if !response.is_success() {
+        return Err(response.message());
+    }
+    response.body["status"]["token"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| "the TokenRequest answer has no status.token".into())
+}
+
+/// Creates `pod` with `dryRun=All`: the whole admission chain runs, nothing is stored.
+pub async fn dry_run_pod(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &Value,
+) -> Result<(Value, Vec<String>), String> {
+    let path = format!("/api/v1/namespaces/{namespace}/pods?dryRun=All");
+    let response = call(client, "POST", &path, Some(pod)).await?;
+    if response.is_success() {
+        Ok((response.body, response.warnings))
+    } else {
+        Err(response.message())
+    }
+}
+
+/// Pods of the namespace that run under the ServiceAccount.
+pub async fn pods_of(
+    client: &kube::Client,
+    namespace: &str,
+    service_account: &str,
+) -> Result<Vec<Value>, String> {
+    let path = format!("/api/v1/namespaces/{namespace}/pods?fieldSelector=spec.serviceAccountName%3D{service_account}");
+    match get(client, &path).await? {
+        Some(list) => Ok(list["items"].as_array().cloned().unwrap_or_default()),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Ready and total endpoints of a Service, from its EndpointSlices.
+pub async fn service_endpoints(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(usize, usize), String> {
+    if get(
+        client,
+        &format!("/api/v1/namespaces/{namespace}/services/{name}"),
+    )
+    .await?
+    .is_none()
+    {
+        return Err(format!("service {namespace}/{name} does not exist"));
+    }
+    let path = format!("/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3D{name}");
+    let slices = get(client, &path).await?.unwrap_or_default();
+    let endpoints: Vec<&Value> = slices["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|slice| slice["endpoints"].as_array().into_iter().flatten())
+        .collect();
+    let ready = endpoints
+        .iter()
+        .filter(|e| e["conditions"]["ready"] != false)
+        .count();
+    Ok((ready, endpoints.len()))
+}
+
+/// HTTPS `GET /readyz` on the webhook URL's host, trusting only the caBundle (or the system
+/// of none: no roots, so the error says so). Returns the status and body, or why it failed.
+pub async fn probe_url(url: &str, ca_bundle: &[u8]) -> Result<(u16, String), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|err| format!("clientConfig.url {url:?} is not a URL: {err}"))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("clientConfig.url {url:?} has no host"))?
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let mut roots = rustls::RootCertStore::empty();
+    for block in pem::parse_many(ca_bundle).unwrap_or_default() {
+        if block.tag() == "CERTIFICATE" {
+            let _ = roots.add(block.contents().to_vec().into());
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|err| err.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let host_name = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let server_name = rustls_pki_types::ServerName::try_from(host_name.clone())
+        .map_err(|err| format!("host {host:?}: {err}"))?;
+    let exchange = async move {
+        let tcp = tokio::net::TcpStream::connect((host_name.as_str(), port))
+            .await
+            .map_err(|err| err.to_string())?;
+        let tls = connector
+            .connect(server_name, tcp)
+            .await
+            .map_err(|err| err.to_string())?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(|err| err.to_string())?;
+        tokio::spawn(connection);
+        let request = http::Request::get("/readyz")
+            .header(http::header::HOST, format!("{host}:{port}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|err| err.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|err| err.to_string())?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|err| err.to_string())?
+            .to_bytes();
+        Ok::<_, String>((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| "no answer within 10 s".to_string())?
+}

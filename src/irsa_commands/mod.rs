@@ -1,0 +1,52 @@
+//! The IRSA commands (`oidc`, `trust-policy`, `doctor`): read files and the cluster, hand the
+//! facts to the pure checks in `crate::irsa`, print, and choose the exit code (0 all good,
+//! 1 a check failed, 2 bad input with one line naming it).
+
+pub mod cluster;
+pub mod doctor;
+pub mod oidc;
+pub mod trust_policy;
+
+use std::process::ExitCode;
+
+/// Bad input: one line on standard error, exit code 2.
+fn bad_input(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+/// A runtime for the cluster calls; these commands run a few requests and exit.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| {
+            eprintln!("error: cannot start the async runtime: {err}");
+            ExitCode::FAILURE
+        })
+}
+
+/// `NAMESPACE<sep>NAME` with both parts non-empty.
+fn split_service_account<'a>(
+    value: &'a str,
+    flag: &str,
+    sep: char,
+) -> Result<(&'a str, &'a str), String> {
+    match value.split_once(sep) {
+        Some((namespace, name))
+            if !namespace.is_empty() && !name.is_empty() && !name.contains(sep) =>
+        {
+            Ok((namespace, name))
+        }
+        _ => Err(format!(
+            "{flag} {value:?} is not NAMESPACE{sep}SERVICEACCOUNT (e.g. team-a{sep}app)"
+        )),
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}

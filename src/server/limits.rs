@@ -1,0 +1,628 @@
+//! What one client may hold of the server: connections (overall and per peer address), TLS
+//! handshakes in progress, and memory for request bodies. Each limit answers the client that
+//! crosses it (a refused connection, a 503) instead of making everyone else wait, and counts
+//! the refusal in `pod_identity_webhook_rejected_total{reason}`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use super::Limits;
+use crate::metrics::Metrics;
+
+/// Why a client was refused: the `reason` label of the rejection counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// The server holds `max_connections` already.
+    Connections,
+    /// This peer address holds `max_connections_per_peer` already.
+    ConnectionsPerPeer,
+    /// `max_handshakes` TLS handshakes are in progress, or `max_handshakes_per_peer` from
+    /// this peer address.
+    Handshakes,
+    /// The TLS handshake did not finish within its deadline.
+    HandshakeTimeout,
+    /// No request arrived within the first-request or idle deadline.
+    Idle,
+    /// The body did not arrive within the body deadline or below the minimum data rate.
+    SlowBody,
+    /// The body is larger than `max_body_bytes`.
+    BodyTooLarge,
+    /// The memory budget for bodies in flight is spent.
+    Memory,
+    /// `max_concurrent_reviews` reviews are being answered.
+    Overloaded,
+    /// An HTTP/2 connection sent control frames faster than allowed.
+    Http2ControlFlood,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 10] = [
+        Rejection::Connections,
+        Rejection::ConnectionsPerPeer,
+        Rejection::Handshakes,
+        Rejection::HandshakeTimeout,
+        Rejection::Idle,
+        Rejection::SlowBody,
+        Rejection::BodyTooLarge,
+        Rejection::Memory,
+        Rejection::Overloaded,
+        Rejection::Http2ControlFlood,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::Connections => "connections",
+            Rejection::ConnectionsPerPeer => "connections_per_peer",
+            Rejection::Handshakes => "handshakes",
+            Rejection::HandshakeTimeout => "handshake_timeout",
+            Rejection::Idle => "idle",
+            Rejection::SlowBody => "slow_body",
+            Rejection::BodyTooLarge => "body_too_large",
+            Rejection::Memory => "memory",
+            Rejection::Overloaded => "overloaded",
+            Rejection::Http2ControlFlood => "http2_control_flood",
+        }
+    }
+}
+
+/// Counts rejections and logs them, at most [`RejectionLog::LINES_PER_WINDOW`] lines per
+/// [`RejectionLog::WINDOW`], so an attacker cannot turn refusals into a flood of logs; the
+/// next line logged says how many were left out.
+pub struct RejectionLog {
+    metrics: Arc<Metrics>,
+    started: Instant,
+    /// Start of the current window, in milliseconds since `started`.
+    window_start: AtomicU64,
+    logged: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RejectionLog {
+    pub const WINDOW: Duration = Duration::from_secs(10);
+    pub const LINES_PER_WINDOW: u64 = 10;
+
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        for reason in Rejection::ALL {
+            // Every series exists from the start, so a rate() over it works at the first attack.
+            metrics.rejections.with_label_values(&[reason.label()]);
+        }
+        Self {
+            metrics,
+            started: Instant::now(),
+            window_start: AtomicU64::new(0),
+            logged: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    pub fn reject(&self, reason: Rejection, peer: Option<IpAddr>, detail: &str) {
+        self.metrics
+            .rejections
+            .with_label_values(&[reason.label()])
+            .inc();
+        let now = self.started.elapsed().as_millis() as u64;
+        let window = Self::WINDOW.as_millis() as u64;
+        let start = self.window_start.load(Ordering::Relaxed);
+        if now.saturating_sub(start) >= window
+            && self
+                .window_start
+                .compare_exchange(start, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.logged.store(0, Ordering::Relaxed);
+        }
+        if self.logged.fetch_add(1, Ordering::Relaxed) >= Self::LINES_PER_WINDOW {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        let peer = peer.map(|ip| ip.to_string()).unwrap_or_default();
+        tracing::info!(
+            reason = reason.label(),
+            peer,
+            suppressed,
+            "client refused: {detail}"
+        );
+    }
+}
+
+/// Open connections of one listener, overall and per peer address, and the TLS handshakes in
+/// progress. Also what the shutdown drain waits on.
+pub struct ConnectionGate {
+    max_total: usize,
+    max_per_peer: usize,
+    max_handshakes_per_peer: usize,
+    open: watch::Sender<usize>,
+    per_peer: Mutex<HashMap<IpAddr, PeerCounts>>,
+    handshakes: Arc<Semaphore>,
+}
+
+#[derive(Default)]
+struct PeerCounts {
+    connections: usize,
+    handshakes: usize,
+}
+
+impl ConnectionGate {
+    pub fn new(
+        max_total: usize,
+        max_per_peer: usize,
+        max_handshakes: usize,
+        max_handshakes_per_peer: usize,
+    ) -> Self {
+        Self {
+            max_total,
+            max_per_peer,
+            max_handshakes_per_peer,
+            open: watch::Sender::new(0),
+            per_peer: Mutex::new(HashMap::new()),
+            handshakes: Arc::new(Semaphore::new(max_handshakes)),
+        }
+    }
+
+    /// A slot for a new connection from `peer`, held until the guard drops.
+    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<ConnectionSlot, Rejection> {
+        let mut per_peer = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        if *self.open.borrow() >= self.max_total {
+            return Err(Rejection::Connections);
+        }
+        let counts = per_peer.entry(peer).or_default();
+        if counts.connections >= self.max_per_peer {
+            return Err(Rejection::ConnectionsPerPeer);
+        }
+        counts.connections += 1;
+        self.open.send_modify(|open| *open += 1);
+        Ok(ConnectionSlot {
+            gate: self.clone(),
+            peer,
+        })
+    }
+
+    /// A turn to run a TLS handshake for the connection in `slot`, or `None` when
+    /// `max_handshakes` are in progress, or `max_handshakes_per_peer` from its peer (so that
+    /// clients stalling their handshakes from a few addresses cannot take every turn).
+    pub fn handshake(self: &Arc<Self>, slot: &ConnectionSlot) -> Option<HandshakeTurn> {
+        let permit = self.handshakes.clone().try_acquire_owned().ok()?;
+        let mut per_peer = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        let counts = per_peer.entry(slot.peer).or_default();
+        if counts.handshakes >= self.max_handshakes_per_peer {
+            return None;
+        }
+        counts.handshakes += 1;
+        Some(HandshakeTurn {
+            gate: self.clone(),
+            peer: slot.peer,
+            _permit: permit,
+        })
+    }
+
+    pub fn open(&self) -> usize {
+        *self.open.borrow()
+    }
+
+    /// Completes when no connection is open.
+    pub async fn closed(&self) {
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|open| *open == 0).await;
+    }
+}
+
+pub struct ConnectionSlot {
+    gate: Arc<ConnectionGate>,
+    peer: IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut per_peer = self.gate.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(counts) = per_peer.get_mut(&self.peer) {
+            counts.connections -= 1;
+            if counts.connections == 0 && counts.handshakes == 0 {
+                per_peer.remove(&self.peer);
+            }
+        }
+        self.gate.open.send_modify(|open| *open -= 1);
+    }
+}
+
+/// A TLS handshake in progress, counted until dropped.
+pub struct HandshakeTurn {
+    gate: Arc<ConnectionGate>,
+    peer: IpAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for HandshakeTurn {
+    fn drop(&mut self) {
+        let mut per_peer = self.gate.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(counts) = per_peer.get_mut(&self.peer) {
+            counts.handshakes -= 1;
+            if counts.connections == 0 && counts.handshakes == 0 {
+                per_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// The client's address, put in each request's extensions by the connection that carried it.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub IpAddr);
+
+/// Memory for request bodies in flight, in bytes: a budget for the whole server and a smaller
+/// one per peer address for bodies still arriving, so that one peer holding its bodies open
+/// cannot spend what the others need.
+pub struct BodyBudget {
+    total: Budget,
+    /// Of `total`, what only bodies up to [`SMALL_BODY_BYTES`] may use, so that large bodies
+    /// sent from many addresses cannot leave real reviews (a few kilobytes) without memory.
+    reserved_for_small: usize,
+    per_peer_limit: usize,
+    per_peer: Mutex<HashMap<IpAddr, Arc<Budget>>>,
+}
+
+/// Bytes reserved out of a fixed amount; reservations that do not fit fail at once.
+struct Budget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    fn try_reserve(&self, bytes: usize) -> bool {
+        self.try_reserve_within(bytes, self.limit)
+    }
+
+    fn try_reserve_within(&self, bytes: usize, limit: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// Bodies up to this size may use the budget's reserve; real pods are a few kilobytes.
+pub const SMALL_BODY_BYTES: usize = 256 * 1024;
+
+/// How much more than its size a body costs once parsed into a JSON tree (measured: a 3 MB
+/// pod makes a tree of about 30 MB); charged to the whole-server budget while it is answered.
+pub const PARSED_BODY_FACTOR: usize = 10;
+
+impl BodyBudget {
+    pub fn new(total: usize, per_peer: usize) -> Self {
+        Self {
+            total: Budget::new(total),
+            reserved_for_small: total / 4,
+            per_peer_limit: per_peer,
+            per_peer: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.total.used.load(Ordering::Acquire)
+    }
+
+    fn peer(&self, peer: Option<IpAddr>) -> Option<Arc<Budget>> {
+        let peer = peer?;
+        let mut map = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        // Entries of peers with nothing in flight are dropped as they are met, so the map
+        // stays as small as the set of peers sending bodies now.
+        map.retain(|_, budget| Arc::strong_count(budget) > 1);
+        Some(
+            map.entry(peer)
+                .or_insert_with(|| Arc::new(Budget::new(self.per_peer_limit)))
+                .clone(),
+        )
+    }
+}
+
+/// Bytes held from a [`BodyBudget`], given back on drop.
+struct Reservation<'a> {
+    budget: &'a BodyBudget,
+    peer: Option<Arc<Budget>>,
+    total: usize,
+    from_peer: usize,
+}
+
+impl Reservation<'_> {
+    /// The most the server's budget may hold for a body of `body_len` bytes.
+    fn limit_for(&self, body_len: usize) -> usize {
+        if body_len <= SMALL_BODY_BYTES {
+            self.budget.total.limit
+        } else {
+            self.budget.total.limit - self.budget.reserved_for_small
+        }
+    }
+
+    /// More bytes of a body still arriving: charged to the server and to the peer.
+    fn arriving(&mut self, bytes: usize, body_len: usize) -> bool {
+        if !self
+            .budget
+            .total
+            .try_reserve_within(bytes, self.limit_for(body_len))
+        {
+            return false;
+        }
+        if let Some(peer) = &self.peer {
+            if !peer.try_reserve(bytes) {
+                self.budget.total.release(bytes);
+                return false;
+            }
+            self.from_peer += bytes;
+        }
+        self.total += bytes;
+        true
+    }
+
+    /// The body is in: the peer's share is returned (it no longer waits on the network) and
+    /// the server's grows to the body's parsed size.
+    fn arrived(&mut self, body_len: usize) -> bool {
+        if let Some(peer) = self.peer.take() {
+            peer.release(std::mem::take(&mut self.from_peer));
+        }
+        let parsed = body_len.saturating_mul(PARSED_BODY_FACTOR);
+        let more = parsed.saturating_sub(self.total);
+        if !self
+            .budget
+            .total
+            .try_reserve_within(more, self.limit_for(body_len))
+        {
+            return false;
+        }
+        self.total += more;
+        true
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.budget.total.release(self.total);
+        if let Some(peer) = &self.peer {
+            peer.release(self.from_peer);
+        }
+    }
+}
+
+/// State of the [`read_body`] layer.
+#[derive(Clone)]
+pub struct BodyReading {
+    pub budget: Arc<BodyBudget>,
+    pub rejections: Arc<RejectionLog>,
+    pub max_bytes: usize,
+    pub deadline: Duration,
+    pub min_rate: u64,
+    pub min_rate_grace: Duration,
+}
+
+impl BodyReading {
+    pub fn new(limits: &Limits, budget: Arc<BodyBudget>, rejections: Arc<RejectionLog>) -> Self {
+        Self {
+            budget,
+            rejections,
+            max_bytes: limits.max_body_bytes,
+            deadline: limits.body_timeout,
+            min_rate: limits.min_body_rate,
+            min_rate_grace: limits.min_body_rate_grace,
+        }
+    }
+}
+
+/// Reads the whole body before the handler runs: within `deadline`, at `min_rate` bytes per
+/// second or faster once `min_rate_grace` has passed, and inside the memory budget. The
+/// handler then gets the bytes in memory, so nothing after this layer (the review
+/// concurrency limit in particular) ever waits on the client's network. A client too slow,
+/// too large or arriving when the budget is spent loses its own request (408, 413, 503).
+pub async fn read_body(
+    State(reading): State<BodyReading>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let peer = request.extensions().get::<Peer>().map(|peer| peer.0);
+    let (parts, mut body) = request.into_parts();
+    let mut reservation = Reservation {
+        budget: &reading.budget,
+        peer: reading.budget.peer(peer),
+        total: 0,
+        from_peer: 0,
+    };
+    let started = tokio::time::Instant::now();
+    let deadline = started + reading.deadline;
+    // Chunks as they came (no copying, no doubling of a growing buffer); joined once at the end.
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut received_len = 0usize;
+    let reject = |reason: Rejection, status: StatusCode, message: String| {
+        reading.rejections.reject(reason, peer, &message);
+        (status, message).into_response()
+    };
+    loop {
+        // Wake at least once a second to check the rate even when nothing arrives.
+        let check_at = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
+        let frame = match tokio::time::timeout_at(check_at, body.frame()).await {
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => Some(frame),
+            Ok(Some(Err(err))) => {
+                let source: &(dyn std::error::Error + 'static) = &*err.into_inner();
+                if source.is::<http_body_util::LengthLimitError>() {
+                    return reject(
+                        Rejection::BodyTooLarge,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("request body exceeds the {} byte limit", reading.max_bytes),
+                    );
+                }
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {source}"),
+                )
+                    .into_response();
+            }
+            Err(_) => None,
+        };
+        if let Some(data) = frame.and_then(|frame| frame.into_data().ok()) {
+            if received_len + data.len() > reading.max_bytes {
+                return reject(
+                    Rejection::BodyTooLarge,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body exceeds the {} byte limit", reading.max_bytes),
+                );
+            }
+            if !reservation.arriving(data.len(), received_len + data.len()) {
+                return reject(
+                    Rejection::Memory,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server's memory for request bodies is in use; retry".into(),
+                );
+            }
+            received_len += data.len();
+            chunks.push(data);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return reject(
+                Rejection::SlowBody,
+                StatusCode::REQUEST_TIMEOUT,
+                format!("request body not received within {:?}", reading.deadline),
+            );
+        }
+        let elapsed = now - started;
+        if let Some(rated) = elapsed.checked_sub(reading.min_rate_grace) {
+            let expected = (reading.min_rate as f64 * rated.as_secs_f64()) as usize;
+            if received_len < expected {
+                return reject(
+                    Rejection::SlowBody,
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "request body arriving slower than {} bytes per second",
+                        reading.min_rate
+                    ),
+                );
+            }
+        }
+    }
+    if !reservation.arrived(received_len) {
+        return reject(
+            Rejection::Memory,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server's memory for request bodies is in use; retry".into(),
+        );
+    }
+    let body = match chunks.len() {
+        1 => chunks.pop().unwrap_or_default(),
+        _ => Bytes::from(chunks.concat()),
+    };
+    let request = Request::from_parts(parts, Body::from(body));
+    let response = next.run(request).await;
+    drop(reservation);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_gate_caps_overall_and_per_peer_and_frees_on_drop() {
+        let gate = Arc::new(ConnectionGate::new(3, 2, 2, 1));
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let first = gate.admit(a).unwrap();
+        let second = gate.admit(a).unwrap();
+        assert_eq!(gate.admit(a).err(), Some(Rejection::ConnectionsPerPeer));
+        let third = gate.admit(b).unwrap();
+        assert_eq!(gate.admit(b).err(), Some(Rejection::Connections));
+        drop(first);
+        assert_eq!(gate.open(), 2);
+        let turn = gate.handshake(&second).unwrap();
+        assert!(gate.handshake(&second).is_none(), "one handshake per peer");
+        let other = gate.handshake(&third).unwrap();
+        let c = gate.admit([10, 0, 0, 3].into()).unwrap();
+        assert!(gate.handshake(&c).is_none(), "two handshakes overall");
+        drop((turn, other));
+        assert!(gate.handshake(&second).is_some());
+        drop((second, third, c));
+        assert_eq!(gate.open(), 0);
+        assert!(
+            gate.per_peer.lock().unwrap().is_empty(),
+            "no entry outlives its peer"
+        );
+    }
+
+    #[test]
+    fn body_budget_charges_peer_while_arriving_and_server_for_the_parsed_size() {
+        let budget = BodyBudget::new(1500, 150);
+        let peer: IpAddr = [10, 0, 0, 1].into();
+        let mut first = Reservation {
+            budget: &budget,
+            peer: budget.peer(Some(peer)),
+            total: 0,
+            from_peer: 0,
+        };
+        assert!(first.arriving(100, 100));
+        let mut second = Reservation {
+            budget: &budget,
+            peer: budget.peer(Some(peer)),
+            total: 0,
+            from_peer: 0,
+        };
+        assert!(!second.arriving(100, 100), "the peer's share is spent");
+        assert!(first.arrived(100));
+        assert_eq!(budget.in_use(), 100 * PARSED_BODY_FACTOR);
+        assert!(
+            second.arriving(100, 100),
+            "the first body no longer waits on the network"
+        );
+        assert!(
+            !second.arrived(100),
+            "two parsed bodies do not fit in 1500 bytes"
+        );
+        drop(second);
+        drop(first);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn large_bodies_leave_a_quarter_of_the_budget_to_small_ones() {
+        let total = 8 * SMALL_BODY_BYTES;
+        let budget = BodyBudget::new(total, usize::MAX);
+        let mut large = Reservation {
+            budget: &budget,
+            peer: None,
+            total: 0,
+            from_peer: 0,
+        };
+        assert!(large.arriving(SMALL_BODY_BYTES, SMALL_BODY_BYTES));
+        assert!(large.arriving(5 * SMALL_BODY_BYTES, 6 * SMALL_BODY_BYTES));
+        assert!(
+            !large.arriving(SMALL_BODY_BYTES, 7 * SMALL_BODY_BYTES),
+            "the last quarter is kept for small bodies"
+        );
+        let mut small = Reservation {
+            budget: &budget,
+            peer: None,
+            total: 0,
+            from_peer: 0,
+        };
+        assert!(small.arriving(1000, 1000));
+        assert!(small.arrived(1000));
+    }
+}

@@ -1,0 +1,149 @@
+//! Running the external programs of the real-cluster and real-node suites: commands whose
+//! failure is an error carrying everything they printed, polling until a condition holds, and
+//! a teardown that runs `SCRIPT down --dir DIR` however the test process ends.
+//!
+//! Rust tests have no global teardown hook, so the teardown is armed twice: an `atexit`
+//! handler covers every normal exit (all passed, or a failure: libtest exits through
+//! `exit(101)`), and a reaper process in its own session, blocked reading a pipe only this
+//! process holds, runs `down` when the process vanishes without `atexit` (SIGKILL, Ctrl-C).
+
+use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::process::{ChildStdin, Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Runs `command`, returning its output; Err names the command and carries stderr.
+pub fn run(command: &mut Command) -> Result<Output, String> {
+    let shown = format!("{command:?}");
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    succeeded(&shown, out)
+}
+
+/// `out` when the command succeeded, else an error with everything it printed.
+fn succeeded(shown: &str, out: Output) -> Result<Output, String> {
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(format!(
+            "{shown} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Runs `command` with `input` on standard input.
+pub fn run_with_input(command: &mut Command, input: &[u8]) -> Result<Output, String> {
+    let shown = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let _ = writer.join();
+    succeeded(&shown, out)
+}
+
+/// Polls `check` every `interval` until it returns `Ok`, or fails after `timeout` with the
+/// last reason `check` gave.
+pub fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(value) => return Ok(value),
+            Err(reason) if Instant::now() >= deadline => {
+                return Err(format!("{what}: not true after {timeout:?}: {reason}"))
+            }
+            Err(_) => std::thread::sleep(interval),
+        }
+    }
+}
+
+/// What to undo when the test process ends.
+pub struct Teardown {
+    /// A hack/ script with a `down --dir DIR` command.
+    pub script: PathBuf,
+    pub dir: PathBuf,
+    /// Where the files named in `keep` (relative to `dir`) are copied before `down`.
+    pub artifacts: PathBuf,
+    pub keep: Vec<PathBuf>,
+    /// Runs first, in the exit handler (kill the suite's own children, say).
+    pub before: fn(),
+}
+
+static TEARDOWN: OnceLock<Teardown> = OnceLock::new();
+/// The write end of the reaper's pipe: held until the process dies, never written.
+static REAPER_PIPE: OnceLock<Mutex<ChildStdin>> = OnceLock::new();
+
+extern "C" fn teardown_at_exit() {
+    if let Some(t) = TEARDOWN.get() {
+        (t.before)();
+        for file in &t.keep {
+            let name = file.file_name().unwrap_or(file.as_os_str());
+            let _ = std::fs::copy(t.dir.join(file), t.artifacts.join(name));
+        }
+        let _ = Command::new(&t.script)
+            .args(["down", "--dir"])
+            .arg(&t.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Arranges for `teardown.script down --dir teardown.dir` to run however this process ends.
+/// Only the first call in a process takes effect.
+pub fn arm_teardown(teardown: Teardown) -> Result<(), String> {
+    let reaper_log =
+        std::fs::File::create(teardown.artifacts.join("reaper.log")).map_err(|e| e.to_string())?;
+    let mut reaper = Command::new("bash");
+    reaper
+        .arg("-c")
+        .arg(r#"trap '' INT TERM HUP; read -r _ || true; exec "$0" down --dir "$1""#)
+        .arg(&teardown.script)
+        .arg(&teardown.dir)
+        .stdin(Stdio::piped())
+        .stdout(reaper_log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(reaper_log);
+    if TEARDOWN.set(teardown).is_err() {
+        return Ok(());
+    }
+    // SAFETY: registering a plain extern "C" function.
+    if unsafe { libc::atexit(teardown_at_exit) } != 0 {
+        return Err("atexit failed".into());
+    }
+    // SAFETY: setsid is async-signal-safe; a new session keeps Ctrl-C away from the reaper.
+    unsafe {
+        reaper.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = reaper
+        .spawn()
+        .map_err(|e| format!("cannot start the reaper: {e}"))?;
+    let stdin = child.stdin.take().expect("piped stdin");
+    let _ = REAPER_PIPE.set(Mutex::new(stdin));
+    // The reaper outlives us on purpose; nothing waits for it.
+    std::mem::forget(child);
+    Ok(())
+}
