@@ -5,7 +5,7 @@ SHELL := /bin/bash
 TOOLS_BIN := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pod-identity-webhook/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: test tools image lint unit real-cluster real-node demo demo-down bench render-deploy
+.PHONY: test tools image lint unit real-cluster real-node demo demo-down bench render-deploy fuzz
 
 ## Install helm, and build etcd and Kubernetes from Go modules (cached after the first run);
 ## Debian's containerd, runc, CNI plugins and buildah for the local node.
@@ -26,6 +26,13 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
 
+## Every fuzz target for FUZZ_SECONDS each (default 10), seeded from tests/fixtures; needs
+## the nightly toolchain (cargo-fuzz is installed if missing). Not part of `make test`: the
+## sanitizer build of the fuzz crate alone takes longer than the 3 minutes it could have.
+FUZZ_SECONDS ?= 10
+fuzz:
+	hack/fuzz.sh $(FUZZ_SECONDS)
+
 ## Run it: build the webhook, start a local control plane, install the chart in URL mode,
 ## create examples/ and print what was injected. Leaves the cluster up (DEMO_TEARDOWN=1: not).
 demo:
@@ -39,7 +46,7 @@ demo-down:
 unit:
 	cargo test --locked --lib --test golden --test engine_properties --test mutate_cli \
 	  --test server_router --test server_tls --test server_sigterm --test cache_watch \
-	  --test certs_builtin --test config_map_watch --test engine_validity --test server_drop_in
+	  --test certs_builtin --test config_map_watch --test engine_validity --test server_drop_in --test server_hostile
 
 ## The real-cluster suite alone (a local kube-apiserver and etcd; logs in target/tmp/).
 real-cluster: tools

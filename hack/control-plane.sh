@@ -451,16 +451,8 @@ cmd_run() {
 # Runs inside `run` (env exported).
 # shellcheck disable=SC2016 # the sh -c scripts get their values as $1, $2
 cmd_selftest_inner() {
-  local kubectl passed=0 failed=0 out ns="selftest"
+  local kubectl ns="selftest"
   kubectl="$(find_kubectl)"
-  check() { # description, command...
-    local what="$1"; shift
-    if out="$("$@" 2>&1)"; then
-      passed=$((passed + 1)); log "PASS $what"
-    else
-      failed=$((failed + 1)); log "FAIL $what: $out"
-    fi
-  }
   check "readyz" sh -c '"$1" get --raw /readyz | grep -qx ok' _ "$kubectl"
   check "create-namespace" "${BASH_SOURCE[0]}" create-namespace --dir "$CONTROL_PLANE_DIR" "$ns"
   check "create serviceaccount" "$kubectl" -n "$ns" create serviceaccount app
@@ -479,8 +471,7 @@ cmd_selftest_inner() {
   check "restart-apiserver" "${BASH_SOURCE[0]}" restart-apiserver --dir "$CONTROL_PLANE_DIR"
   check "readyz after restart, data kept" sh -c '"$1" get --raw /readyz | grep -qx ok &&
     "$1" -n "$2" get pod p1 -o name' _ "$kubectl" "$ns"
-  echo "$passed passed, $failed failed"
-  [ "$failed" -eq 0 ]
+  check_summary
 }
 
 # --------------------------------------------------------------------- main

@@ -1,5 +1,6 @@
 # Sourced by the hack/ scripts that run local daemons (control-plane.sh, node.sh): free ports,
-# starting a detached daemon with its pid file, and stopping only processes that are ours.
+# starting a detached daemon with its pid file, stopping only processes that are ours, and
+# the selftests' checks.
 # The sourcing script defines log and die.
 # shellcheck shell=bash
 
@@ -76,3 +77,22 @@ start_daemon() {
   cat "$pid_file"
 }
 
+
+# Selftest checks: `check DESCRIPTION CMD...` runs CMD and logs PASS or FAIL with its output;
+# `check_summary` prints "N passed, N failed" and fails when any check did.
+CHECKS_PASSED=0
+CHECKS_FAILED=0
+check() {
+  local what="$1" out
+  shift
+  if out="$("$@" 2>&1)"; then
+    CHECKS_PASSED=$((CHECKS_PASSED + 1)); log "PASS $what"
+  else
+    CHECKS_FAILED=$((CHECKS_FAILED + 1)); log "FAIL $what: $out"
+  fi
+}
+
+check_summary() {
+  echo "$CHECKS_PASSED passed, $CHECKS_FAILED failed"
+  [ "$CHECKS_FAILED" -eq 0 ]
+}

@@ -2,7 +2,7 @@
 # Runs every fuzz target for SECONDS each (default 10), seeded from tests/fixtures.
 #   hack/fuzz.sh [SECONDS]            all targets
 #   FUZZ_TARGETS="engine review" hack/fuzz.sh 60
-#   FUZZ_JOBS=2 hack/fuzz.sh 3600     parallel fuzzing processes per target
+#   FUZZ_JOBS=2 hack/fuzz.sh 3600     libFuzzer fork mode with 2 processes per target
 # Needs the nightly toolchain and cargo-fuzz (installed here if missing). The fuzz crate is
 # fuzz/, outside the main build; corpora grow in fuzz/corpus/<target>, crashes land in
 # fuzz/artifacts/<target>. Prints each target's executions; exits non-zero on a crash.
@@ -47,20 +47,28 @@ PY
 }
 
 cargo +nightly fuzz build -O >/dev/null
+parallel=()
+if [ "$jobs" -gt 1 ]; then
+  parallel=(-fork="$jobs")
+fi
 status=0
 for target in $targets; do
   seed "$target"
-  log="fuzz/artifacts/$target.log"
   mkdir -p "fuzz/artifacts/$target"
+  log="fuzz/artifacts/$target.log"
   if cargo +nightly fuzz run -O "$target" "fuzz/corpus/$target" -- \
-      -max_total_time="$seconds" -jobs="$jobs" -workers="$jobs" -print_final_stats=1 \
+      -max_total_time="$seconds" "${parallel[@]}" -print_final_stats=1 \
       -artifact_prefix="fuzz/artifacts/$target/" >"$log" 2>&1; then
     result=ok
   else
     result=CRASH
     status=1
   fi
-  runs="$(grep -h '^stat::number_of_executed_units' "$log" fuzz/artifacts/"$target"/../fuzz-*.log 2>/dev/null | awk '{s+=$2} END {print s+0}')"
-  echo "$target: $result, $runs executions in ${seconds}s (log: $log)"
+  # Executions: libFuzzer's final statistic, else the last "#N" progress line (fork mode).
+  runs="$(grep -h '^stat::number_of_executed_units' "$log" | awk '{s+=$2} END {print s+0}')"
+  if [ "$runs" = 0 ]; then
+    runs="$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')"
+  fi
+  echo "$target: $result, ${runs:-0} executions in ${seconds}s (log: $log)"
 done
 exit "$status"

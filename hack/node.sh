@@ -599,12 +599,6 @@ cmd_run() {
 # shellcheck disable=SC2016 # the sh -c scripts get their values as $1, $2
 cmd_selftest_inner() {
   load_node
-  local passed=0 failed=0 out
-  check() {
-    local what="$1"; shift
-    if out="$("$@" 2>&1)"; then passed=$((passed + 1)); log "PASS $what"
-    else failed=$((failed + 1)); log "FAIL $what: $out"; fi
-  }
   check "node Ready" kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=10s
   check "pod runs" sh -c 'printf "%s\n" "apiVersion: v1" "kind: Pod" \
     "metadata: {name: selftest, namespace: default}" \
@@ -617,8 +611,7 @@ cmd_selftest_inner() {
   check "the API server through the kubernetes Service, from the pod" \
     kubectl exec selftest -- sh -c 'echo | nc -w 3 "$KUBERNETES_SERVICE_HOST" "$KUBERNETES_SERVICE_PORT"'
   check "ip_forward untouched" sh -c '[ "$(cat /proc/sys/net/ipv4/ip_forward)" = "$1" ]' _ "$IP_FORWARD_BEFORE"
-  echo "$passed passed, $failed failed"
-  [ "$failed" -eq 0 ]
+  check_summary
 }
 
 # ------------------------------------------------------------------ main

@@ -22,7 +22,10 @@ pub use limit_args::LimitArgs;
     version,
     about = "Mutating admission webhook that gives pods AWS credentials (IRSA and EKS Pod Identity).\n\
              Without a subcommand it runs the webhook server.",
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    // Go's flag package lets a later occurrence of a flag win; manifests rely on it (a
+    // chart's arguments followed by a user's extra ones).
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -36,6 +39,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the webhook server (the default when no subcommand is given).
+    #[command(args_override_self = true)]
     Serve(ServeArgs),
     /// Show offline what the webhook would do to a pod.
     Mutate(MutateArgs),
@@ -420,6 +424,22 @@ mod tests {
         );
         let settings = serve.mutation.settings();
         assert_eq!(settings, MutationSettings::default());
+    }
+
+    #[test]
+    fn a_repeated_flag_takes_its_last_value_as_in_go() {
+        for prefix in [&[][..], &["serve"][..]] {
+            let args: Vec<&str> = prefix
+                .iter()
+                .copied()
+                .chain(["--shutdown-delay=2s", "--port=8443", "--shutdown-delay=0s"])
+                .collect();
+            let Command::Serve(serve) = parse(&args).unwrap().into_command() else {
+                panic!("expected serve");
+            };
+            assert_eq!(serve.shutdown_delay, Duration::ZERO, "{prefix:?}");
+            assert_eq!(serve.port, 8443);
+        }
     }
 
     #[test]

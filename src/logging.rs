@@ -35,7 +35,9 @@ pub fn init(format: LogFormat, verbosity: u8) -> WorkerGuard {
         .lossy(true)
         .buffered_lines_limit(QUEUED_LINES)
         .thread_name("log-writer")
-        .finish(std::io::stderr());
+        // The writer thread flushes whenever it has emptied its queue, so under load many
+        // lines go out in one write.
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

@@ -418,7 +418,9 @@ fn limits_render_as_flags_the_webhook_accepts() {
     let pod_identity_webhook::cli::Command::Serve(serve) = cli.into_command() else {
         panic!("serve expected");
     };
-    serve.validate().expect("the rendered limits are consistent");
+    serve
+        .validate()
+        .expect("the rendered limits are consistent");
     let limits = serve.limits.limits();
     assert_eq!(limits.max_connections_per_peer, 10);
     assert_eq!(limits.idle_timeout, std::time::Duration::from_secs(60));

@@ -2,8 +2,12 @@
 //! adds the credentials (removing what it added gives back the original pod, unknown fields
 //! included), and a second pass over the patched pod is empty.
 
+#[path = "support/engine.rs"]
+mod engine_support;
+
 use std::ops::RangeInclusive;
 
+use engine_support::credential_source;
 use pod_identity_webhook::identity::{CredentialSource, Identity};
 use pod_identity_webhook::mutate::{mutate_pod, PodContext, POD_IDENTITY_LABEL};
 use pod_identity_webhook::settings::MutationSettings;
@@ -145,14 +149,7 @@ fn identity() -> impl Strategy<Value = Identity> {
     )
         .prop_map(
             |(container_credentials, regional_sts, token_expiration)| Identity {
-                source: if container_credentials {
-                    CredentialSource::ContainerCredentials
-                } else {
-                    CredentialSource::WebIdentity {
-                        role_arn: "arn:aws:iam::111122223333:role/r".into(),
-                        audience: "sts.amazonaws.com".into(),
-                    }
-                },
+                source: credential_source(container_credentials),
                 regional_sts,
                 token_expiration,
             },

@@ -4,9 +4,13 @@
 //! conflicts with the injection: volumes named like ours, other volumes and devices at the
 //! token mount path (spelled with trailing or doubled slashes), subPath mounts, preset env.
 
+#[path = "support/engine.rs"]
+mod engine_support;
+
 use std::collections::HashSet;
 
-use pod_identity_webhook::identity::{CredentialSource, Identity};
+use engine_support::credential_source;
+use pod_identity_webhook::identity::Identity;
 use pod_identity_webhook::mutate::{mutate_pod, PodContext};
 use pod_identity_webhook::settings::MutationSettings;
 use proptest::prelude::*;
@@ -224,14 +228,7 @@ proptest! {
             ..MutationSettings::default()
         };
         let identity = Identity {
-            source: if container_credentials {
-                CredentialSource::ContainerCredentials
-            } else {
-                CredentialSource::WebIdentity {
-                    role_arn: "arn:aws:iam::111122223333:role/r".into(),
-                    audience: "sts.amazonaws.com".into(),
-                }
-            },
+            source: credential_source(container_credentials),
             regional_sts: true,
             token_expiration: 3600,
         };

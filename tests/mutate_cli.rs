@@ -31,6 +31,12 @@ fn run(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Runs `mutate --pod examples/pod.yaml` followed by `flags`, with nothing on stdin.
+fn mutate_example_pod(flags: &[&str]) -> Output {
+    let pod = examples("pod.yaml");
+    run(&[&["mutate", "--pod", &pod][..], flags].concat(), None)
+}
+
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
@@ -58,16 +64,7 @@ fn assert_fails(output: &Output) -> String {
 
 #[test]
 fn example_pod_gets_the_patch_for_its_annotated_service_account() {
-    let output = run(
-        &[
-            "mutate",
-            "--pod",
-            &examples("pod.yaml"),
-            "--service-account",
-            &examples("serviceaccount.yaml"),
-        ],
-        None,
-    );
+    let output = mutate_example_pod(&["--service-account", &examples("serviceaccount.yaml")]);
     let patch = stdout_json(&output);
     let text = patch.to_string();
     assert!(text.contains("arn:aws:iam::111122223333:role/s3-reader"));
@@ -77,19 +74,13 @@ fn example_pod_gets_the_patch_for_its_annotated_service_account() {
 
 #[test]
 fn output_pod_prints_the_patched_pod_keeping_field_order() {
-    let output = run(
-        &[
-            "mutate",
-            "--pod",
-            &examples("pod.yaml"),
-            "--service-account",
-            &examples("serviceaccount.yaml"),
-            "--output=pod",
-            "--aws-default-region",
-            "eu-west-1",
-        ],
-        None,
-    );
+    let output = mutate_example_pod(&[
+        "--service-account",
+        &examples("serviceaccount.yaml"),
+        "--output=pod",
+        "--aws-default-region",
+        "eu-west-1",
+    ]);
     let pod = stdout_json(&output);
     let env = &pod["spec"]["containers"][0]["env"];
     let names: Vec<&str> = env
@@ -127,7 +118,7 @@ fn pod_from_stdin_with_its_service_account_in_the_same_stream() {
 
 #[test]
 fn no_service_account_gives_an_empty_patch() {
-    let output = run(&["mutate", "--pod", &examples("pod.yaml")], None);
+    let output = mutate_example_pod(&[]);
     let patch = stdout_json(&output);
     assert_eq!(patch, Value::Array(vec![]));
 }
@@ -140,16 +131,7 @@ fn warnings_go_to_stderr_and_the_patch_to_stdout() {
         "sa.yaml",
         "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: s3-reader\n  annotations:\n    eks.amazonaws.com/role-arn: not-an-arn\n",
     );
-    let output = run(
-        &[
-            "mutate",
-            "--pod",
-            &examples("pod.yaml"),
-            "--service-account",
-            &sa,
-        ],
-        None,
-    );
+    let output = mutate_example_pod(&["--service-account", &sa]);
     assert!(output.status.success(), "{output:?}");
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.starts_with("warning: "), "{stderr}");
@@ -203,16 +185,7 @@ fn config_map_and_container_credentials_files_are_honoured() {
         "cm.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pod-identity-webhook\ndata:\n  config: '{\"*/s3-reader\": {\"RoleARN\": \"arn:aws:iam::111122223333:role/mapped\"}}'\n",
     );
-    let output = run(
-        &[
-            "mutate",
-            "--pod",
-            &examples("pod.yaml"),
-            "--config-map",
-            &cm,
-        ],
-        None,
-    );
+    let output = mutate_example_pod(&["--config-map", &cm]);
     assert!(output.status.success(), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("role/mapped"));
 
@@ -221,17 +194,7 @@ fn config_map_and_container_credentials_files_are_honoured() {
         "cc.json",
         r#"{"identities":[{"namespace":"default","serviceAccount":"s3-reader"}]}"#,
     );
-    let output = run(
-        &[
-            "mutate",
-            "--pod",
-            &examples("pod.yaml"),
-            "--watch-container-credentials-config",
-            &cc,
-            "--output=pod",
-        ],
-        None,
-    );
+    let output = mutate_example_pod(&["--watch-container-credentials-config", &cc, "--output=pod"]);
     let pod = stdout_json(&output);
     assert_eq!(
         pod["metadata"]["labels"]["eks.amazonaws.com/pod-identity"],
@@ -276,16 +239,10 @@ fn document_of_the_wrong_kind_is_named() {
         "{stderr}"
     );
 
-    let stderr = assert_fails(&run(
-        &[
-            "mutate",
-            "--pod",
-            &examples("pod.yaml"),
-            "--service-account",
-            &examples("pod.yaml"),
-        ],
-        None,
-    ));
+    let stderr = assert_fails(&mutate_example_pod(&[
+        "--service-account",
+        &examples("pod.yaml"),
+    ]));
     assert!(stderr.contains("is not a ServiceAccount"), "{stderr}");
 }
 
@@ -346,16 +303,7 @@ fn service_account_without_a_name_is_refused_naming_the_document() {
         "sa.yaml",
         "---\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  annotations:\n    eks.amazonaws.com/role-arn: arn:aws:iam::111122223333:role/x\n",
     );
-    let stderr = assert_fails(&run(
-        &[
-            "mutate",
-            "--pod",
-            &examples("pod.yaml"),
-            "--service-account",
-            &sa,
-        ],
-        None,
-    ));
+    let stderr = assert_fails(&mutate_example_pod(&["--service-account", &sa]));
     assert!(stderr.contains("sa.yaml"), "{stderr}");
     assert!(
         stderr.contains("document 2 (a ServiceAccount) has no metadata.name"),
@@ -393,7 +341,7 @@ fn clap_errors_stay_one_line_but_keep_what_helps_fix_them() {
 
 #[test]
 fn a_pod_whose_service_account_was_not_given_is_named_on_stderr() {
-    let output = run(&["mutate", "--pod", &examples("pod.yaml")], None);
+    let output = mutate_example_pod(&[]);
     assert_eq!(stdout_json(&output), Value::Array(vec![]));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -412,16 +360,7 @@ fn a_pod_whose_service_account_was_not_given_is_named_on_stderr() {
         "other.yaml",
         "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: other\n  namespace: team\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: s3-reader\n  namespace: elsewhere\n",
     );
-    let output = run(
-        &[
-            "mutate",
-            "--pod",
-            &examples("pod.yaml"),
-            "--service-account",
-            &other,
-        ],
-        None,
-    );
+    let output = mutate_example_pod(&["--service-account", &other]);
     assert_eq!(stdout_json(&output), Value::Array(vec![]));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(
@@ -432,31 +371,21 @@ fn a_pod_whose_service_account_was_not_given_is_named_on_stderr() {
     );
 
     // Given: nothing to say.
-    let output = run(
-        &[
-            "mutate",
-            "--pod",
-            &examples("pod.yaml"),
-            "--service-account",
-            &examples("serviceaccount.yaml"),
-        ],
-        None,
-    );
+    let output = mutate_example_pod(&["--service-account", &examples("serviceaccount.yaml")]);
     assert!(output.status.success(), "{output:?}");
     assert!(output.stderr.is_empty(), "{output:?}");
 }
 
 #[test]
 fn output_yaml_prints_the_patched_pod_as_yaml() {
-    let base = [
-        "mutate",
-        "--pod",
-        &examples("pod.yaml"),
+    let sa = examples("serviceaccount.yaml");
+    let as_json = stdout_json(&mutate_example_pod(&[
         "--service-account",
-        &examples("serviceaccount.yaml"),
-    ];
-    let as_json = stdout_json(&run(&[&base[..], &["--output", "pod"]].concat(), None));
-    let output = run(&[&base[..], &["--output", "yaml"]].concat(), None);
+        &sa,
+        "--output",
+        "pod",
+    ]));
+    let output = mutate_example_pod(&["--service-account", &sa, "--output", "yaml"]);
     assert!(output.status.success(), "{output:?}");
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(text.starts_with("apiVersion: v1\nkind: Pod\n"), "{text}");
@@ -605,12 +534,19 @@ fn output_pod_keeps_json_number_values() {
     let text = String::from_utf8(output.stdout.clone()).unwrap();
     assert!(text.contains("2.131110001e+47"), "{text}");
     let printed = stdout_json(&output);
-    assert!(printed.to_string().contains("AWS_ROLE_ARN"), "mutated: {text}");
+    assert!(
+        printed.to_string().contains("AWS_ROLE_ARN"),
+        "mutated: {text}"
+    );
     let printed = printed["spec"]["x-numbers"].as_array().unwrap().clone();
     for (number, printed) in numbers.iter().zip(&printed) {
         if let Some(float) = printed.as_f64().filter(|_| printed.is_f64()) {
             let expected: f64 = number.parse().unwrap();
-            assert_eq!(float.to_bits(), expected.to_bits(), "{number} became {printed}");
+            assert_eq!(
+                float.to_bits(),
+                expected.to_bits(),
+                "{number} became {printed}"
+            );
         } else {
             assert_eq!(printed.to_string(), *number);
         }

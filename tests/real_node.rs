@@ -433,15 +433,7 @@ fn service_account_and_pod_in_one_apply_even_right_after_a_webhook_restart() {
         .kubectl()
         .args(["-n", RELEASE_NS, "rollout", "restart", "deployment"]))
     .unwrap();
-    run(node.kubectl().args([
-        "-n",
-        RELEASE_NS,
-        "rollout",
-        "status",
-        "deployment",
-        "--timeout=180s",
-    ]))
-    .unwrap_or_else(|e| panic!("{e}\n{}", node.diagnostics(RELEASE_NS)));
+    wait_two_replicas(node);
     apply_service_account_with_pod(node, "one-apply", "after-restart");
 }
 

@@ -415,7 +415,7 @@ fn idle_tls_connections_are_closed_and_capped_per_peer() {
     let served = Served::start(test_limits());
     let outcomes = under_attack("idle TLS connections", &served, |addr, h1, h2| async move {
         from_every_ip(100, move |ip| {
-            let config = if rand_bit(ip) { h1.clone() } else { h2.clone() };
+            let config = if alternate() { h1.clone() } else { h2.clone() };
             async move {
                 let Ok(mut stream) = tls_from(ip, addr, config).await else {
                     return "refused";
@@ -449,10 +449,9 @@ fn idle_tls_connections_are_closed_and_capped_per_peer() {
     assert!(served.rejected("idle") >= 4 * 64);
 }
 
-/// Half the connections offer only HTTP/1.1, half h2.
-fn rand_bit(ip: IpAddr) -> bool {
+/// True and false in turn: half the idle connections offer only HTTP/1.1, half h2.
+fn alternate() -> bool {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let _ = ip;
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 0
 }
 

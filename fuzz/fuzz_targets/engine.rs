@@ -53,7 +53,20 @@ fuzz_target!(|data: &[u8]| {
             panic!("only add operations: {operation:?}");
         };
         let path = add.path.to_string();
-        assert!(allowed(&path), "{path} is outside what the engine may touch");
+        if path == "/metadata" {
+            // A pod without metadata gets one holding only the pod-identity label.
+            let keys: Vec<&String> = add
+                .value
+                .as_object()
+                .map(|m| m.keys().collect())
+                .unwrap_or_default();
+            assert_eq!(keys, ["labels"], "{}", add.value);
+            continue;
+        }
+        assert!(
+            allowed(&path),
+            "{path} is outside what the engine may touch"
+        );
     }
     let mut patched = pod.clone();
     json_patch::patch(&mut patched, &mutation.patch)
@@ -62,15 +75,14 @@ fuzz_target!(|data: &[u8]| {
     assert!(again.patch.0.is_empty(), "second pass: {:?}", again.patch);
 });
 
-/// `/metadata/labels[/eks.amazonaws.com~1pod-identity]`, `/spec/volumes[/-]`, and a
-/// container's or init container's `env` or `volumeMounts` list or an entry appended to it.
+/// `/metadata/labels[/eks.amazonaws.com~1pod-identity]`, `/spec/volumes` or its first entry
+/// (the token volume is prepended, as the reference does), and a container's or init
+/// container's `env` or `volumeMounts` list or an entry appended to it.
 fn allowed(path: &str) -> bool {
     let parts: Vec<&str> = path.split('/').skip(1).collect();
     match parts.as_slice() {
-        ["metadata", "labels"] | ["metadata", "labels", "eks.amazonaws.com~1pod-identity"] => {
-            true
-        }
-        ["spec", "volumes"] | ["spec", "volumes", "-"] => true,
+        ["metadata", "labels"] | ["metadata", "labels", "eks.amazonaws.com~1pod-identity"] => true,
+        ["spec", "volumes"] | ["spec", "volumes", "0"] => true,
         ["spec", "containers" | "initContainers", index, list, rest @ ..] => {
             index.parse::<usize>().is_ok()
                 && matches!(*list, "env" | "volumeMounts")

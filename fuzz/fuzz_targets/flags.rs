@@ -6,15 +6,40 @@ use libfuzzer_sys::fuzz_target;
 use pod_identity_webhook::{cli, go_syntax};
 
 const FLAGS: &[&str] = &[
-    "annotation-prefix", "token-audience", "token-mount-path", "token-expiration",
-    "aws-default-region", "sts-regional-endpoint", "watch-container-credentials-config",
-    "container-credentials-audience", "container-credentials-token-mount-path",
-    "container-credentials-token-volume-name", "container-credentials-token-path",
-    "container-credentials-full-uri", "port", "metrics-port", "bind-address", "tls-cert",
-    "tls-key", "tls-min-version", "tls-cipher-suites", "kubeconfig", "kube-api", "namespace",
-    "service-name", "tls-secret", "in-cluster", "webhook-config-name", "watch-config-map",
-    "service-account-lookup-grace-period", "resync-period", "enable-debugging-handlers",
-    "compose-role-arn", "log-format", "shutdown-timeout", "shutdown-delay",
+    "annotation-prefix",
+    "token-audience",
+    "token-mount-path",
+    "token-expiration",
+    "aws-default-region",
+    "sts-regional-endpoint",
+    "watch-container-credentials-config",
+    "container-credentials-audience",
+    "container-credentials-token-mount-path",
+    "container-credentials-token-volume-name",
+    "container-credentials-token-path",
+    "container-credentials-full-uri",
+    "port",
+    "metrics-port",
+    "bind-address",
+    "tls-cert",
+    "tls-key",
+    "tls-min-version",
+    "tls-cipher-suites",
+    "kubeconfig",
+    "kube-api",
+    "namespace",
+    "service-name",
+    "tls-secret",
+    "in-cluster",
+    "webhook-config-name",
+    "watch-config-map",
+    "service-account-lookup-grace-period",
+    "resync-period",
+    "enable-debugging-handlers",
+    "compose-role-arn",
+    "log-format",
+    "shutdown-timeout",
+    "shutdown-delay",
 ];
 
 fuzz_target!(|data: &[u8]| {
@@ -25,7 +50,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let flag = FLAGS[pick as usize % FLAGS.len()];
-    let _ = cli::try_parse(["pod-identity-webhook".to_string(), format!("--{flag}={value}")]);
+    let _ = cli::try_parse([
+        "pod-identity-webhook".to_string(),
+        format!("--{flag}={value}"),
+    ]);
     if let Ok(duration) = go_syntax::parse_duration(value) {
         assert!(duration.as_nanos() <= i64::MAX as u128, "{value:?}");
     }

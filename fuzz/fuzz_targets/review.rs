@@ -61,7 +61,10 @@ fuzz_target!(|data: &[u8]| {
     let (status, body) = setup.runtime.block_on(async {
         let response = setup.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
-        (status, response.into_body().collect().await.unwrap().to_bytes())
+        (
+            status,
+            response.into_body().collect().await.unwrap().to_bytes(),
+        )
     });
     match status.as_u16() {
         200 => {
@@ -71,6 +74,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(review["response"]["uid"].is_string(), "{review}");
         }
         400 | 413 => {}
-        other => panic!("unexpected status {other}: {}", String::from_utf8_lossy(&body)),
+        other => panic!(
+            "unexpected status {other}: {}",
+            String::from_utf8_lossy(&body)
+        ),
     }
 });

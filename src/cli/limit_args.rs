@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::go_syntax;
-use crate::server::limits::PARSED_BODY_FACTOR;
+use crate::server::limits::{PARSED_BODY_FACTOR, SMALL_BODY_RESERVE_DIVISOR};
 use crate::server::Limits;
 
 #[derive(Debug, Clone, Args)]
@@ -88,9 +88,12 @@ impl LimitArgs {
         let parsed = self
             .max_body_bytes
             .saturating_mul(PARSED_BODY_FACTOR as u64);
-        if parsed > self.max_inflight_body_bytes {
+        // An eighth of the budget is kept for small bodies; a large one gets the rest.
+        let divisor = SMALL_BODY_RESERVE_DIVISOR as u64;
+        let for_large = self.max_inflight_body_bytes - self.max_inflight_body_bytes / divisor;
+        if parsed > for_large {
             return Err(format!(
-                "--max-inflight-body-bytes={} cannot hold one body of --max-body-bytes={} once parsed ({} bytes, {PARSED_BODY_FACTOR} times its size); raise it or lower --max-body-bytes",
+                "--max-inflight-body-bytes={} cannot hold one body of --max-body-bytes={} once parsed ({} bytes, {PARSED_BODY_FACTOR} times its size, in the seven eighths of the budget large bodies may use); raise it or lower --max-body-bytes",
                 self.max_inflight_body_bytes, self.max_body_bytes, parsed
             ));
         }

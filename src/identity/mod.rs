@@ -181,8 +181,17 @@ pub fn parse_expiration(value: &str) -> Option<i64> {
     value.parse::<i64>().ok().map(clamp_expiration)
 }
 
-/// `arn:<partition>:iam::<12 digits>:role/<path-and-name>`.
-pub fn is_iam_role_arn(value: &str) -> bool {
+/// The fields of an IAM ARN, `arn:<partition>:iam::<account>:<resource>`, unchecked beyond their places.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IamArn<'a> {
+    pub partition: &'a str,
+    pub account: &'a str,
+    pub resource: &'a str,
+}
+
+/// Splits an IAM ARN into its fields; None when `value` is not `arn:…:iam::…:…` (IAM is global, so
+/// the region field must be empty). Role ARNs and OIDC-provider ARNs are read the same way.
+pub fn split_iam_arn(value: &str) -> Option<IamArn<'_>> {
     let mut parts = value.splitn(6, ':');
     let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
         parts.next(),
@@ -192,6 +201,23 @@ pub fn is_iam_role_arn(value: &str) -> bool {
         parts.next(),
         parts.next(),
     ) else {
+        return None;
+    };
+    Some(IamArn {
+        partition,
+        account,
+        resource,
+    })
+}
+
+/// `arn:<partition>:iam::<12 digits>:role/<path-and-name>`.
+pub fn is_iam_role_arn(value: &str) -> bool {
+    let Some(IamArn {
+        partition,
+        account,
+        resource,
+    }) = split_iam_arn(value)
+    else {
         return false;
     };
     let partition_ok = !partition.is_empty()
@@ -210,6 +236,28 @@ mod tests {
     use super::*;
 
     const ROLE: &str = "arn:aws:iam::111122223333:role/app";
+
+    #[test]
+    fn only_a_service_account_listed_for_container_credentials_skips_the_wait() {
+        let config = ContainerCredentialsConfig::parse(
+            br#"{"identities":[{"namespace":"ns","serviceAccount":"sa"}]}"#,
+        );
+        let Ok(config) = config else {
+            panic!("{config:?}");
+        };
+        assert_eq!(
+            ServiceAccountNeed::of(Some(&config), "ns", "sa"),
+            ServiceAccountNeed::CachedOnly
+        );
+        assert_eq!(
+            ServiceAccountNeed::of(Some(&config), "ns", "other"),
+            ServiceAccountNeed::Wait
+        );
+        assert_eq!(
+            ServiceAccountNeed::of(None, "ns", "sa"),
+            ServiceAccountNeed::Wait
+        );
+    }
 
     fn annotations(pairs: &[(&str, &str)]) -> ServiceAccountAnnotations {
         let mut a = ServiceAccountAnnotations::default();
@@ -456,6 +504,27 @@ mod tests {
             "arn:aws:iam:us-east-1:111122223333:role/x",
         ] {
             assert!(!is_iam_role_arn(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn iam_arn_splits_into_partition_account_and_resource() {
+        assert_eq!(
+            split_iam_arn("arn:aws-cn:iam::111122223333:oidc-provider/oidc.example.com/id:x"),
+            Some(IamArn {
+                partition: "aws-cn",
+                account: "111122223333",
+                resource: "oidc-provider/oidc.example.com/id:x",
+            })
+        );
+        for not_iam in [
+            "",
+            "arn:aws:iam::111122223333",
+            "arn:aws:s3::111122223333:bucket",
+            "arn:aws:iam:us-east-1:111122223333:role/x",
+            "urn:aws:iam::111122223333:role/x",
+        ] {
+            assert_eq!(split_iam_arn(not_iam), None, "{not_iam}");
         }
     }
 }

@@ -5,6 +5,8 @@
 
 use serde::Serialize;
 
+use crate::identity::{split_iam_arn, IamArn};
+
 use super::policy::{
     ActionSpec, Condition, Effect, PrincipalSpec, Principals, Statement, TrustPolicy,
 };
@@ -260,15 +262,10 @@ fn federated_matches(
             "the principal {kind}: {value} is not an OIDC provider (web identities match only Federated principals)"
         ));
     }
-    let mut parts = value.splitn(6, ':');
-    let (Some("arn"), Some(_partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let Some(IamArn {
+        account, resource, ..
+    }) = split_iam_arn(value)
+    else {
         return Err(format!(
             "the Federated principal {value:?} is not an OIDC provider ARN (arn:aws:iam::<account>:oidc-provider/{provider})"
         ));

@@ -9,16 +9,28 @@ const ISS: &str = "https://oidc.example.com/cluster-1";
 const PROVIDER: &str = "oidc.example.com/cluster-1";
 const PROVIDER_ARN: &str = "arn:aws:iam::111122223333:oidc-provider/oidc.example.com/cluster-1";
 const AUD: &str = "sts.amazonaws.com";
+/// The token's subject in most cases: ServiceAccount app in namespace team-a.
+const SUB: &str = "system:serviceaccount:team-a:app";
 
 fn statement(effect: &str, principal: &str, conditions: Value) -> Value {
     json!({"Effect": effect, "Principal": {"Federated": principal},
            "Action": "sts:AssumeRoleWithWebIdentity", "Condition": conditions})
 }
 
+/// A condition block testing this provider's `sub` key with one operator.
+fn sub_condition(op: &str, value: &str) -> Value {
+    json!({op: {format!("{PROVIDER}:sub"): value}})
+}
+
 fn allow(sub_op: &str, sub: Value) -> Value {
     let mut conditions = json!({"StringEquals": {format!("{PROVIDER}:aud"): AUD}});
     conditions[sub_op][format!("{PROVIDER}:sub")] = sub;
     statement("Allow", PROVIDER_ARN, conditions)
+}
+
+/// One Allow statement whose sub condition is `StringEquals` to `allowed`.
+fn allow_sub(allowed: &str) -> Value {
+    allow("StringEquals", json!(allowed))
 }
 
 fn eval_with(statements: Vec<Value>, iss: &str, sub: &str, aud: &[&str]) -> Evaluation {
@@ -47,15 +59,15 @@ fn only_problem(evaluation: &Evaluation) -> (String, String) {
     (problems[0].message.clone(), problems[0].fix.clone())
 }
 
+/// The single problem of an evaluation that must end in an implicit deny (no statement applies).
+fn implicit_deny_problem(evaluation: &Evaluation) -> (String, String) {
+    assert_eq!(evaluation.verdict, Verdict::ImplicitDeny);
+    only_problem(evaluation)
+}
+
 #[test]
 fn correct_policy_allows() {
-    let e = eval(
-        vec![allow(
-            "StringEquals",
-            json!("system:serviceaccount:team-a:app"),
-        )],
-        "system:serviceaccount:team-a:app",
-    );
+    let e = eval(vec![allow_sub(SUB)], SUB);
     assert_eq!(e.verdict, Verdict::Allowed(1));
     assert_eq!(
         e.summary(),
@@ -66,15 +78,8 @@ fn correct_policy_allows() {
 
 #[test]
 fn wrong_namespace_is_named() {
-    let e = eval(
-        vec![allow(
-            "StringEquals",
-            json!("system:serviceaccount:team-a:app"),
-        )],
-        "system:serviceaccount:team-b:app",
-    );
-    assert_eq!(e.verdict, Verdict::ImplicitDeny);
-    let (message, fix) = only_problem(&e);
+    let e = eval(vec![allow_sub(SUB)], "system:serviceaccount:team-b:app");
+    let (message, fix) = implicit_deny_problem(&e);
     assert_eq!(
         message,
         "statement 1: the policy allows sub system:serviceaccount:team-a:app, this pod's token says \
@@ -85,15 +90,8 @@ fn wrong_namespace_is_named() {
 
 #[test]
 fn wrong_name_is_named() {
-    let e = eval(
-        vec![allow(
-            "StringEquals",
-            json!("system:serviceaccount:team-a:ap"),
-        )],
-        "system:serviceaccount:team-a:app",
-    );
-    assert_eq!(e.verdict, Verdict::ImplicitDeny);
-    let (message, _) = only_problem(&e);
+    let e = eval(vec![allow_sub("system:serviceaccount:team-a:ap")], SUB);
+    let (message, _) = implicit_deny_problem(&e);
     assert!(
         message.ends_with("(wrong ServiceAccount name: the policy expects ap, the pod uses app)"),
         "{message}"
@@ -102,17 +100,8 @@ fn wrong_name_is_named() {
 
 #[test]
 fn wrong_audience_is_named_with_both_values() {
-    let e = eval_with(
-        vec![allow(
-            "StringEquals",
-            json!("system:serviceaccount:team-a:app"),
-        )],
-        ISS,
-        "system:serviceaccount:team-a:app",
-        &["custom.example.com"],
-    );
-    assert_eq!(e.verdict, Verdict::ImplicitDeny);
-    let (message, fix) = only_problem(&e);
+    let e = eval_with(vec![allow_sub(SUB)], ISS, SUB, &["custom.example.com"]);
+    let (message, fix) = implicit_deny_problem(&e);
     assert_eq!(
         message,
         "statement 1: the policy allows aud sts.amazonaws.com, this pod's token says custom.example.com"
@@ -126,12 +115,11 @@ fn https_in_the_condition_key_makes_the_key_absent() {
         vec![statement(
             "Allow",
             PROVIDER_ARN,
-            json!({"StringEquals": {format!("https://{PROVIDER}:sub"): "system:serviceaccount:team-a:app"}}),
+            json!({"StringEquals": {format!("https://{PROVIDER}:sub"): SUB}}),
         )],
-        "system:serviceaccount:team-a:app",
+        SUB,
     );
-    assert_eq!(e.verdict, Verdict::ImplicitDeny);
-    let (message, fix) = only_problem(&e);
+    let (message, fix) = implicit_deny_problem(&e);
     assert!(
         message.contains("names provider https://oidc.example.com/cluster-1")
             && message
@@ -147,12 +135,11 @@ fn https_in_the_provider_arn_does_not_match() {
         vec![statement(
             "Allow",
             &format!("arn:aws:iam::111122223333:oidc-provider/{ISS}"),
-            json!({"StringEquals": {format!("{PROVIDER}:sub"): "system:serviceaccount:team-a:app"}}),
+            sub_condition("StringEquals", SUB),
         )],
-        "system:serviceaccount:team-a:app",
+        SUB,
     );
-    assert_eq!(e.verdict, Verdict::ImplicitDeny);
-    let (message, fix) = only_problem(&e);
+    let (message, fix) = implicit_deny_problem(&e);
     assert_eq!(
         message,
         format!("statement 1: the policy trusts provider {ISS}, this token's issuer {ISS} is provider {PROVIDER} \
@@ -163,15 +150,7 @@ fn https_in_the_provider_arn_does_not_match() {
 
 #[test]
 fn trailing_slash_in_the_issuer_is_a_different_provider() {
-    let e = eval_with(
-        vec![allow(
-            "StringEquals",
-            json!("system:serviceaccount:team-a:app"),
-        )],
-        &format!("{ISS}/"),
-        "system:serviceaccount:team-a:app",
-        &[AUD],
-    );
+    let e = eval_with(vec![allow_sub(SUB)], &format!("{ISS}/"), SUB, &[AUD]);
     assert_eq!(e.verdict, Verdict::ImplicitDeny);
     let problems = e.problems();
     // The principal and both condition keys name the provider without the slash.
@@ -190,15 +169,8 @@ fn trailing_slash_in_the_issuer_is_a_different_provider() {
 
 #[test]
 fn wildcard_under_string_equals_is_literal() {
-    let e = eval(
-        vec![allow(
-            "StringEquals",
-            json!("system:serviceaccount:team-a:*"),
-        )],
-        "system:serviceaccount:team-a:app",
-    );
-    assert_eq!(e.verdict, Verdict::ImplicitDeny);
-    let (message, fix) = only_problem(&e);
+    let e = eval(vec![allow_sub("system:serviceaccount:team-a:*")], SUB);
+    let (message, fix) = implicit_deny_problem(&e);
     assert!(
         message.contains("StringEquals compares literally, so * and ? in system:serviceaccount:team-a:* are not wildcards"),
         "{message}"
@@ -216,15 +188,12 @@ fn string_like_wildcard_matches() {
         "system:serviceaccount:team-?:app",
         "*",
     ] {
-        let e = eval(
-            vec![allow("StringLike", json!(pattern))],
-            "system:serviceaccount:team-a:app",
-        );
+        let e = eval(vec![allow("StringLike", json!(pattern))], SUB);
         assert_eq!(e.verdict, Verdict::Allowed(1), "{pattern}");
     }
     let e = eval(
         vec![allow("StringLike", json!("system:serviceaccount:team-b:*"))],
-        "system:serviceaccount:team-a:app",
+        SUB,
     );
     let (message, _) = only_problem(&e);
     assert!(
@@ -237,16 +206,10 @@ fn string_like_wildcard_matches() {
 fn several_statements_any_allow_is_enough() {
     let e = eval(
         vec![
-            allow("StringEquals", json!("system:serviceaccount:other:app")),
-            allow(
-                "StringEquals",
-                json!([
-                    "system:serviceaccount:x:y",
-                    "system:serviceaccount:team-a:app"
-                ]),
-            ),
+            allow_sub("system:serviceaccount:other:app"),
+            allow("StringEquals", json!(["system:serviceaccount:x:y", SUB])),
         ],
-        "system:serviceaccount:team-a:app",
+        SUB,
     );
     assert_eq!(e.verdict, Verdict::Allowed(2));
     assert!(!e.statements[0].applies);
@@ -254,10 +217,10 @@ fn several_statements_any_allow_is_enough() {
 
     let e = eval(
         vec![
-            allow("StringEquals", json!("system:serviceaccount:other:app")),
-            allow("StringEquals", json!("system:serviceaccount:team-a:other")),
+            allow_sub("system:serviceaccount:other:app"),
+            allow_sub("system:serviceaccount:team-a:other"),
         ],
-        "system:serviceaccount:team-a:app",
+        SUB,
     );
     assert_eq!(e.verdict, Verdict::ImplicitDeny);
     let problems = e.problems();
@@ -270,14 +233,14 @@ fn several_statements_any_allow_is_enough() {
 fn deny_wins_over_allow() {
     let e = eval(
         vec![
-            allow("StringEquals", json!("system:serviceaccount:team-a:app")),
+            allow_sub(SUB),
             statement(
                 "Deny",
                 PROVIDER_ARN,
-                json!({"StringLike": {format!("{PROVIDER}:sub"): "system:serviceaccount:team-a:*"}}),
+                sub_condition("StringLike", "system:serviceaccount:team-a:*"),
             ),
         ],
-        "system:serviceaccount:team-a:app",
+        SUB,
     );
     assert_eq!(e.verdict, Verdict::ExplicitDeny(2));
     assert_eq!(
@@ -293,14 +256,14 @@ fn deny_wins_over_allow() {
     // A Deny that does not match leaves the Allow in force.
     let e = eval(
         vec![
-            allow("StringEquals", json!("system:serviceaccount:team-a:app")),
+            allow_sub(SUB),
             statement(
                 "Deny",
                 PROVIDER_ARN,
-                json!({"StringEquals": {format!("{PROVIDER}:sub"): "system:serviceaccount:team-b:app"}}),
+                sub_condition("StringEquals", "system:serviceaccount:team-b:app"),
             ),
         ],
-        "system:serviceaccount:team-a:app",
+        SUB,
     );
     assert_eq!(e.verdict, Verdict::Allowed(1));
 }
@@ -311,9 +274,9 @@ fn condition_key_without_the_issuer_prefix_is_absent() {
         vec![statement(
             "Allow",
             PROVIDER_ARN,
-            json!({"StringEquals": {"sub": "system:serviceaccount:team-a:app"}}),
+            json!({"StringEquals": {"sub": SUB}}),
         )],
-        "system:serviceaccount:team-a:app",
+        SUB,
     );
     let (message, fix) = only_problem(&e);
     assert!(message.contains("lacks the issuer prefix"), "{message}");
@@ -326,17 +289,16 @@ fn condition_keys_are_case_insensitive() {
         vec![statement(
             "Allow",
             PROVIDER_ARN,
-            json!({"StringEquals": {"OIDC.example.com/cluster-1:SUB": "system:serviceaccount:team-a:app"}}),
+            json!({"StringEquals": {"OIDC.example.com/cluster-1:SUB": SUB}}),
         )],
-        "system:serviceaccount:team-a:app",
+        SUB,
     );
     assert_eq!(e.verdict, Verdict::Allowed(1));
 }
 
 #[test]
 fn negated_and_set_operators_follow_iam() {
-    let sub = "system:serviceaccount:team-a:app";
-    let with = |conditions: Value| eval(vec![statement("Allow", PROVIDER_ARN, conditions)], sub);
+    let with = |conditions: Value| eval(vec![statement("Allow", PROVIDER_ARN, conditions)], SUB);
     let key = format!("{PROVIDER}:sub");
     let aud = format!("{PROVIDER}:aud");
     // StringNotEquals on another value holds; on this one it fails with the words.
@@ -362,55 +324,53 @@ fn negated_and_set_operators_follow_iam() {
     assert!(with(json!({"StringNotEquals": {&missing: "x"}})).allowed());
     assert!(with(json!({"Null": {&missing: "true", &key: "false"}})).allowed());
     assert!(!with(json!({"Null": {&key: "true"}})).allowed());
-    assert!(with(json!({"StringEqualsIgnoreCase": {&key: sub.to_uppercase()}})).allowed());
+    assert!(with(json!({"StringEqualsIgnoreCase": {&key: SUB.to_uppercase()}})).allowed());
     // Keys that depend on the request are noted, not evaluated.
-    let e = with(json!({"StringEquals": {"aws:RequestTag/team": "a", &key: sub}}));
+    let e = with(json!({"StringEquals": {"aws:RequestTag/team": "a", &key: SUB}}));
     assert!(e.allowed());
     assert_eq!(e.notes.len(), 1, "{:?}", e.notes);
 }
 
 #[test]
 fn unknown_operator_action_and_principal_kind_are_reported() {
-    let sub = "system:serviceaccount:team-a:app";
     let e = eval(
         vec![statement(
             "Allow",
             PROVIDER_ARN,
-            json!({"StringEqual": {format!("{PROVIDER}:sub"): sub}}),
+            sub_condition("StringEqual", SUB),
         )],
-        sub,
+        SUB,
     );
     assert!(only_problem(&e)
         .0
         .contains("\"StringEqual\" is not one IAM accepts"));
-    let mut wrong_action = allow("StringEquals", json!(sub));
+    let mut wrong_action = allow_sub(SUB);
     wrong_action["Action"] = json!("sts:AssumeRole");
-    let (message, fix) = only_problem(&eval(vec![wrong_action], sub));
+    let (message, fix) = only_problem(&eval(vec![wrong_action], SUB));
     assert!(
         message.contains("does not include sts:AssumeRoleWithWebIdentity"),
         "{message}"
     );
     assert_eq!(fix, "set \"Action\": \"sts:AssumeRoleWithWebIdentity\"");
-    let mut wildcard_action = allow("StringEquals", json!(sub));
+    let mut wildcard_action = allow_sub(SUB);
     wildcard_action["Action"] = json!(["sts:*"]);
-    assert!(eval(vec![wildcard_action], sub).allowed());
-    let mut aws_principal = allow("StringEquals", json!(sub));
+    assert!(eval(vec![wildcard_action], SUB).allowed());
+    let mut aws_principal = allow_sub(SUB);
     aws_principal["Principal"] = json!({"AWS": "arn:aws:iam::111122223333:root"});
-    assert!(only_problem(&eval(vec![aws_principal], sub))
+    assert!(only_problem(&eval(vec![aws_principal], SUB))
         .0
         .contains("not an OIDC provider"));
 }
 
 #[test]
 fn provider_in_another_account_is_named() {
-    let sub = "system:serviceaccount:team-a:app";
     let e = eval(
         vec![statement(
             "Allow",
             &format!("arn:aws:iam::999999999999:oidc-provider/{PROVIDER}"),
-            json!({"StringEquals": {format!("{PROVIDER}:sub"): sub}}),
+            sub_condition("StringEquals", SUB),
         )],
-        sub,
+        SUB,
     );
     assert!(only_problem(&e)
         .0

@@ -3,6 +3,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::identity::{split_iam_arn, IamArn};
+
 use super::evaluate::ACTION;
 use super::issuer::Issuer;
 
@@ -39,15 +41,12 @@ impl Provider {
 
     /// Reads a provider ARN; when `issuer` is given too, the two must name the same provider.
     pub fn from_arn(arn: &str, issuer: Option<&Issuer>) -> Result<Self, String> {
-        let mut parts = arn.splitn(6, ':');
-        let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
+        let Some(IamArn {
+            partition,
+            account,
+            resource,
+        }) = split_iam_arn(arn)
+        else {
             return Err(format!(
                 "provider ARN {arn:?} is not arn:<partition>:iam::<account>:oidc-provider/<host/path>"
             ));

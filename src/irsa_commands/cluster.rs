@@ -41,7 +41,7 @@ impl ApiResponse {
 pub async fn client(access: &ClusterAccess) -> Result<kube::Client, String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut config = match &access.kubeconfig {
-        Some(path) => from_file(path).await?,
+        Some(path) => config_from_kubeconfig(path).await?,
         None => kube::Config::infer().await.map_err(|err| {
             format!("no Kubernetes configuration found (in-cluster, $KUBECONFIG or ~/.kube/config): {err}; pass --kubeconfig")
         })?,
@@ -57,7 +57,10 @@ pub async fn client(access: &ClusterAccess) -> Result<kube::Client, String> {
         .map_err(|err| format!("cannot build the Kubernetes client: {err}"))
 }
 
-async fn from_file(path: &Path) -> Result<kube::Config, String> {
+/// The client configuration in the kubeconfig file at `path` (its current context); errors name
+/// the file as `--kubeconfig`, the flag that gives it. Public so the real-cluster tests connect
+/// the same way.
+pub async fn config_from_kubeconfig(path: &Path) -> Result<kube::Config, String> {
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .map_err(|err| format!("--kubeconfig {}: {err}", path.display()))?;
     kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())

@@ -8,6 +8,8 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use bytes::Bytes;
 use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::admission::Operation;
@@ -284,7 +286,9 @@ fn decode(body: &[u8]) -> Result<Review<'_>, BadReview> {
     }
     let envelope = match read_envelope::<&RawValue>(body) {
         Ok(Top::Object(envelope)) => envelope,
-        Ok(Top::Other(got)) => return Err(not_review(format!("expected a JSON object, got {got}"))),
+        Ok(Top::Other(got)) => {
+            return Err(not_review(format!("expected a JSON object, got {got}")))
+        }
         Err(err) => return Err(not_review(format!("invalid JSON: {err}"))),
     };
     let (api_version, request) = check_envelope(envelope)?;
@@ -538,15 +542,17 @@ fn encode(api_version: &str, uid: &str, decision: &Decision) -> Vec<u8> {
             }
             if let Some(patch) = &admit.patch {
                 out.extend_from_slice(b",\"patch\":\"");
-                {
-                    let mut base64 = base64::write::EncoderWriter::new(
-                        &mut out,
-                        &base64::engine::general_purpose::STANDARD,
-                    );
-                    write_json(&mut base64, patch);
-                    // Flushes the last partial group; writing into a Vec cannot fail.
-                    let _ = base64.finish();
-                }
+                // The patch's JSON, then its base64 straight into the answer: serde writes in
+                // many small pieces, which base64 is slow to take one at a time.
+                let mut json = Vec::with_capacity(1024);
+                write_json(&mut json, patch);
+                let start = out.len();
+                out.resize(
+                    start + base64::encoded_len(json.len(), true).unwrap_or(0),
+                    0,
+                );
+                let written = STANDARD.encode_slice(&json, &mut out[start..]).unwrap_or(0);
+                out.truncate(start + written);
                 out.push(b'"');
             }
         }
@@ -688,6 +694,83 @@ mod tests {
             err.len() <= MAX_ECHO && err.contains("request.operation"),
             "{err}"
         );
+    }
+
+    fn admission() -> Admission {
+        let mut accounts = crate::cache::FixedServiceAccounts::default();
+        let annotations = ServiceAccountAnnotations {
+            role_arn: Some("arn:aws:iam::111122223333:role/app".into()),
+            ..Default::default()
+        };
+        accounts.insert("payments", "default", annotations);
+        Admission {
+            settings: Arc::new(MutationSettings::default()),
+            service_accounts: Arc::new(accounts),
+            sources: Arc::new(LiveSources::default()),
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    fn pod_review(pod: serde_json::Value) -> Bytes {
+        let mut review: Value = serde_json::from_slice(POD_REVIEW).unwrap();
+        review["request"]["namespace"] = "payments".into();
+        review["request"]["object"] = pod;
+        Bytes::from(serde_json::to_vec(&review).unwrap())
+    }
+
+    fn answer_of(body: &[u8]) -> Value {
+        serde_json::from_slice::<Value>(body).unwrap()["response"].clone()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_large_review_is_answered_off_the_worker_the_same_way() {
+        let admission = admission();
+        let small = serde_json::json!({"spec": {"containers": [{"name": "app"}]}});
+        let mut large = small.clone();
+        large["metadata"] =
+            serde_json::json!({"annotations": {"pad": "x".repeat(INLINE_BODY_BYTES)}});
+        let small = pod_review(small);
+        let large = pod_review(large);
+        assert!(small.len() <= INLINE_BODY_BYTES && large.len() > INLINE_BODY_BYTES);
+        let inline = answer_of(&admission.review(&small).await.unwrap());
+        let blocking = answer_of(&admission.review(&large).await.unwrap());
+        assert_eq!(inline["allowed"], true);
+        assert!(inline["patch"].is_string(), "{inline}");
+        assert_eq!(inline, blocking);
+    }
+
+    #[tokio::test]
+    async fn too_many_containers_get_allowed_false_naming_the_cap() {
+        let containers: Vec<Value> = (0..=crate::mutate::MAX_CONTAINERS)
+            .map(|i| serde_json::json!({"name": format!("c{i}")}))
+            .collect();
+        let body = pod_review(serde_json::json!({"spec": {"containers": containers}}));
+        let answer = answer_of(&admission().review(&body).await.unwrap());
+        assert_eq!(answer["allowed"], false);
+        let message = answer["status"]["message"].as_str().unwrap();
+        assert_eq!(
+            message,
+            format!(
+                "object is not a valid Pod: spec.containers must be an array of at most {} entries (a limit of this webhook), got {} entries",
+                crate::mutate::MAX_CONTAINERS,
+                crate::mutate::MAX_CONTAINERS + 1
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn echoed_names_in_warnings_are_bounded() {
+        let name = "n".repeat(1 << 20);
+        let pod = serde_json::json!({"spec": {
+            "containers": [{"name": name, "volumeMounts": [{"name": "certs", "mountPath": "/var/run/secrets/eks.amazonaws.com/serviceaccount"}]}],
+            "volumes": [{"name": "certs", "emptyDir": {}}]
+        }});
+        let answer = answer_of(&admission().review(&pod_review(pod)).await.unwrap());
+        let warnings = answer["warnings"].as_array().unwrap();
+        assert_eq!(warnings.len(), 1);
+        let warning = warnings[0].as_str().unwrap();
+        assert!(warning.len() <= MAX_ECHO, "{}", warning.len());
+        assert!(warning.starts_with("container \"nnn") && warning.ends_with('…'));
     }
 
     /// kube's serialization of the same answer, with the patch as base64 appended last: the

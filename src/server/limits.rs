@@ -264,7 +264,7 @@ pub struct Peer(pub IpAddr);
 /// cannot spend what the others need.
 pub struct BodyBudget {
     total: Budget,
-    /// Of `total`, what only bodies up to [`SMALL_BODY_BYTES`] may use, so that large bodies
+    /// Of `total`, what only bodies up to [`SMALL_BODY_BYTES`] may use (an eighth), so that large bodies
     /// sent from many addresses cannot leave real reviews (a few kilobytes) without memory.
     reserved_for_small: usize,
     per_peer_limit: usize,
@@ -304,6 +304,9 @@ impl Budget {
 
 /// Bodies up to this size may use the budget's reserve; real pods are a few kilobytes.
 pub const SMALL_BODY_BYTES: usize = 256 * 1024;
+/// The reserve is this fraction (1/8) of the budget: enough for dozens of real reviews at
+/// once, small enough that a body of the largest size still fits in the rest.
+pub const SMALL_BODY_RESERVE_DIVISOR: usize = 8;
 
 /// How much more than its size a body costs once parsed into a JSON tree (measured: a 3 MB
 /// pod makes a tree of about 30 MB); charged to the whole-server budget while it is answered.
@@ -313,7 +316,7 @@ impl BodyBudget {
     pub fn new(total: usize, per_peer: usize) -> Self {
         Self {
             total: Budget::new(total),
-            reserved_for_small: total / 4,
+            reserved_for_small: total / SMALL_BODY_RESERVE_DIVISOR,
             per_peer_limit: per_peer,
             per_peer: Mutex::new(HashMap::new()),
         }
@@ -541,6 +544,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_rejection_is_counted_but_only_ten_a_window_are_logged() {
+        let metrics = Arc::new(Metrics::new());
+        let log = RejectionLog::new(metrics.clone());
+        for _ in 0..25 {
+            log.reject(Rejection::SlowBody, None, "test");
+        }
+        let counted = metrics.rejections.with_label_values(&["slow_body"]).get();
+        assert_eq!(counted, 25);
+        assert_eq!(log.suppressed.load(Ordering::Relaxed), 15);
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"pod_identity_webhook_rejected_total{reason="idle"} 0"#),
+            "every reason is exported from the start"
+        );
+    }
+
+    #[test]
     fn connection_gate_caps_overall_and_per_peer_and_frees_on_drop() {
         let gate = Arc::new(ConnectionGate::new(3, 2, 2, 1));
         let a: IpAddr = [10, 0, 0, 1].into();
@@ -601,7 +622,7 @@ mod tests {
     }
 
     #[test]
-    fn large_bodies_leave_a_quarter_of_the_budget_to_small_ones() {
+    fn large_bodies_leave_an_eighth_of_the_budget_to_small_ones() {
         let total = 8 * SMALL_BODY_BYTES;
         let budget = BodyBudget::new(total, usize::MAX);
         let mut large = Reservation {
@@ -613,8 +634,8 @@ mod tests {
         assert!(large.arriving(SMALL_BODY_BYTES, SMALL_BODY_BYTES));
         assert!(large.arriving(5 * SMALL_BODY_BYTES, 6 * SMALL_BODY_BYTES));
         assert!(
-            !large.arriving(SMALL_BODY_BYTES, 7 * SMALL_BODY_BYTES),
-            "the last quarter is kept for small bodies"
+            !large.arriving(2 * SMALL_BODY_BYTES, 8 * SMALL_BODY_BYTES),
+            "the last eighth is kept for small bodies"
         );
         let mut small = Reservation {
             budget: &budget,

@@ -219,7 +219,7 @@ async fn accept_loop(
                 let (http1, http2) = (http1.clone(), http2.clone());
                 tokio::spawn(async move {
                     let handshake = tokio::time::timeout(
-                        limits_handshake(&connection),
+                        connection.limits.tls_handshake_timeout,
                         acceptor.accept(stream),
                     )
                     .await;
@@ -247,10 +247,6 @@ async fn accept_loop(
             }
         }
     }
-}
-
-fn limits_handshake(connection: &ConnectionContext) -> Duration {
-    connection.limits.tls_handshake_timeout
 }
 
 /// IPv4 clients of a dual-stack socket arrive as `::ffff:a.b.c.d`; counted as the IPv4 address.
@@ -299,6 +295,7 @@ async fn serve_connection<I>(
     tokio::pin!(connection);
     let mut deadline = accepted_at + limits.first_request_timeout;
     let mut idle = true;
+    let mut tracking = true;
     let closing = loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -311,8 +308,10 @@ async fn serve_connection<I>(
                 rejections.reject(Rejection::Idle, Some(peer), "no request within the connection deadline; closed");
                 break "idle";
             }
-            changed = activity.changed() => {
+            changed = activity.changed(), if tracking => {
                 if changed.is_err() {
+                    // The service (and with it the counter) is gone: nothing more to track.
+                    tracking = false;
                     continue;
                 }
                 idle = *activity.borrow_and_update() == 0;

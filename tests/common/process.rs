@@ -9,10 +9,62 @@
 
 use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::{ChildStdin, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// Why a suite's shared fixture is not there.
+pub enum StartError {
+    /// What this machine lacks: every test prints SKIPPED and passes, unless
+    /// `PIW_REQUIRE_TOOLS=1`, where every test fails naming it.
+    Missing(Vec<String>),
+    /// It was tried and failed: every test fails with the reason.
+    Failed(String),
+}
+
+/// A suite's shared fixture (a cluster, a node), built by `start` on the first test's call
+/// and reused by every later one; `None` after a SKIPPED line when tools are missing.
+/// `suite` names it in messages, `hint` says how to install what is missing.
+pub fn shared_fixture<T>(
+    cell: &'static OnceLock<Result<T, StartError>>,
+    suite: &str,
+    test: &str,
+    hint: &str,
+    start: impl FnOnce() -> Result<T, StartError>,
+) -> Option<&'static T> {
+    let fixture = cell.get_or_init(|| {
+        let started = Instant::now();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(start)).unwrap_or_else(|panic| {
+            Err(StartError::Failed(format!("the start panicked: {panic:?}")))
+        });
+        if result.is_ok() {
+            // Straight to stderr: libtest's capture would hide it for a passing test.
+            let _ = writeln!(
+                std::io::stderr(),
+                "{suite}: ready in {:.1?}",
+                started.elapsed()
+            );
+        }
+        result
+    });
+    match fixture {
+        Ok(fixture) => Some(fixture),
+        Err(StartError::Missing(missing)) => {
+            let message = format!(
+                "{suite} tests need what is missing here: {}. {hint}",
+                missing.join(", ")
+            );
+            if std::env::var("PIW_REQUIRE_TOOLS").as_deref() == Ok("1") {
+                panic!("{message} (PIW_REQUIRE_TOOLS=1)");
+            }
+            let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {message}");
+            None
+        }
+        Err(StartError::Failed(reason)) => panic!("the {suite} fixture did not start: {reason}"),
+    }
+}
 
 /// Runs `command`, returning its output; Err names the command and carries stderr.
 pub fn run(command: &mut Command) -> Result<Output, String> {

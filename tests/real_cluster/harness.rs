@@ -27,7 +27,7 @@ use base64::Engine as _;
 use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 
-use crate::common::process::{arm_teardown, Teardown};
+use crate::common::process::{arm_teardown, shared_fixture, StartError, Teardown};
 use crate::common::tls::{KubeletDir, TestCa};
 use crate::common::two_free_ports;
 
@@ -475,42 +475,17 @@ pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
 /// The shared cluster, built on first use; `None` (after a SKIPPED line) when the tools are
 /// missing and `PIW_REQUIRE_TOOLS` is not 1. A failed start fails every test with its reason.
 pub fn cluster(test: &str) -> Option<&'static Cluster> {
-    static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
-    let cluster = CLUSTER.get_or_init(|| {
-        let tools = match find_tools() {
-            Ok(tools) => tools,
-            Err(missing) => return Err(format!("SKIP:{}", missing.join(", "))),
-        };
-        let started = Instant::now();
-        let result = std::panic::catch_unwind(|| Cluster::start(tools))
-            .unwrap_or_else(|panic| Err(format!("cluster start panicked: {panic:?}")));
-        if result.is_ok() {
-            let _ = writeln!(
-                std::io::stderr(),
-                "real-cluster: control plane, chart and webhook ready in {:.1?}",
-                started.elapsed()
-            );
-        }
-        result
-    });
-    match cluster {
-        Ok(cluster) => Some(cluster),
-        Err(reason) => {
-            if let Some(missing) = reason.strip_prefix("SKIP:") {
-                let message = format!(
-                    "real-cluster tests need tools that are missing: {missing}. Run `make tools` \
-                     (hack/install-helm.sh and hack/install-control-plane.sh)"
-                );
-                if std::env::var("PIW_REQUIRE_TOOLS").as_deref() == Ok("1") {
-                    panic!("{message} (PIW_REQUIRE_TOOLS=1)");
-                }
-                // Straight to stderr: libtest's capture would hide an eprintln! of a passing test.
-                let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {message}");
-                return None;
-            }
-            panic!("the real cluster did not start: {reason}");
-        }
-    }
+    static CLUSTER: OnceLock<Result<Cluster, StartError>> = OnceLock::new();
+    shared_fixture(
+        &CLUSTER,
+        "real-cluster",
+        test,
+        "Run `make tools` (hack/install-helm.sh and hack/install-control-plane.sh)",
+        || {
+            let tools = find_tools().map_err(StartError::Missing)?;
+            Cluster::start(tools).map_err(StartError::Failed)
+        },
+    )
 }
 
 impl Cluster {
@@ -981,11 +956,8 @@ fn parse_env(text: &str) -> BTreeMap<String, String> {
 
 /// A kube client from a kubeconfig file, with bounded timeouts.
 pub async fn client_for(kubeconfig: &Path) -> Result<kube::Client, String> {
-    let file = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| e.to_string())?;
     let mut config =
-        kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-            .await
-            .map_err(|e| e.to_string())?;
+        pod_identity_webhook::irsa_commands::cluster::config_from_kubeconfig(kubeconfig).await?;
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(Duration::from_secs(30));
     config.write_timeout = Some(Duration::from_secs(30));

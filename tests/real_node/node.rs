@@ -9,16 +9,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::common::process::{arm_teardown, eventually, run, run_with_input, Teardown};
+use crate::common::process::{
+    arm_teardown, eventually, run, run_with_input, shared_fixture, StartError, Teardown,
+};
 
 /// Namespace and release of the chart the shared tests run against.
 pub const RELEASE_NS: &str = "piw-system";
@@ -120,41 +121,20 @@ pub struct Exclusive {
 /// The shared node, built on first use; `None` (after a SKIPPED line) when tools are missing
 /// and `PIW_REQUIRE_TOOLS` is not 1. A failed start fails every test with its reason.
 pub fn node(test: &str) -> Option<&'static Node> {
-    static NODE: OnceLock<Result<Node, String>> = OnceLock::new();
-    let node = NODE.get_or_init(|| {
-        let missing = missing_tools();
-        if !missing.is_empty() {
-            return Err(format!("SKIP:{}", missing.join(", ")));
-        }
-        let started = Instant::now();
-        let result = std::panic::catch_unwind(Node::start)
-            .unwrap_or_else(|panic| Err(format!("node start panicked: {panic:?}")));
-        if result.is_ok() {
-            let _ = writeln!(
-                std::io::stderr(),
-                "real-node: node Ready and image imported in {:.1?}",
-                started.elapsed()
-            );
-        }
-        result
-    });
-    match node {
-        Ok(node) => Some(node),
-        Err(reason) => {
-            if let Some(missing) = reason.strip_prefix("SKIP:") {
-                let message = format!(
-                    "real-node tests need what is missing here: {missing}. Run `make tools image` \
-                     as root"
-                );
-                if std::env::var("PIW_REQUIRE_TOOLS").as_deref() == Ok("1") {
-                    panic!("{message} (PIW_REQUIRE_TOOLS=1)");
-                }
-                let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {message}");
-                return None;
+    static NODE: OnceLock<Result<Node, StartError>> = OnceLock::new();
+    shared_fixture(
+        &NODE,
+        "real-node",
+        test,
+        "Run `make tools image` as root",
+        || {
+            let missing = missing_tools();
+            if !missing.is_empty() {
+                return Err(StartError::Missing(missing));
             }
-            panic!("the real node did not start: {reason}");
-        }
-    }
+            Node::start().map_err(StartError::Failed)
+        },
+    )
 }
 
 impl Node {

@@ -180,6 +180,21 @@ impl FakeApi {
         format!("http://{}", self.addr)
     }
 
+    /// Writes a kubeconfig at `path` for a webhook process to reach this fake (no credentials:
+    /// the fake does not check them).
+    pub fn write_kubeconfig(&self, path: &std::path::Path) {
+        std::fs::write(
+            path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\n\
+                 users: [{{name: fake, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n\
+                 current-context: fake\n",
+                self.url()
+            ),
+        )
+        .unwrap();
+    }
+
     /// A kube client talking to this fake.
     pub fn client(&self) -> kube::Client {
         let mut config = kube::Config::new(self.url().parse().unwrap());
