@@ -12,7 +12,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::sync::Semaphore;
 
 use axum::error_handling::HandleErrorLayer;
 use tower::ServiceBuilder;
@@ -34,7 +33,6 @@ pub fn webhook_router(components: &Components, limits: &Limits) -> Router {
     let mutate = MutateState {
         admission: components.admission(),
         max_body_bytes: limits.max_body_bytes,
-        turns: Arc::new(Semaphore::new(limits.max_concurrent_reviews)),
     };
     let rejections = Arc::new(RejectionLog::new(components.metrics.clone()));
     let budget = Arc::new(BodyBudget::new(
@@ -106,8 +104,6 @@ pub fn admin_router(components: &Components) -> Router {
 struct MutateState {
     admission: Arc<Admission>,
     max_body_bytes: usize,
-    /// One permit per review being read or answered, shared by every connection.
-    turns: Arc<Semaphore>,
 }
 
 async fn mutate_handler(
@@ -135,12 +131,8 @@ async fn mutate_handler(
     if declared.is_some_and(|length| length > state.max_body_bytes as u64) {
         return too_large();
     }
-    // Taken before the body is read, so at most `max_concurrent_reviews` bodies are buffered;
-    // the others wait unread (flow control holds them at the client), bounded by the request
-    // timeout. The semaphore is never closed.
-    let Ok(_turn) = state.turns.acquire().await else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    };
+    // The layers in front have read the whole body within its deadline and the memory budget,
+    // and the concurrency limit has admitted this review: this only collects it.
     let bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(err) => {
