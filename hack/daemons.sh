@@ -32,7 +32,9 @@ pid_is_ours() {
   local pid="$1" dir="$2"
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
   [ -r "/proc/$pid/cmdline" ] || return 0
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$dir"
+  local cmdline
+  cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline")"
+  [[ "$cmdline" == *"$dir"* ]]
 }
 
 stop_pid() {

@@ -117,7 +117,13 @@ check_prerequisites() {
 # ------------------------------------------------------------------ images
 # The pause and test images are built here from Debian's busybox-static (no registry is
 # needed) and cached by busybox version.
-busybox_version() { busybox 2>&1 | head -1 | awk '{print $2}'; }
+# No `| head` here: busybox would die of SIGPIPE, and pipefail would end the script.
+busybox_version() {
+  local banner
+  banner="$(busybox 2>&1 || true)"
+  banner="${banner%%$'\n'*}"
+  awk '{print $2}' <<<"$banner"
+}
 
 build_busybox_image() { # name archive entrypoint-json
   local name="$1" archive="$2" entry="$3" ctx store applet
