@@ -141,7 +141,8 @@ cmd_up() {
 
   step "Inside the running pod: the token file and its claims"
   local token_file token
-  token_file="$(kubectl exec s3-reader -- printenv AWS_WEB_IDENTITY_TOKEN_FILE)"
+  # shellcheck disable=SC2016 # expanded inside the pod
+  token_file="$(kubectl exec s3-reader -- sh -c 'echo "$AWS_WEB_IDENTITY_TOKEN_FILE"')"
   kubectl exec s3-reader -- ls -lL "$token_file" | sed 's/^/  /'
   token="$(kubectl exec s3-reader -- cat "$token_file")"
   python3 - "$token" <<'EOF'
