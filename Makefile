@@ -1,5 +1,6 @@
-# The two commands a newcomer needs: `make demo` runs the product on a local control plane,
-# `make test` runs the whole test suite. Both install what they need first.
+# The two commands a newcomer needs: `make demo` runs the product on a real one-node cluster
+# on this machine, `make test` runs the whole test suite. Both install what they need first
+# and need root (containerd, a kubelet and a bridge of their own).
 
 SHELL := /bin/bash
 TOOLS_BIN := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pod-identity-webhook/bin
@@ -18,7 +19,8 @@ tools:
 image:
 	hack/build-image.sh
 
-## fmt + clippy, then every test: unit, golden, property, server, chart and real-cluster.
+## fmt + clippy, the image, then every test: unit, golden, property, server, hostile-client,
+## chart, real-cluster (URL mode) and real-node (the image on a one-node cluster).
 test: tools lint image
 	PIW_REQUIRE_TOOLS=1 cargo test --locked
 
@@ -33,8 +35,9 @@ FUZZ_SECONDS ?= 10
 fuzz:
 	hack/fuzz.sh $(FUZZ_SECONDS)
 
-## Run it: build the webhook, start a local control plane, install the chart in URL mode,
-## create examples/ and print what was injected. Leaves the cluster up (DEMO_TEARDOWN=1: not).
+## Run it: build the image, start a one-node cluster, helm install the chart from the image,
+## run a pod under examples/serviceaccount.yaml and show from inside it what was injected.
+## Leaves the cluster up (DEMO_TEARDOWN=1: not).
 demo:
 	hack/demo.sh
 

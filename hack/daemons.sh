@@ -1,6 +1,6 @@
 # Sourced by the hack/ scripts that run local daemons (control-plane.sh, node.sh): free ports,
-# starting a detached daemon with its pid file, stopping only processes that are ours, and
-# the selftests' checks.
+# starting a detached daemon with its pid file, stopping only processes that are ours,
+# certificate kubeconfigs, and the selftests' checks.
 # The sourcing script defines log and die.
 # shellcheck shell=bash
 
@@ -27,13 +27,17 @@ for s in socks:
 EOF
 }
 
-# Is PID alive and one of ours (its command line mentions DIR)?
+# Is PID alive and one of ours (its command line mentions DIR)? A zombie is gone: it holds
+# no files or sockets any more. A process still exiting has an empty command line but may
+# still hold its listening socket, so it counts as alive until it is a zombie.
 pid_is_ours() {
-  local pid="$1" dir="$2"
+  local pid="$1" dir="$2" state cmdline
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  [ -r "/proc/$pid/cmdline" ] || return 0
-  local cmdline
-  cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline")"
+  [ -r "/proc/$pid/status" ] || return 0
+  state="$(awk '/^State:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)"
+  case "$state" in Z|X|"") return 1 ;; esac
+  cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+  [ -n "$cmdline" ] || return 0
   [[ "$cmdline" == *"$dir"* ]]
 }
 
@@ -97,4 +101,33 @@ check() {
 check_summary() {
   echo "$CHECKS_PASSED passed, $CHECKS_FAILED failed"
   [ "$CHECKS_FAILED" -eq 0 ]
+}
+
+# write_cert_kubeconfig FILE PORT CA CERT KEY USER [NAMESPACE]: a kubeconfig for the loopback API
+# server on PORT, authenticating with a client certificate, credentials embedded.
+write_cert_kubeconfig() {
+  local file="$1" port="$2" ca="$3" cert="$4" key="$5" user="$6" namespace="${7:-default}"
+  local b64="base64 -w0"
+  cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: https://127.0.0.1:$port
+    certificate-authority-data: $($b64 <"$ca")
+users:
+- name: $user
+  user:
+    client-certificate-data: $($b64 <"$cert")
+    client-key-data: $($b64 <"$key")
+contexts:
+- name: local
+  context:
+    cluster: local
+    user: $user
+    namespace: $namespace
+current-context: local
+EOF
+  chmod 0600 "$file"
 }

@@ -244,26 +244,8 @@ keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
 subjectAltName=IP:$NODE_IP,DNS:$NODE_NAME"
   )
-  local b64="base64 -w0"
-  cat >"$DIR/kubelet/kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: local
-  cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
-    certificate-authority-data: $($b64 <"$ca/ca.crt")
-users:
-- name: node
-  user:
-    client-certificate-data: $($b64 <"$DIR/pki/kubelet-client.crt")
-    client-key-data: $($b64 <"$DIR/pki/kubelet-client.key")
-contexts:
-- name: local
-  context: {cluster: local, user: node}
-current-context: local
-EOF
-  chmod 0600 "$DIR/kubelet/kubeconfig"
+  write_cert_kubeconfig "$DIR/kubelet/kubeconfig" "$APISERVER_PORT" "$ca/ca.crt" \
+    "$DIR/pki/kubelet-client.crt" "$DIR/pki/kubelet-client.key" node
 }
 
 # ------------------------------------------------------------ processes
@@ -518,8 +500,13 @@ take_lock() {
     local other
     other="$(cat "$LOCK")"
     if [ "$other" != "$DIR" ] && [ -f "$other/$MARKER" ]; then
-      rmdir "$DIR" 2>/dev/null || true
-      die "a node is already up in $other (hack/node.sh down --dir $other); one per machine"
+      if [ -s "$other/kubelet.pid" ] && pid_is_ours "$(cat "$other/kubelet.pid")" "$other"; then
+        rmdir "$DIR" 2>/dev/null || true
+        die "a node is already up in $other (hack/node.sh down --dir $other); one per machine"
+      fi
+      # Its kubelet is gone (a killed run): undo what it left, then go on.
+      log "cleaning up a node left behind in $other"
+      "${BASH_SOURCE[0]}" down --dir "$other" || true
     fi
   fi
   echo "$DIR" >"$LOCK"

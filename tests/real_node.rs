@@ -242,37 +242,48 @@ fn chart_defaults_run_two_replicas_with_builtin_certificates_and_helm_test_passe
     drop(chart);
 }
 
+/// Runs a report pod as `security_context` says and checks who it ran as and the token
+/// file's mode, owner and group.
+fn check_token_access(test: &str, namespace: &str, security_context: Value, uid: &str, mode: &str) {
+    let node = node!(test);
+    let _chart = node.with_chart();
+    let (log, fields) = token_seen_by(node, namespace, security_context).unwrap();
+    assert_eq!(fields["uid"], uid, "{log}");
+    assert_eq!(fields["mode"], mode, "{log}");
+}
+
 #[test]
 fn token_is_readable_by_root() {
-    let node = node!("token_is_readable_by_root");
-    let _chart = node.with_chart();
-    let (_, fields) = token_seen_by(node, "token-root", json!({})).unwrap();
-    assert_eq!(fields["uid"], "0");
-    assert_eq!(fields["mode"], "644:0:0");
+    check_token_access(
+        "token_is_readable_by_root",
+        "token-root",
+        json!({}),
+        "0",
+        "644:0:0",
+    );
 }
 
 #[test]
 fn token_is_readable_by_a_non_root_user_without_fs_group() {
-    let node = node!("token_is_readable_by_a_non_root_user_without_fs_group");
-    let _chart = node.with_chart();
-    let (_, fields) = token_seen_by(node, "token-user", json!({"runAsUser": 1000})).unwrap();
-    assert_eq!(fields["uid"], "1000");
-    assert_eq!(fields["mode"], "600:1000:0");
+    check_token_access(
+        "token_is_readable_by_a_non_root_user_without_fs_group",
+        "token-user",
+        json!({"runAsUser": 1000}),
+        "1000",
+        "600:1000:0",
+    );
 }
 
 #[test]
 fn token_is_readable_by_a_non_root_user_with_fs_group() {
-    let node = node!("token_is_readable_by_a_non_root_user_with_fs_group");
-    let _chart = node.with_chart();
-    let (_, fields) = token_seen_by(
-        node,
+    // The kubelet gives the token file to the pod's user, readable by its fsGroup.
+    check_token_access(
+        "token_is_readable_by_a_non_root_user_with_fs_group",
         "token-fsgroup",
         json!({"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000}),
-    )
-    .unwrap();
-    assert_eq!(fields["uid"], "1000");
-    // The kubelet gives the token file to the pod's user, readable by its fsGroup.
-    assert_eq!(fields["mode"], "640:1000:2000");
+        "1000",
+        "640:1000:2000",
+    );
 }
 
 #[test]
