@@ -492,7 +492,12 @@ impl PodStream {
                         pod.to_string().as_bytes(),
                     ) {
                         Ok(_) => record.created += 1,
-                        Err(e) if e.contains("webhook") || e.contains("admission") => {
+                        // What the API server says when a webhook call fails or refuses (the
+                        // error also names kubectl's path, so "webhook" alone would match all).
+                        Err(e)
+                            if e.contains("failed calling webhook")
+                                || e.contains("denied the request") =>
+                        {
                             record.admission_failures.push(e)
                         }
                         Err(e) if e.contains("AlreadyExists") => record.created += 1,
