@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real, local Kubernetes control plane (etcd + kube-apiserver) on loopback,
-# for the real-cluster test suite and the demo.  No container engine, no
+# for the real-cluster test suite and hack/node.sh, which adds a node.  No container engine, no
 # kubelet, no kube-controller-manager: pods are stored and admitted (incl. by
 # mutating webhooks) but never run.
 #
@@ -58,11 +58,6 @@ MARKER=".pod-identity-webhook-control-plane"
 
 log() { printf '[control-plane] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-
-usage() {
-  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
-  exit 2
-}
 
 # ------------------------------------------------------------------ binaries
 find_etcd() {

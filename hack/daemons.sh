@@ -1,6 +1,6 @@
 # Sourced by the hack/ scripts that run local daemons (control-plane.sh, node.sh): free ports,
 # starting a detached daemon with its pid file, stopping only processes that are ours,
-# certificate kubeconfigs, and the selftests' checks.
+# certificate kubeconfigs, the selftests' checks, and usage text from the script's header.
 # The sourcing script defines log and die.
 # shellcheck shell=bash
 
@@ -130,4 +130,10 @@ contexts:
 current-context: local
 EOF
   chmod 0600 "$file"
+}
+
+# The running script's header comment (line 2 up to `set -euo`), as its usage; exits 2.
+usage() {
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[-1]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
+  exit 2
 }

@@ -74,11 +74,6 @@ SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
 log() { printf '[node] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-usage() {
-  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
-  exit 2
-}
-
 kube_bin() {
   local b="$PIW_KUBE_DIR/$1"
   [ -x "$b" ] || die "$b not found: run hack/install-control-plane.sh (KUBE_VERSION=$KUBE_VERSION)"

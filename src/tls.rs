@@ -388,6 +388,14 @@ mod tests {
         (certified.cert.pem(), certified.signing_key.serialize_pem())
     }
 
+    /// The TLS 1.2 suites of `suites`, in order (TLS 1.3 suites are always on).
+    fn tls12_suites(suites: &[SupportedCipherSuite]) -> Vec<rustls::CipherSuite> {
+        suites
+            .iter()
+            .filter(|s| matches!(s, SupportedCipherSuite::Tls12(_)))
+            .map(|s| s.suite())
+            .collect()
+    }
     #[test]
     fn set_pem_serves_a_matching_pair_and_records_expiry() {
         let store = store();
@@ -457,11 +465,7 @@ mod tests {
         ])
         .unwrap();
         assert!(dropped.is_empty());
-        let tls12: Vec<_> = suites
-            .iter()
-            .filter(|s| matches!(s, SupportedCipherSuite::Tls12(_)))
-            .map(|s| s.suite())
-            .collect();
+        let tls12 = tls12_suites(&suites);
         assert_eq!(
             tls12,
             vec![
@@ -492,11 +496,7 @@ mod tests {
                 "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA"
             ]
         );
-        let tls12: Vec<_> = suites
-            .iter()
-            .filter(|s| matches!(s, SupportedCipherSuite::Tls12(_)))
-            .map(|s| s.suite())
-            .collect();
+        let tls12 = tls12_suites(&suites);
         assert_eq!(
             tls12,
             vec![rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]
