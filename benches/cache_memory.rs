@@ -15,8 +15,8 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::Event;
-use pod_identity_webhook::cache::{Reflector, ServiceAccountStore};
-use pod_identity_webhook::settings::AnnotationKeys;
+use pod_identity_webhook::core::settings::AnnotationKeys;
+use pod_identity_webhook::sources::service_accounts::{ServiceAccountStore, StoreWriter};
 
 struct Counting;
 
@@ -96,7 +96,7 @@ fn service_account(
 /// store and the heap it holds (bytes, blocks).
 fn fill(with_role: impl Fn(usize) -> bool) -> (Arc<ServiceAccountStore>, isize, isize) {
     let store = Arc::new(ServiceAccountStore::new());
-    let mut reflector = Reflector::new(store.clone(), AnnotationKeys::new("eks.amazonaws.com"));
+    let mut reflector = StoreWriter::new(store.clone(), AnnotationKeys::new("eks.amazonaws.com"));
     let bytes_before = LIVE_BYTES.load(Ordering::SeqCst);
     let blocks_before = LIVE_BLOCKS.load(Ordering::SeqCst);
     reflector.apply(Event::Init);

@@ -3,9 +3,9 @@
 //! serialization included, which is what the server pays per request.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use pod_identity_webhook::identity::{IdentitySources, ServiceAccountAnnotations};
-use pod_identity_webhook::pipeline::mutate_with_sources;
-use pod_identity_webhook::settings::MutationSettings;
+use pod_identity_webhook::core::decision::mutate_with_inputs;
+use pod_identity_webhook::core::identity::{IdentityInputs, ServiceAccountAnnotations};
+use pod_identity_webhook::core::settings::MutationSettings;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -49,7 +49,7 @@ fn bench_engine(c: &mut Criterion) {
     )]
     .into();
     let service_account = ServiceAccountAnnotations::from_annotations(&annotations, &settings.keys);
-    let sources = IdentitySources {
+    let sources = IdentityInputs {
         service_account: Some(&service_account),
         ..Default::default()
     };
@@ -59,7 +59,7 @@ fn bench_engine(c: &mut Criterion) {
         group.throughput(Throughput::Elements(1));
         group.bench_with_input(BenchmarkId::new("mutate", label), &pod, |b, pod| {
             b.iter(|| {
-                let outcome = mutate_with_sources(
+                let outcome = mutate_with_inputs(
                     black_box(pod),
                     "default",
                     "app",
@@ -78,7 +78,7 @@ fn bench_engine(c: &mut Criterion) {
                 b.iter(|| {
                     let pod: Value = serde_json::from_slice(black_box(bytes)).unwrap();
                     let outcome =
-                        mutate_with_sources(&pod, "default", "app", sources, &settings, &mut |r| {
+                        mutate_with_inputs(&pod, "default", "app", sources, &settings, &mut |r| {
                             *r.start()
                         })
                         .unwrap();

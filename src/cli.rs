@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::go_syntax;
+use crate::core::go_syntax;
 pub use go_flags::{go_style_args, KlogFlags};
 
 mod go_flags;
 mod irsa_args;
 mod limit_args;
-use crate::settings::{self, clamp_expiration, ContainerCredentialsSettings, MutationSettings};
+use crate::core::settings::{
+    self, clamp_expiration, ContainerCredentialsSettings, MutationSettings,
+};
 pub use irsa_args::{ClusterAccess, DoctorArgs, OidcArgs, ReportFormat, TrustPolicyArgs};
 pub use limit_args::LimitArgs;
 

@@ -1,27 +1,19 @@
 //! pod-identity-webhook: a Kubernetes mutating admission webhook that gives pods AWS
 //! credentials (IRSA and EKS Pod Identity), compatible with aws/amazon-eks-pod-identity-webhook.
+//!
+//! The map: `core` is pure (settings, identity resolution, the engine, the admission
+//! decision); everything else is an adapter around it. `server` answers the API server over
+//! TLS; `sources` feeds the core at run time (the ServiceAccount cache, the ConfigMap and file
+//! watches); `certs` manages built-in certificates; `ops` is health, metrics, logs and the
+//! clock; `commands` runs the other subcommands (`mutate`, `oidc`, `trust-policy`, `doctor`)
+//! on top of `irsa`, the pure IRSA tools. `cli` is the command line, read only by `main.rs`
+//! and `commands`, which turn it into plain settings.
 
-pub mod cache;
 pub mod certs;
 pub mod cli;
-pub mod clock;
-pub mod config_map_watch;
-pub mod container_credentials_watch;
-pub mod file_watch;
-pub mod go_syntax;
-pub mod health;
-pub mod identity;
+pub mod commands;
+pub mod core;
 pub mod irsa;
-pub mod irsa_commands;
-pub mod json;
-pub mod logging;
-pub mod manifests;
-pub mod metrics;
-pub mod mutate;
-pub mod offline;
-pub mod pipeline;
+pub mod ops;
 pub mod server;
-pub mod settings;
 pub mod sources;
-pub mod tls;
-pub mod watch_retry;

@@ -3,17 +3,18 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use pod_identity_webhook::cache::KubeServiceAccountCache;
+use pod_identity_webhook::certs;
 use pod_identity_webhook::cli::{self, Command, ServeArgs};
-use pod_identity_webhook::file_watch::WatchOptions;
-use pod_identity_webhook::health::Readiness;
-use pod_identity_webhook::metrics::Metrics;
+use pod_identity_webhook::commands;
+use pod_identity_webhook::ops::health::Readiness;
+use pod_identity_webhook::ops::logging;
+use pod_identity_webhook::ops::metrics::Metrics;
+use pod_identity_webhook::server::tls::{self, CertificateStore};
 use pod_identity_webhook::server::{self, CacheDumper, Components, Server, ShutdownTiming};
-use pod_identity_webhook::sources::LiveSources;
-use pod_identity_webhook::tls::{self, CertificateStore};
-use pod_identity_webhook::{
-    certs, config_map_watch, container_credentials_watch, logging, offline,
-};
+use pod_identity_webhook::sources::file_watch::WatchOptions;
+use pod_identity_webhook::sources::service_accounts::KubeServiceAccountCache;
+use pod_identity_webhook::sources::WatchedConfig;
+use pod_identity_webhook::sources::{config_map_watch, container_credentials_watch};
 
 /// mimalloc: measured against glibc's allocator in docs/benchmarks.md.
 #[global_allocator]
@@ -45,10 +46,10 @@ static ALLOCATOR_OPTIONS: extern "C" fn() = allocator_options;
 
 fn main() -> ExitCode {
     match cli::parse_or_exit(std::env::args_os()).into_command() {
-        Command::Mutate(args) => offline::run(args),
-        Command::Oidc(args) => pod_identity_webhook::irsa_commands::oidc::run(args),
-        Command::TrustPolicy(args) => pod_identity_webhook::irsa_commands::trust_policy::run(args),
-        Command::Doctor(args) => pod_identity_webhook::irsa_commands::doctor::run(args),
+        Command::Mutate(args) => commands::mutate::run(args),
+        Command::Oidc(args) => commands::oidc::run(args),
+        Command::TrustPolicy(args) => commands::trust_policy::run(args),
+        Command::Doctor(args) => commands::doctor::run(args),
         Command::Serve(args) => serve(args),
     }
 }
@@ -95,7 +96,7 @@ async fn run(args: ServeArgs) -> Result<(), Fatal> {
     let settings = Arc::new(args.mutation.settings());
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
-    let sources = Arc::new(LiveSources::default());
+    let watched_config = Arc::new(WatchedConfig::default());
     let store = Arc::new(CertificateStore::new(metrics.clone(), readiness.clone()));
     let tls_config =
         tls::server_config(args.tls_min_version, &args.tls_cipher_suites, store.clone())
@@ -118,7 +119,7 @@ async fn run(args: ServeArgs) -> Result<(), Fatal> {
             config_map_watch::start(
                 client.clone(),
                 args.namespace.clone(),
-                sources.clone(),
+                watched_config.clone(),
                 metrics.clone(),
                 readiness.clone(),
             )
@@ -150,7 +151,7 @@ async fn run(args: ServeArgs) -> Result<(), Fatal> {
         .map(|path| {
             container_credentials_watch::start(
                 path,
-                sources.clone(),
+                watched_config.clone(),
                 metrics.clone(),
                 WatchOptions::default(),
             )
@@ -163,7 +164,7 @@ async fn run(args: ServeArgs) -> Result<(), Fatal> {
     let components = Components {
         settings,
         service_accounts: cache,
-        sources,
+        watched_config,
         metrics,
         readiness,
         cache_dumper,

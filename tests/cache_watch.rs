@@ -6,10 +6,12 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pod_identity_webhook::cache::{FallbackLimits, KubeServiceAccountCache, ServiceAccountLookup};
-use pod_identity_webhook::health::Readiness;
-use pod_identity_webhook::metrics::Metrics;
-use pod_identity_webhook::settings::AnnotationKeys;
+use pod_identity_webhook::core::settings::AnnotationKeys;
+use pod_identity_webhook::ops::health::Readiness;
+use pod_identity_webhook::ops::metrics::Metrics;
+use pod_identity_webhook::sources::service_accounts::{
+    FallbackLimits, KubeServiceAccountCache, ServiceAccountLookup,
+};
 use support::eventually;
 use support::fake_api::{service_account, FakeApi, Verb};
 

@@ -7,10 +7,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pod_identity_webhook::config_map_watch::{self, CONFIG_MAP_NAME};
-use pod_identity_webhook::health::Readiness;
-use pod_identity_webhook::metrics::Metrics;
-use pod_identity_webhook::sources::LiveSources;
+use pod_identity_webhook::ops::health::Readiness;
+use pod_identity_webhook::ops::metrics::Metrics;
+use pod_identity_webhook::sources::config_map_watch::{self, CONFIG_MAP_NAME};
+use pod_identity_webhook::sources::WatchedConfig;
 use support::eventually;
 use support::fake_api::{config_map, FakeApi, Verb};
 
@@ -20,7 +20,7 @@ fn mapping(role: &str) -> String {
     format!(r#"{{"apps/payments": {{"RoleARN": "arn:aws:iam::111122223333:role/{role}"}}}}"#)
 }
 
-fn mapped_role(sources: &LiveSources) -> Option<String> {
+fn mapped_role(sources: &WatchedConfig) -> Option<String> {
     let mapping = sources.mapping.load();
     mapping.as_ref().and_then(|m| {
         m.lookup("apps", "payments")
@@ -44,8 +44,8 @@ fn reloads(metrics: &Metrics, result: &str) -> u64 {
 }
 
 /// Starts the watch against `api` in namespace `eks`; returns what it updates.
-fn start_watch(api: &FakeApi) -> (Arc<LiveSources>, Arc<Metrics>, Arc<Readiness>) {
-    let sources = Arc::new(LiveSources::default());
+fn start_watch(api: &FakeApi) -> (Arc<WatchedConfig>, Arc<Metrics>, Arc<Readiness>) {
+    let sources = Arc::new(WatchedConfig::default());
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
     config_map_watch::start(

@@ -8,9 +8,9 @@ mod engine_support;
 use std::ops::RangeInclusive;
 
 use engine_support::credential_source;
-use pod_identity_webhook::identity::{CredentialSource, Identity};
-use pod_identity_webhook::mutate::{mutate_pod, PodContext, POD_IDENTITY_LABEL};
-use pod_identity_webhook::settings::MutationSettings;
+use pod_identity_webhook::core::engine::{mutate_pod, PodContext, POD_IDENTITY_LABEL};
+use pod_identity_webhook::core::identity::{CredentialKind, Identity};
+use pod_identity_webhook::core::settings::MutationSettings;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -320,7 +320,7 @@ proptest! {
     #[test]
     fn malformed_input_is_an_error_never_a_panic(value in unknown_value(), key in prop::sample::select(vec!["spec", "metadata", "containers", "env", "volumes", "nodeSelector", "os", "labels"])) {
         let identity = Identity {
-            source: CredentialSource::ContainerCredentials,
+            source: CredentialKind::ContainerCredentials,
             regional_sts: true,
             token_expiration: 86400,
         };

@@ -10,9 +10,9 @@ mod engine_support;
 use std::collections::HashSet;
 
 use engine_support::credential_source;
-use pod_identity_webhook::identity::Identity;
-use pod_identity_webhook::mutate::{mutate_pod, PodContext};
-use pod_identity_webhook::settings::MutationSettings;
+use pod_identity_webhook::core::engine::{mutate_pod, PodContext};
+use pod_identity_webhook::core::identity::Identity;
+use pod_identity_webhook::core::settings::MutationSettings;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 

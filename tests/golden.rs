@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use pod_identity_webhook::cli::MutationFlags;
-use pod_identity_webhook::identity::{
-    ConfigMapMapping, ContainerCredentialsConfig, IdentitySources, ServiceAccountAnnotations,
+use pod_identity_webhook::core::decision::{mutate_with_inputs, service_account_name, Outcome};
+use pod_identity_webhook::core::engine::JITTER_RANGE;
+use pod_identity_webhook::core::identity::{
+    ConfigMapMapping, ContainerCredentialsConfig, IdentityInputs, ServiceAccountAnnotations,
 };
-use pod_identity_webhook::mutate::JITTER_RANGE;
-use pod_identity_webhook::pipeline::{mutate_with_sources, service_account_name, Outcome};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -83,11 +83,11 @@ impl Fixture {
                 *range.start()
             }
         };
-        mutate_with_sources(
+        mutate_with_inputs(
             pod,
             namespace,
             service_account,
-            IdentitySources {
+            IdentityInputs {
                 service_account: annotations.as_ref(),
                 mapping: mapping.as_ref(),
                 container_credentials: container_credentials.as_ref(),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pod_identity_webhook::cli::{self, TlsVersion};
-use pod_identity_webhook::metrics::REFERENCE_LATENCY_BUCKETS;
+use pod_identity_webhook::ops::metrics::REFERENCE_LATENCY_BUCKETS;
 use pod_identity_webhook::server::{Limits, Server, ShutdownTiming};
 use prometheus::proto::MetricType;
 use serde_json::{json, Value};
@@ -38,7 +38,8 @@ async fn default_bind_serves_ipv6_and_ipv4_on_both_ports() {
     let store = new_store(&components);
     let (cert, key) = ca.leaf("first");
     store.set_pem(cert.as_bytes(), key.as_bytes()).unwrap();
-    let tls = pod_identity_webhook::tls::server_config(TlsVersion::Tls12, &[], store).unwrap();
+    let tls =
+        pod_identity_webhook::server::tls::server_config(TlsVersion::Tls12, &[], store).unwrap();
     let server = Server::listen(None, 0, None, 0).await.unwrap();
     assert_eq!(
         server.webhook_addr().ip(),

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pod_identity_webhook::metrics::Metrics;
+use pod_identity_webhook::ops::metrics::Metrics;
 use pod_identity_webhook::server::Limits;
 use server_support::{
     components, pod_review, service_accounts, Client, Protocol, TestCa, TestServer,

@@ -13,13 +13,13 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use pod_identity_webhook::cache::{
+use pod_identity_webhook::core::identity::{ContainerCredentialsConfig, ServiceAccountAnnotations};
+use pod_identity_webhook::ops::metrics::Metrics;
+use pod_identity_webhook::server::{admin_router, webhook_router, Components, Limits};
+use pod_identity_webhook::sources::service_accounts::{
     FallbackLimits, Fetch, FixedServiceAccounts, KubeServiceAccountCache, ServiceAccountLookup,
     ServiceAccountStore,
 };
-use pod_identity_webhook::identity::{ContainerCredentialsConfig, ServiceAccountAnnotations};
-use pod_identity_webhook::metrics::Metrics;
-use pod_identity_webhook::server::{admin_router, webhook_router, Components, Limits};
 use rstest::rstest;
 use serde_json::{json, Value};
 use server_support::*;
@@ -141,7 +141,9 @@ async fn service_account_listed_for_container_credentials_gets_pod_identity() {
         br#"{"identities":[{"namespace":"payments","serviceAccount":"worker"}]}"#,
     )
     .unwrap();
-    components.sources.set_container_credentials(Some(config));
+    components
+        .watched_config
+        .set_container_credentials(Some(config));
     let request = pod_review("worker");
     let answer = admit(&components, &request).await;
     let pod = apply_patch(&answer["response"], &request["request"]["object"]);
@@ -565,7 +567,9 @@ async fn listed_service_account_missing_from_the_cache_sends_no_get() {
         br#"{"identities":[{"namespace":"payments","serviceAccount":"worker"}]}"#,
     )
     .unwrap();
-    components.sources.set_container_credentials(Some(config));
+    components
+        .watched_config
+        .set_container_credentials(Some(config));
     let request = pod_review("worker");
     let answer = admit(&components, &request).await;
     let pod = apply_patch(&answer["response"], &request["request"]["object"]);

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pod_identity_webhook::identity::ConfigMapMapping;
+use pod_identity_webhook::core::identity::ConfigMapMapping;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pod_identity_webhook::identity::ContainerCredentialsConfig;
+use pod_identity_webhook::core::identity::ContainerCredentialsConfig;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(config) = ContainerCredentialsConfig::parse(data) {

@@ -4,9 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pod_identity_webhook::identity::{CredentialSource, Identity};
-use pod_identity_webhook::mutate::{mutate_pod, PodContext};
-use pod_identity_webhook::settings::MutationSettings;
+use pod_identity_webhook::core::engine::{mutate_pod, PodContext};
+use pod_identity_webhook::core::identity::{CredentialKind, Identity};
+use pod_identity_webhook::core::settings::MutationSettings;
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,12 +17,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let source = if pick & 1 == 0 {
-        CredentialSource::WebIdentity {
+        CredentialKind::WebIdentity {
             role_arn: "arn:aws:iam::111122223333:role/r".into(),
             audience: "sts.amazonaws.com".into(),
         }
     } else {
-        CredentialSource::ContainerCredentials
+        CredentialKind::ContainerCredentials
     };
     let identity = Identity {
         source,

@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pod_identity_webhook::{cli, go_syntax};
+use pod_identity_webhook::cli;
+use pod_identity_webhook::core::go_syntax;
 
 const FLAGS: &[&str] = &[
     "annotation-prefix",

@@ -8,13 +8,13 @@ use std::sync::{Arc, OnceLock};
 use axum::body::Body;
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
-use pod_identity_webhook::cache::FixedServiceAccounts;
-use pod_identity_webhook::health::Readiness;
-use pod_identity_webhook::identity::ServiceAccountAnnotations;
-use pod_identity_webhook::metrics::Metrics;
+use pod_identity_webhook::core::identity::ServiceAccountAnnotations;
+use pod_identity_webhook::core::settings::MutationSettings;
+use pod_identity_webhook::ops::health::Readiness;
+use pod_identity_webhook::ops::metrics::Metrics;
 use pod_identity_webhook::server::{webhook_router, Components, Limits};
-use pod_identity_webhook::settings::MutationSettings;
-use pod_identity_webhook::sources::LiveSources;
+use pod_identity_webhook::sources::service_accounts::FixedServiceAccounts;
+use pod_identity_webhook::sources::WatchedConfig;
 use tower::ServiceExt;
 
 struct Setup {
@@ -37,7 +37,7 @@ fn setup() -> &'static Setup {
         let components = Components {
             settings: Arc::new(MutationSettings::default()),
             service_accounts: Arc::new(accounts),
-            sources: Arc::new(LiveSources::default()),
+            watched_config: Arc::new(WatchedConfig::default()),
             metrics: Arc::new(Metrics::new()),
             readiness: Arc::new(Readiness::default()),
             cache_dumper: None,

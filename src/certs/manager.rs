@@ -17,8 +17,8 @@ use super::ca_bundle::{self, Published};
 use super::material::{CertificateSet, Policy};
 use super::secret::{self, Converged};
 use super::{CertsConfig, CertsError, ServingCertSink};
-use crate::clock::unix_now;
-use crate::health::Readiness;
+use crate::ops::clock::unix_now;
+use crate::ops::health::Readiness;
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(60);

@@ -129,9 +129,9 @@ pub trait ServingCertSink: Send + Sync + 'static {
     fn set_pem(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<(), String>;
 }
 
-impl ServingCertSink for crate::tls::CertificateStore {
+impl ServingCertSink for crate::server::tls::CertificateStore {
     fn set_pem(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<(), String> {
-        crate::tls::CertificateStore::set_pem(self, cert_pem, key_pem)
+        crate::server::tls::CertificateStore::set_pem(self, cert_pem, key_pem)
             .map_err(|err| err.to_string())
     }
 }

@@ -66,7 +66,7 @@ pub struct TrustPolicyArgs {
     #[arg(long, required_unless_present = "provider_arn")]
     pub issuer_url: Option<String>,
     /// Token audience(s) the role accepts; repeatable.
-    #[arg(long = "audience", default_value = crate::settings::DEFAULT_TOKEN_AUDIENCE)]
+    #[arg(long = "audience", default_value = crate::core::settings::DEFAULT_TOKEN_AUDIENCE)]
     pub audiences: Vec<String>,
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::go_syntax;
+use crate::core::go_syntax;
 use crate::server::limits::{PARSED_BODY_FACTOR, SMALL_BODY_RESERVE_DIVISOR};
 use crate::server::Limits;
 

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::identity::{split_iam_arn, IamArn};
+use crate::core::identity::{split_iam_arn, IamArn};
 
 use super::policy::{
     ActionSpec, Condition, Effect, PrincipalSpec, Principals, Statement, TrustPolicy,

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::json::json_type;
+use crate::core::json::json_type;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Effect {

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::identity::{split_iam_arn, IamArn};
+use crate::core::identity::{split_iam_arn, IamArn};
 
 use super::evaluate::ACTION;
 use super::issuer::Issuer;

@@ -18,16 +18,16 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tracing::Instrument;
 
-use crate::cache::ServiceAccountLookup;
-use crate::identity::{IdentitySources, ServiceAccountAnnotations, ServiceAccountNeed};
-use crate::json::{bound_owned, bounded, bounded_list, MAX_ECHO};
-use crate::metrics::Metrics;
-use crate::mutate::{read_pod, Node};
-use crate::pipeline::{
+use crate::core::decision::{
     decide, node_service_account, pod_names, random_jitter, Admit, Decision, Method,
 };
-use crate::settings::MutationSettings;
-use crate::sources::LiveSources;
+use crate::core::engine::{read_pod, Node};
+use crate::core::identity::{IdentityInputs, ServiceAccountAnnotations, ServiceAccountNeed};
+use crate::core::json::{bound_owned, bounded, bounded_list, MAX_ECHO};
+use crate::core::settings::MutationSettings;
+use crate::ops::metrics::Metrics;
+use crate::sources::service_accounts::ServiceAccountLookup;
+use crate::sources::WatchedConfig;
 
 const SUPPORTED_API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
 
@@ -42,7 +42,7 @@ const INLINE_BODY_BYTES: usize = 64 * 1024;
 pub struct Admission {
     pub settings: Arc<MutationSettings>,
     pub service_accounts: Arc<dyn ServiceAccountLookup>,
-    pub sources: Arc<LiveSources>,
+    pub watched_config: Arc<WatchedConfig>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -105,9 +105,9 @@ impl Admission {
         let annotations = self.annotations(namespace, service_account).await;
         // Read after the lookup, which may wait: the answer uses the sources current now,
         // and no guard is held across an await.
-        let container_credentials = self.sources.container_credentials.load();
-        let mapping = self.sources.mapping.load();
-        let sources = IdentitySources {
+        let container_credentials = self.watched_config.container_credentials.load();
+        let mapping = self.watched_config.mapping.load();
+        let inputs = IdentityInputs {
             service_account: annotations.as_deref(),
             mapping: mapping.as_deref(),
             container_credentials: container_credentials.as_deref(),
@@ -116,7 +116,7 @@ impl Admission {
             pod,
             namespace,
             service_account,
-            sources,
+            inputs,
             &self.settings,
             &mut random_jitter,
         );
@@ -159,7 +159,7 @@ impl Admission {
         service_account: &str,
     ) -> Option<Arc<ServiceAccountAnnotations>> {
         let need = ServiceAccountNeed::of(
-            self.sources.container_credentials.load().as_deref(),
+            self.watched_config.container_credentials.load().as_deref(),
             namespace,
             service_account,
         );
@@ -575,7 +575,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::pipeline::Mutated;
+    use crate::core::decision::Mutated;
 
     const POD_REVIEW: &[u8] =
         br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
@@ -697,7 +697,7 @@ mod tests {
     }
 
     fn admission() -> Admission {
-        let mut accounts = crate::cache::FixedServiceAccounts::default();
+        let mut accounts = crate::sources::service_accounts::FixedServiceAccounts::default();
         let annotations = ServiceAccountAnnotations {
             role_arn: Some("arn:aws:iam::111122223333:role/app".into()),
             ..Default::default()
@@ -706,7 +706,7 @@ mod tests {
         Admission {
             settings: Arc::new(MutationSettings::default()),
             service_accounts: Arc::new(accounts),
-            sources: Arc::new(LiveSources::default()),
+            watched_config: Arc::new(WatchedConfig::default()),
             metrics: Arc::new(Metrics::new()),
         }
     }
@@ -741,7 +741,7 @@ mod tests {
 
     #[tokio::test]
     async fn too_many_containers_get_allowed_false_naming_the_cap() {
-        let containers: Vec<Value> = (0..=crate::mutate::MAX_CONTAINERS)
+        let containers: Vec<Value> = (0..=crate::core::engine::MAX_CONTAINERS)
             .map(|i| serde_json::json!({"name": format!("c{i}")}))
             .collect();
         let body = pod_review(serde_json::json!({"spec": {"containers": containers}}));
@@ -752,8 +752,8 @@ mod tests {
             message,
             format!(
                 "object is not a valid Pod: spec.containers must be an array of at most {} entries (a limit of this webhook), got {} entries",
-                crate::mutate::MAX_CONTAINERS,
-                crate::mutate::MAX_CONTAINERS + 1
+                crate::core::engine::MAX_CONTAINERS,
+                crate::core::engine::MAX_CONTAINERS + 1
             )
         );
     }

@@ -207,7 +207,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ControlFrameGuard<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Metrics;
+    use crate::ops::metrics::Metrics;
 
     fn frame(kind: u8, payload_len: usize) -> Vec<u8> {
         let mut bytes = (payload_len as u32).to_be_bytes()[1..].to_vec();

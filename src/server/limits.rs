@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::Limits;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// Why a client was refused: the `reason` label of the rejection counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,6 +8,7 @@ pub mod limits;
 mod low_port;
 pub mod router;
 mod serve;
+pub mod tls;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -16,11 +17,11 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::cache::ServiceAccountLookup;
-use crate::health::Readiness;
-use crate::metrics::Metrics;
-use crate::settings::MutationSettings;
-use crate::sources::LiveSources;
+use crate::core::settings::MutationSettings;
+use crate::ops::health::Readiness;
+use crate::ops::metrics::Metrics;
+use crate::sources::service_accounts::ServiceAccountLookup;
+use crate::sources::WatchedConfig;
 pub use admission::Admission;
 pub use router::{admin_router, webhook_router, CacheDumper};
 
@@ -115,7 +116,7 @@ impl Default for Limits {
 pub struct Components {
     pub settings: Arc<MutationSettings>,
     pub service_accounts: Arc<dyn ServiceAccountLookup>,
-    pub sources: Arc<LiveSources>,
+    pub watched_config: Arc<WatchedConfig>,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
     /// Serves `/debug/alpha/cache` when set (`--enable-debugging-handlers`).
@@ -127,7 +128,7 @@ impl Components {
         Arc::new(Admission {
             settings: self.settings.clone(),
             service_accounts: self.service_accounts.clone(),
-            sources: self.sources.clone(),
+            watched_config: self.watched_config.clone(),
             metrics: self.metrics.clone(),
         })
     }

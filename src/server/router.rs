@@ -20,8 +20,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use super::admission::Admission;
 use super::limits::{read_body, BodyBudget, BodyReading, Rejection, RejectionLog};
 use super::{Components, Limits};
-use crate::health::Readiness;
-use crate::metrics::Metrics;
+use crate::ops::health::Readiness;
+use crate::ops::metrics::Metrics;
 
 /// Routes of the HTTPS port: `POST /mutate`, `/healthz`, `/readyz`. Anything else is 404, a
 /// wrong method 405. Every request is counted in `http_request_count` and timed, and bounded

@@ -957,7 +957,7 @@ fn parse_env(text: &str) -> BTreeMap<String, String> {
 /// A kube client from a kubeconfig file, with bounded timeouts.
 pub async fn client_for(kubeconfig: &Path) -> Result<kube::Client, String> {
     let mut config =
-        pod_identity_webhook::irsa_commands::cluster::config_from_kubeconfig(kubeconfig).await?;
+        pod_identity_webhook::commands::cluster::config_from_kubeconfig(kubeconfig).await?;
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(Duration::from_secs(30));
     config.write_timeout = Some(Duration::from_secs(30));

@@ -16,15 +16,15 @@ use http::{Request, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use pod_identity_webhook::cache::{FixedServiceAccounts, ServiceAccountLookup};
 use pod_identity_webhook::cli::TlsVersion;
-use pod_identity_webhook::health::Readiness;
-use pod_identity_webhook::identity::ServiceAccountAnnotations;
-use pod_identity_webhook::metrics::Metrics;
+use pod_identity_webhook::core::identity::ServiceAccountAnnotations;
+use pod_identity_webhook::core::settings::MutationSettings;
+use pod_identity_webhook::ops::health::Readiness;
+use pod_identity_webhook::ops::metrics::Metrics;
+use pod_identity_webhook::server::tls::CertificateStore;
 use pod_identity_webhook::server::{Components, Limits, Server, ShutdownTiming};
-use pod_identity_webhook::settings::MutationSettings;
-use pod_identity_webhook::sources::LiveSources;
-use pod_identity_webhook::tls::CertificateStore;
+use pod_identity_webhook::sources::service_accounts::{FixedServiceAccounts, ServiceAccountLookup};
+use pod_identity_webhook::sources::WatchedConfig;
 use rustls_pki_types::CertificateDer;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -61,7 +61,7 @@ pub fn components(lookup: impl ServiceAccountLookup) -> Components {
     Components {
         settings: Arc::new(MutationSettings::default()),
         service_accounts: Arc::new(lookup),
-        sources: Arc::new(LiveSources::default()),
+        watched_config: Arc::new(WatchedConfig::default()),
         metrics: Arc::new(Metrics::new()),
         readiness: Arc::new(Readiness::default()),
         cache_dumper: None,
@@ -288,8 +288,9 @@ impl TestServer {
         let store = new_store(&components);
         let (cert, key) = ca.leaf("first");
         store.set_pem(cert.as_bytes(), key.as_bytes()).unwrap();
-        let tls = pod_identity_webhook::tls::server_config(TlsVersion::Tls12, &[], store.clone())
-            .unwrap();
+        let tls =
+            pod_identity_webhook::server::tls::server_config(TlsVersion::Tls12, &[], store.clone())
+                .unwrap();
         Self::start_with(components, limits, store, tls).await
     }
 

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::identity::{
-    resolve_identity, ConfigMapMapping, ContainerCredentialsConfig, CredentialSource,
-    IdentitySources, Resolution, ServiceAccountAnnotations,
+use crate::core::identity::{
+    resolve_identity, ConfigMapMapping, ContainerCredentialsConfig, CredentialKind, Resolution,
+    ServiceAccountAnnotations,
 };
+use crate::core::settings::MutationSettings;
 use crate::irsa::checklist::Check;
-use crate::settings::MutationSettings;
 
 /// What the cluster said about the ServiceAccount.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub fn service_account(inputs: &IdentityInputs<'_>) -> (Check, Option<Resolution
     let resolution = resolve_identity(
         namespace,
         name,
-        IdentitySources {
+        crate::core::identity::IdentityInputs {
             service_account: Some(&cached),
             mapping: inputs.mapping,
             container_credentials: inputs.container_credentials,
@@ -117,7 +117,7 @@ pub fn identity(inputs: &IdentityInputs<'_>, resolution: &Resolution) -> Check {
         );
     };
     match &identity.source {
-        CredentialSource::WebIdentity { role_arn, audience } => {
+        CredentialKind::WebIdentity { role_arn, audience } => {
             let annotated = match inputs.annotations {
                 Found::Yes(a) => a
                     .get(&settings.keys.role_arn)
@@ -133,7 +133,7 @@ pub fn identity(inputs: &IdentityInputs<'_>, resolution: &Resolution) -> Check {
                 .detail(format!("IRSA: role {role_arn} (from {origin})"))
                 .detail(format!("token audience {audience}"));
         }
-        CredentialSource::ContainerCredentials => {
+        CredentialKind::ContainerCredentials => {
             check = check.detail(
                 "EKS Pod Identity: listed in the container-credentials file; credentials come from the node agent, not from an IAM OIDC trust policy",
             );

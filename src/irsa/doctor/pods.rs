@@ -4,10 +4,10 @@
 
 use serde_json::Value;
 
-use crate::identity::{CredentialSource, Identity};
+use crate::core::engine::{mutate_pod, PodContext};
+use crate::core::identity::{CredentialKind, Identity};
+use crate::core::settings::MutationSettings;
 use crate::irsa::checklist::Check;
-use crate::mutate::{mutate_pod, PodContext};
-use crate::settings::MutationSettings;
 
 /// The label that keeps the API server from calling the webhook for a pod.
 pub const SKIP_LABEL: &str = "eks.amazonaws.com/skip-pod-identity-webhook";
@@ -69,7 +69,7 @@ pub fn running_pods(
                 ));
             }
             Ok(_) => {
-                if let CredentialSource::WebIdentity { role_arn, .. } = &identity.source {
+                if let CredentialKind::WebIdentity { role_arn, .. } = &identity.source {
                     if let Some(old) = role_in(pod).filter(|r| r != role_arn) {
                         stale.push(format!("{name}{owner}: runs with role {old}, the ServiceAccount now says {role_arn}"));
                     }
@@ -123,7 +123,7 @@ mod tests {
 
     fn identity(role: &str) -> Identity {
         Identity {
-            source: CredentialSource::WebIdentity {
+            source: CredentialKind::WebIdentity {
                 role_arn: role.into(),
                 audience: "sts.amazonaws.com".into(),
             },

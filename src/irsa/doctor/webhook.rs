@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::identity::{CredentialSource, Identity};
+use crate::core::engine::WEB_IDENTITY_VOLUME;
+use crate::core::identity::{CredentialKind, Identity};
 use crate::irsa::checklist::Check;
-use crate::mutate::WEB_IDENTITY_VOLUME;
 
 /// The name the chart and the reference manifests give the configuration (the chart prefixes
 /// the release name).
@@ -465,7 +465,7 @@ pub fn dry_run(
     }
     let not_called = "the API server admitted the pod without the injection: the webhook was not called (not registered for this namespace, or down with failurePolicy Ignore) or does not see this ServiceAccount's identity";
     match &identity.source {
-        CredentialSource::WebIdentity { role_arn, audience } => {
+        CredentialKind::WebIdentity { role_arn, audience } => {
             let Some(injected) = env(pod, "AWS_ROLE_ARN") else {
                 return check.fail(not_called, "make the webhook ready and registered (checks above), then create the pod again");
             };
@@ -486,7 +486,7 @@ pub fn dry_run(
             }
             check.detail(format!("AWS_ROLE_ARN={injected}, token audience {audience}"))
         }
-        CredentialSource::ContainerCredentials => match env(pod, "AWS_CONTAINER_CREDENTIALS_FULL_URI") {
+        CredentialKind::ContainerCredentials => match env(pod, "AWS_CONTAINER_CREDENTIALS_FULL_URI") {
             Some(uri) => check.detail(format!("AWS_CONTAINER_CREDENTIALS_FULL_URI={uri}")),
             None => check.fail(not_called, "make the webhook ready and registered (checks above), and give it the same container-credentials file"),
         },
@@ -622,7 +622,7 @@ mod tests {
     #[test]
     fn dry_run_without_injection_fails() {
         let identity = Identity {
-            source: CredentialSource::WebIdentity {
+            source: CredentialKind::WebIdentity {
                 role_arn: "arn:aws:iam::111122223333:role/app".into(),
                 audience: "sts.amazonaws.com".into(),
             },

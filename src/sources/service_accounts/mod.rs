@@ -3,14 +3,14 @@
 
 mod fallback;
 mod kube_cache;
-mod reflector;
 mod store;
+mod store_writer;
 mod token_bucket;
 
 pub use fallback::{FallbackLimits, Fetch, FetchOutcome};
 pub use kube_cache::KubeServiceAccountCache;
-pub use reflector::{Applied, Reflector, ServiceAccountMeta};
 pub use store::{ServiceAccountStore, Snapshot};
+pub use store_writer::{Applied, ServiceAccountMeta, StoreWriter};
 pub use token_bucket::TokenBucket;
 
 use std::collections::HashMap;
@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use crate::identity::ServiceAccountAnnotations;
+use crate::core::identity::ServiceAccountAnnotations;
 
 /// Where the admission handler finds ServiceAccounts.
 pub trait ServiceAccountLookup: Send + Sync + 'static {

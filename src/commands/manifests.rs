@@ -142,7 +142,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, String> {
             other => {
                 return Err(format!(
                     "document {index} is not a Kubernetes object (got {})",
-                    crate::json::json_type(&other)
+                    crate::core::json::json_type(&other)
                 ))
             }
         }

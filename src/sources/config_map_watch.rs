@@ -10,11 +10,11 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use tracing::Instrument;
 
-use crate::health::Readiness;
-use crate::identity::{ConfigMapMapping, MappingError, ParsedMapping, CONFIG_KEY};
-use crate::metrics::Metrics;
-use crate::sources::LiveSources;
-use crate::watch_retry::WatchRetry;
+use crate::core::identity::{ConfigMapMapping, MappingError, ParsedMapping, CONFIG_KEY};
+use crate::ops::health::Readiness;
+use crate::ops::metrics::Metrics;
+use crate::sources::watch_retry::WatchRetry;
+use crate::sources::WatchedConfig;
 
 /// The ConfigMap's name, as the reference webhook has it.
 pub const CONFIG_MAP_NAME: &str = "pod-identity-webhook";
@@ -56,7 +56,7 @@ pub fn interpret(config_map: Option<&ConfigMap>) -> MappingUpdate {
 
 /// Applies watch events to the live sources.
 pub struct MappingWatch {
-    sources: Arc<LiveSources>,
+    sources: Arc<WatchedConfig>,
     metrics: Arc<Metrics>,
     /// Whether the ConfigMap appeared in the list in progress: a (re)list that ends without it
     /// means it was deleted, possibly while the watch was down.
@@ -67,7 +67,7 @@ pub struct MappingWatch {
 }
 
 impl MappingWatch {
-    pub fn new(sources: Arc<LiveSources>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(sources: Arc<WatchedConfig>, metrics: Arc<Metrics>) -> Self {
         Self {
             sources,
             metrics,
@@ -152,7 +152,7 @@ impl MappingWatch {
 pub fn start(
     client: kube::Client,
     namespace: String,
-    sources: Arc<LiveSources>,
+    sources: Arc<WatchedConfig>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
 ) {
@@ -164,7 +164,7 @@ pub fn start(
 async fn run(
     client: kube::Client,
     namespace: String,
-    sources: Arc<LiveSources>,
+    sources: Arc<WatchedConfig>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
 ) {
@@ -226,14 +226,14 @@ mod tests {
     const OTHER: &str =
         r#"{"ns/sa": {"RoleARN": "arn:aws:iam::111122223333:role/b"}, "bad key": {}}"#;
 
-    fn watch() -> (Arc<LiveSources>, Arc<Metrics>, MappingWatch) {
-        let sources = Arc::new(LiveSources::default());
+    fn watch() -> (Arc<WatchedConfig>, Arc<Metrics>, MappingWatch) {
+        let sources = Arc::new(WatchedConfig::default());
         let metrics = Arc::new(Metrics::new());
         let watch = MappingWatch::new(sources.clone(), metrics.clone());
         (sources, metrics, watch)
     }
 
-    fn role(sources: &LiveSources) -> Option<String> {
+    fn role(sources: &WatchedConfig) -> Option<String> {
         sources
             .mapping
             .load()

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use crate::go_syntax::GoJson;
-use crate::settings::clamp_expiration;
+use crate::core::go_syntax::GoJson;
+use crate::core::settings::clamp_expiration;
 
 /// The ConfigMap key whose value holds the mapping.
 pub const CONFIG_KEY: &str = "config";

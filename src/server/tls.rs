@@ -19,9 +19,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::cli::TlsVersion;
-use crate::file_watch::{self, FileState, FileWatch, WatchOptions};
-use crate::health::Readiness;
-use crate::metrics::Metrics;
+use crate::ops::health::Readiness;
+use crate::ops::metrics::Metrics;
+use crate::sources::file_watch::{self, FileState, FileWatch, WatchOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -86,7 +86,7 @@ impl CertificateStore {
                     .inc();
                 self.metrics.certificate_expiry.set(not_after as f64);
                 self.readiness.set_certificate_loaded(true);
-                if not_after <= crate::clock::unix_now() {
+                if not_after <= crate::ops::clock::unix_now() {
                     tracing::warn!(
                         not_after,
                         "the serving certificate loaded has already expired"
@@ -440,13 +440,13 @@ mod tests {
         // Made with openssl: `genrsa -traditional` and `ecparam -genkey -noout`.
         for (cert, key, block) in [
             (
-                include_str!("../tests/fixtures/tls/pkcs1.crt"),
-                include_str!("../tests/fixtures/tls/pkcs1.key"),
+                include_str!("../../tests/fixtures/tls/pkcs1.crt"),
+                include_str!("../../tests/fixtures/tls/pkcs1.key"),
                 "RSA PRIVATE KEY",
             ),
             (
-                include_str!("../tests/fixtures/tls/sec1.crt"),
-                include_str!("../tests/fixtures/tls/sec1.key"),
+                include_str!("../../tests/fixtures/tls/sec1.crt"),
+                include_str!("../../tests/fixtures/tls/sec1.key"),
                 "EC PRIVATE KEY",
             ),
         ] {

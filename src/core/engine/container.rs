@@ -5,7 +5,7 @@ use json_patch::PatchOperation;
 use serde_json::json;
 
 use super::patch;
-use super::view::ContainerView;
+use super::pod_view::ContainerView;
 
 const REGIONAL_STS: &str = "AWS_STS_REGIONAL_ENDPOINTS";
 const REGION_VARIABLES: [&str; 2] = ["AWS_DEFAULT_REGION", "AWS_REGION"];

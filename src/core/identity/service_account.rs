@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::settings::AnnotationKeys;
+use crate::core::settings::AnnotationKeys;
 
 /// The compact cache entry for one ServiceAccount.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

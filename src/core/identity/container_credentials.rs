@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::go_syntax::GoJson;
+use crate::core::go_syntax::GoJson;
 
 /// The listed ServiceAccounts, by namespace then name, so a lookup allocates nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

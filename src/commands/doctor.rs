@@ -9,8 +9,10 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use crate::cli::{DoctorArgs, ReportFormat};
-use crate::config_map_watch::CONFIG_MAP_NAME;
-use crate::identity::{ConfigMapMapping, ContainerCredentialsConfig, CredentialSource, CONFIG_KEY};
+use crate::core::identity::{
+    ConfigMapMapping, ContainerCredentialsConfig, CredentialKind, CONFIG_KEY,
+};
+use crate::core::settings::MutationSettings;
 use crate::irsa::checklist::{Check, Report};
 use crate::irsa::discovery::parse_jwks;
 use crate::irsa::doctor::identity::{self, Found, IdentityInputs};
@@ -18,7 +20,7 @@ use crate::irsa::doctor::token::{self, Published};
 use crate::irsa::doctor::{pods, webhook};
 use crate::irsa::issuer::{Issuer, DISCOVERY_PATH, JWKS_PATH};
 use crate::irsa::policy::{self, TrustPolicy};
-use crate::settings::MutationSettings;
+use crate::sources::config_map_watch::CONFIG_MAP_NAME;
 
 use super::cluster;
 
@@ -226,7 +228,7 @@ async fn examine(
 
     // The token and what IAM makes of it.
     match resolved.as_ref().map(|i| &i.source) {
-        Some(CredentialSource::WebIdentity { role_arn, audience }) => {
+        Some(CredentialKind::WebIdentity { role_arn, audience }) => {
             let requested = cluster::request_token(&client, namespace, name, audience).await;
             let (check, claims) = token::token(&requested, namespace, name, audience, super::now());
             checks.push(check);
@@ -249,7 +251,7 @@ async fn examine(
                 ));
             }
         }
-        Some(CredentialSource::ContainerCredentials) => {
+        Some(CredentialKind::ContainerCredentials) => {
             checks.push(Check::new("token.issued", "web identity token and trust policy").skip(
                 "EKS Pod Identity: credentials come from the node agent and the role's pod-identity association, not from an OIDC trust policy",
             ));
@@ -309,7 +311,7 @@ mod tests {
         let keys = jwks_from_pem("sa.pub", public.as_bytes()).unwrap();
         let issuer = Issuer::parse("https://oidc.example.com/c1/").unwrap();
         let docs = documents(&issuer, keys.clone()).unwrap();
-        crate::irsa_commands::oidc::write(dir.path(), &issuer, &docs).unwrap();
+        crate::commands::oidc::write(dir.path(), &issuer, &docs).unwrap();
 
         let published = read_published(dir.path()).unwrap();
         assert_eq!(

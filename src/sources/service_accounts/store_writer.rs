@@ -8,8 +8,8 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::Event;
 
 use super::store::{ServiceAccountStore, Snapshot};
-use crate::identity::ServiceAccountAnnotations;
-use crate::settings::AnnotationKeys;
+use crate::core::identity::ServiceAccountAnnotations;
+use crate::core::settings::AnnotationKeys;
 
 /// What the watch sees of a ServiceAccount: only its metadata, which holds the annotations.
 pub type ServiceAccountMeta = PartialObjectMeta<ServiceAccount>;
@@ -24,7 +24,7 @@ pub enum Applied {
 }
 
 /// Applies watch events to a store, keeping only the annotations `keys` names.
-pub struct Reflector {
+pub struct StoreWriter {
     store: Arc<ServiceAccountStore>,
     keys: AnnotationKeys,
     /// The relist in progress, between `Init` and `InitDone`. Lookups keep using the old
@@ -32,7 +32,7 @@ pub struct Reflector {
     relist: Option<Snapshot>,
 }
 
-impl Reflector {
+impl StoreWriter {
     pub fn new(store: Arc<ServiceAccountStore>, keys: AnnotationKeys) -> Self {
         Self {
             store,
@@ -115,9 +115,9 @@ mod tests {
         }
     }
 
-    fn reflector() -> (Arc<ServiceAccountStore>, Reflector) {
+    fn reflector() -> (Arc<ServiceAccountStore>, StoreWriter) {
         let store = Arc::new(ServiceAccountStore::new());
-        let reflector = Reflector::new(store.clone(), AnnotationKeys::new("eks.amazonaws.com"));
+        let reflector = StoreWriter::new(store.clone(), AnnotationKeys::new("eks.amazonaws.com"));
         (store, reflector)
     }
 

@@ -13,14 +13,14 @@ use kube::runtime::watcher;
 use tracing::Instrument;
 
 use super::fallback::{FallbackLimits, FallbackLookups, Fetch, FetchOutcome};
-use super::reflector::{Applied, Reflector, ServiceAccountMeta};
 use super::store::ServiceAccountStore;
+use super::store_writer::{Applied, ServiceAccountMeta, StoreWriter};
 use super::ServiceAccountLookup;
-use crate::health::Readiness;
-use crate::identity::ServiceAccountAnnotations;
-use crate::metrics::Metrics;
-use crate::settings::AnnotationKeys;
-use crate::watch_retry::WatchRetry;
+use crate::core::identity::ServiceAccountAnnotations;
+use crate::core::settings::AnnotationKeys;
+use crate::ops::health::Readiness;
+use crate::ops::metrics::Metrics;
+use crate::sources::watch_retry::WatchRetry;
 
 /// The label of `watch_errors{resource}` for this watch.
 const RESOURCE: &str = "serviceaccounts";
@@ -252,7 +252,7 @@ async fn watch_service_accounts(
     // informers do, instead of a quorum read of every ServiceAccount in the cluster.
     let config = watcher::Config::default().any_semantic();
     let mut events = pin!(watcher(api, config));
-    let mut reflector = Reflector::new(store.clone(), keys);
+    let mut reflector = StoreWriter::new(store.clone(), keys);
     let mut retry = WatchRetry::default();
     let mut synced_once = false;
     while let Some(event) = events.next().await {
@@ -293,7 +293,7 @@ async fn watch_service_accounts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::fallback::tests::{role, FakeFetch};
+    use crate::sources::service_accounts::fallback::tests::{role, FakeFetch};
 
     /// The watch delivers `ns/sa` 50 ms from now, well inside the grace periods used here.
     fn deliver_by_watch_soon(store: Arc<ServiceAccountStore>) {

@@ -9,12 +9,12 @@ pub use config_map::{ConfigMapMapping, MappingEntry, MappingError, ParsedMapping
 pub use container_credentials::{ContainerCredentialsConfig, ContainerCredentialsError};
 pub use service_account::ServiceAccountAnnotations;
 
-use crate::go_syntax;
-use crate::settings::{clamp_expiration, MutationSettings};
+use crate::core::go_syntax;
+use crate::core::settings::{clamp_expiration, MutationSettings};
 
 /// How the pod's SDKs will obtain credentials.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CredentialSource {
+pub enum CredentialKind {
     /// IRSA: `sts:AssumeRoleWithWebIdentity` with a projected token.
     WebIdentity { role_arn: String, audience: String },
     /// EKS Pod Identity: the node agent at `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
@@ -24,7 +24,7 @@ pub enum CredentialSource {
 /// The resolved identity of a ServiceAccount, before pod-level annotations apply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
-    pub source: CredentialSource,
+    pub source: CredentialKind,
     pub regional_sts: bool,
     /// Seconds, already clamped.
     pub token_expiration: i64,
@@ -39,7 +39,7 @@ pub struct Resolution {
 
 /// Everything known about one ServiceAccount at admission time.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct IdentitySources<'a> {
+pub struct IdentityInputs<'a> {
     /// `None` when the ServiceAccount is not known (not in the cache, not found).
     pub service_account: Option<&'a ServiceAccountAnnotations>,
     pub mapping: Option<&'a ConfigMapMapping>,
@@ -52,16 +52,16 @@ pub struct IdentitySources<'a> {
 pub fn resolve_identity(
     namespace: &str,
     service_account: &str,
-    sources: IdentitySources<'_>,
+    inputs: IdentityInputs<'_>,
     settings: &MutationSettings,
 ) -> Resolution {
     let mut warnings = Vec::new();
-    let annotations = sources.service_account;
+    let annotations = inputs.service_account;
     let annotated_role = annotations.and_then(ServiceAccountAnnotations::role);
     // The mapping is consulted only for ServiceAccounts that carry no role of their own.
     let entry = match annotated_role {
         Some(_) => None,
-        None => sources
+        None => inputs
             .mapping
             .and_then(|mapping| mapping.lookup(namespace, service_account)),
     };
@@ -90,14 +90,14 @@ pub fn resolve_identity(
         .and_then(|e| e.token_expiration)
         .unwrap_or(settings.token_expiration);
     let container_credentials =
-        listed_for_container_credentials(sources.container_credentials, namespace, service_account);
+        listed_for_container_credentials(inputs.container_credentials, namespace, service_account);
     let token_expiration = match annotations.and_then(|a| a.token_expiration.as_deref()) {
         Some(value) => parse_expiration(value).unwrap_or_else(|| {
             warnings.push(format!(
                 "{}: annotation {} has value {value:?}, which is not a whole number of seconds; using {}",
                 who(),
                 settings.keys.token_expiration,
-                crate::mutate::describe_expiration(fallback_expiration, container_credentials)
+                crate::core::engine::describe_expiration(fallback_expiration, container_credentials)
             ));
             fallback_expiration
         }),
@@ -105,7 +105,7 @@ pub fn resolve_identity(
     };
 
     let source = if container_credentials {
-        CredentialSource::ContainerCredentials
+        CredentialKind::ContainerCredentials
     } else {
         let role = annotated_role.or_else(|| entry.and_then(|e| e.role_arn.as_deref()));
         let Some(role) = role else {
@@ -125,7 +125,7 @@ pub fn resolve_identity(
             .filter(|a| !a.is_empty())
             .or_else(|| entry.and_then(|e| e.audience.as_deref()))
             .unwrap_or(&settings.token_audience);
-        CredentialSource::WebIdentity {
+        CredentialKind::WebIdentity {
             role_arn: role.to_string(),
             audience: audience.to_string(),
         }
@@ -278,7 +278,7 @@ mod tests {
         resolve_identity(
             "ns",
             "sa",
-            IdentitySources {
+            IdentityInputs {
                 service_account: sa,
                 ..Default::default()
             },
@@ -294,7 +294,7 @@ mod tests {
         assert_eq!(
             r.identity.unwrap(),
             Identity {
-                source: CredentialSource::WebIdentity {
+                source: CredentialKind::WebIdentity {
                     role_arn: ROLE.into(),
                     audience: "sts.amazonaws.com".into()
                 },
@@ -361,12 +361,12 @@ mod tests {
         )
         .unwrap();
         let sa = annotations(&[("token-expiration", "1e400")]);
-        let sources = IdentitySources {
+        let inputs = IdentityInputs {
             service_account: Some(&sa),
             mapping: None,
             container_credentials: Some(&config),
         };
-        let r = resolve_identity("ns", "sa", sources, &MutationSettings::default());
+        let r = resolve_identity("ns", "sa", inputs, &MutationSettings::default());
         assert_eq!(r.identity.unwrap().token_expiration, 86400);
         assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
         assert!(
@@ -379,12 +379,12 @@ mod tests {
     #[test]
     fn bad_pod_expiration_in_container_credentials_mode_names_the_spread_actually_applied() {
         let identity = Identity {
-            source: CredentialSource::ContainerCredentials,
+            source: CredentialKind::ContainerCredentials,
             regional_sts: false,
             token_expiration: 86400,
         };
         let settings = MutationSettings::default();
-        let context = crate::mutate::PodContext {
+        let context = crate::core::engine::PodContext {
             identity: &identity,
             settings: &settings,
         };
@@ -392,7 +392,7 @@ mod tests {
             "metadata": {"annotations": {"eks.amazonaws.com/token-expiration": "1e400"}},
             "spec": {"containers": [{"name": "app", "image": "a"}]}
         });
-        let mutation = crate::mutate::mutate_pod(&pod, &context, &mut |_| 80000).unwrap();
+        let mutation = crate::core::engine::mutate_pod(&pod, &context, &mut |_| 80000).unwrap();
         assert!(
             mutation.warnings[0].ends_with("using a random lifetime from 79200 to 86400 seconds (86400, spread in container-credentials mode)"),
             "{:?}",
@@ -425,7 +425,7 @@ mod tests {
         let r = resolve_identity(
             "ns",
             "sa",
-            IdentitySources {
+            IdentityInputs {
                 service_account: Some(&sa),
                 mapping: Some(&mapping),
                 container_credentials: None,
@@ -435,7 +435,7 @@ mod tests {
         let identity = r.identity.unwrap();
         assert_eq!(
             identity.source,
-            CredentialSource::WebIdentity {
+            CredentialKind::WebIdentity {
                 role_arn: "arn:aws:iam::111122223333:role/mapped".into(),
                 audience: "sa-aud".into()
             }
@@ -447,7 +447,7 @@ mod tests {
         let r = resolve_identity(
             "ns",
             "sa",
-            IdentitySources {
+            IdentityInputs {
                 service_account: Some(&annotated),
                 mapping: Some(&mapping),
                 container_credentials: None,
@@ -472,7 +472,7 @@ mod tests {
         let r = resolve_identity(
             "ns",
             "sa",
-            IdentitySources {
+            IdentityInputs {
                 service_account: Some(&sa),
                 mapping: None,
                 container_credentials: Some(&config),
@@ -480,7 +480,7 @@ mod tests {
             &MutationSettings::default(),
         );
         let identity = r.identity.unwrap();
-        assert_eq!(identity.source, CredentialSource::ContainerCredentials);
+        assert_eq!(identity.source, CredentialKind::ContainerCredentials);
         assert!(identity.regional_sts);
     }
 

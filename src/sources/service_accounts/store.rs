@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
-use crate::identity::ServiceAccountAnnotations;
+use crate::core::identity::ServiceAccountAnnotations;
 
 type Names = HashMap<Box<str>, Arc<ServiceAccountAnnotations>>;
 

@@ -11,8 +11,8 @@ use tokio::sync::{watch, Semaphore};
 
 use super::store::ServiceAccountStore;
 use super::token_bucket::TokenBucket;
-use crate::identity::ServiceAccountAnnotations;
-use crate::metrics::Metrics;
+use crate::core::identity::ServiceAccountAnnotations;
+use crate::ops::metrics::Metrics;
 
 /// Limits on the fallback GETs.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -6,10 +6,10 @@
 //! second pass over an already-mutated pod yields no operations.
 
 mod container;
+mod json_fields;
 mod node;
 mod patch;
-mod pod;
-mod view;
+mod pod_view;
 
 use std::collections::HashSet;
 use std::ops::RangeInclusive;
@@ -17,12 +17,12 @@ use std::ops::RangeInclusive;
 use json_patch::{Patch, PatchOperation};
 use serde_json::{json, Value};
 
-use crate::identity::{parse_expiration, CredentialSource, Identity};
-use crate::settings::MutationSettings;
+use crate::core::identity::{parse_expiration, CredentialKind, Identity};
+use crate::core::settings::MutationSettings;
 use container::{mutate_container, ContainerPlan};
+pub use json_fields::{string as string_member, Object, PodShapeError};
 pub use node::{read_pod, Fields, Node, MAX_CONTAINERS, MAX_ENTRIES};
-pub use pod::{string as string_member, Object, PodShapeError};
-use view::PodView;
+use pod_view::PodView;
 
 /// Label set on pods that get EKS Pod Identity credentials; it ignores `--annotation-prefix`.
 pub const POD_IDENTITY_LABEL: &str = "eks.amazonaws.com/pod-identity";
@@ -108,7 +108,7 @@ pub fn mutate_node(
 
     let mut warnings = Vec::new();
     let mut token_expiration = identity.token_expiration;
-    let container_credentials = identity.source == CredentialSource::ContainerCredentials;
+    let container_credentials = identity.source == CredentialKind::ContainerCredentials;
     if let Some(value) = pod.token_expiration {
         match parse_expiration(value) {
             Some(seconds) => token_expiration = seconds,
@@ -132,7 +132,7 @@ pub fn mutate_node(
         })
         .unwrap_or_default();
 
-    let mode = Mode::new(identity, settings, pod.windows);
+    let projection = TokenProjection::new(identity, settings, pod.windows);
     let mut ops: Vec<PatchOperation> = Vec::new();
 
     // Volumes that already hold a token where the identity variables point: the pod's own
@@ -141,27 +141,30 @@ pub fn mutate_node(
     let token_volumes: Vec<&str> = pod
         .volumes
         .iter()
-        .filter(|volume| holds_token(volume.volume, mode.token_path))
+        .filter(|volume| holds_token(volume.volume, projection.token_path))
         .map(|volume| volume.name)
         .collect();
-    let existing = pod.volumes.iter().find(|v| v.name == mode.volume_name);
-    let volume_usable = existing.is_none() || token_volumes.contains(&mode.volume_name);
+    let existing = pod
+        .volumes
+        .iter()
+        .find(|v| v.name == projection.volume_name);
+    let volume_usable = existing.is_none() || token_volumes.contains(&projection.volume_name);
     if !volume_usable {
-        let [(first, _), (second, _)] = &mode.env_pair();
+        let [(first, _), (second, _)] = &projection.env_pair();
         warnings.push(format!(
             "the pod's volume {:?} is not a projected service-account token with path {:?}: left as is; no container gets {first}, {second} or a mount of it",
-            mode.volume_name, mode.token_path
+            projection.volume_name, projection.token_path
         ));
     }
 
     // The volume, prepended as the reference does, unless one of that name exists.
     if existing.is_none() {
         let volume = json!({
-            "name": mode.volume_name,
+            "name": projection.volume_name,
             "projected": {"sources": [{"serviceAccountToken": {
-                "audience": mode.audience,
+                "audience": projection.audience,
                 "expirationSeconds": token_expiration,
-                "path": mode.token_path,
+                "path": projection.token_path,
             }}]},
         });
         ops.push(if pod.has_volumes {
@@ -179,11 +182,11 @@ pub fn mutate_node(
     }
 
     let plan = ContainerPlan {
-        env_pair: mode.env_pair(),
+        env_pair: projection.env_pair(),
         regional_sts: identity.regional_sts,
         region: settings.aws_default_region.as_deref(),
-        volume_name: mode.volume_name,
-        mount_path: mode.mount_path,
+        volume_name: projection.volume_name,
+        mount_path: projection.mount_path,
         volume_usable,
         token_volumes: &token_volumes,
     };
@@ -223,8 +226,9 @@ fn holds_token(volume: Object<'_>, token_path: &str) -> bool {
     })
 }
 
-/// The names and values that differ between IRSA and container-credentials mode.
-struct Mode<'a> {
+/// What the engine projects into the pod for one credential kind: the token volume, where it is
+/// mounted, its audience, and the environment that points the SDKs at it.
+struct TokenProjection<'a> {
     volume_name: &'a str,
     mount_path: &'a str,
     token_path: &'a str,
@@ -234,16 +238,16 @@ struct Mode<'a> {
     settings: &'a MutationSettings,
 }
 
-impl<'a> Mode<'a> {
+impl<'a> TokenProjection<'a> {
     fn new(identity: &'a Identity, settings: &'a MutationSettings, windows: bool) -> Self {
         let (volume_name, mount_path, token_path, audience) = match &identity.source {
-            CredentialSource::WebIdentity { audience, .. } => (
+            CredentialKind::WebIdentity { audience, .. } => (
                 WEB_IDENTITY_VOLUME,
                 settings.token_mount_path.as_str(),
                 WEB_IDENTITY_TOKEN_PATH,
                 audience.as_str(),
             ),
-            CredentialSource::ContainerCredentials => {
+            CredentialKind::ContainerCredentials => {
                 let cc = &settings.container_credentials;
                 (
                     cc.volume_name.as_str(),
@@ -271,11 +275,11 @@ impl<'a> Mode<'a> {
     /// The two variables that carry the identity: (name, value) twice.
     fn env_pair(&self) -> [(&'a str, String); 2] {
         match &self.identity.source {
-            CredentialSource::WebIdentity { role_arn, .. } => [
+            CredentialKind::WebIdentity { role_arn, .. } => [
                 ("AWS_ROLE_ARN", role_arn.clone()),
                 ("AWS_WEB_IDENTITY_TOKEN_FILE", self.token_file.clone()),
             ],
-            CredentialSource::ContainerCredentials => [
+            CredentialKind::ContainerCredentials => [
                 (
                     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
                     self.settings.container_credentials.full_uri.clone(),

@@ -8,12 +8,12 @@ use std::process::ExitCode;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 
 use crate::cli::OidcArgs;
+use crate::core::settings::DEFAULT_TOKEN_AUDIENCE;
 use crate::irsa::checklist::{Check, Report};
 use crate::irsa::discovery::{compare_keys, documents, parse_jwks, Documents};
 use crate::irsa::issuer::{describe_difference, Issuer, DISCOVERY_PATH, JWKS_PATH};
 use crate::irsa::keys::jwks_from_pem;
 use crate::irsa::token::{read_claims, verify};
-use crate::settings::DEFAULT_TOKEN_AUDIENCE;
 
 use super::cluster;
 

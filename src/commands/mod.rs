@@ -1,9 +1,12 @@
-//! The IRSA commands (`oidc`, `trust-policy`, `doctor`): read files and the cluster, hand the
-//! facts to the pure checks in `crate::irsa`, print, and choose the exit code (0 all good,
-//! 1 a check failed, 2 bad input with one line naming it).
+//! The commands other than `serve`: `mutate` (the engine offline, on manifests) and the IRSA
+//! commands (`oidc`, `trust-policy`, `doctor`). Each reads files or the cluster, hands the facts
+//! to the pure core or `crate::irsa`, prints, and chooses the exit code (0 all good, 1 a check
+//! failed, 2 bad input with one line naming it).
 
 pub mod cluster;
 pub mod doctor;
+pub mod manifests;
+pub mod mutate;
 pub mod oidc;
 pub mod trust_policy;
 
@@ -45,8 +48,5 @@ fn split_service_account<'a>(
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
+    crate::ops::clock::unix_now()
 }

@@ -1,19 +1,19 @@
-//! The identity sources that change at run time (the ConfigMap mapping and the
-//! container-credentials file), swapped atomically so a request never waits on a watcher.
+//! The run-time identity configuration (the ConfigMap mapping and the container-credentials
+//! file), swapped atomically by its watches so a request never waits on a watcher.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-use crate::identity::{ConfigMapMapping, ContainerCredentialsConfig};
+use crate::core::identity::{ConfigMapMapping, ContainerCredentialsConfig};
 
 #[derive(Debug, Default)]
-pub struct LiveSources {
+pub struct WatchedConfig {
     pub mapping: ArcSwapOption<ConfigMapMapping>,
     pub container_credentials: ArcSwapOption<ContainerCredentialsConfig>,
 }
 
-impl LiveSources {
+impl WatchedConfig {
     pub fn set_mapping(&self, mapping: Option<ConfigMapMapping>) {
         self.mapping.store(mapping.map(Arc::new));
     }

@@ -6,10 +6,10 @@ use std::ops::RangeInclusive;
 use json_patch::Patch;
 use serde_json::Value;
 
-use crate::identity::{resolve_identity, CredentialSource, Identity, IdentitySources};
-use crate::json::{bound_owned, bounded_warnings, MAX_ECHO};
-use crate::mutate::{self, mutate_node, Mutation, Node, PodContext, PodShapeError};
-use crate::settings::MutationSettings;
+use crate::core::engine::{self, mutate_node, Mutation, Node, PodContext, PodShapeError};
+use crate::core::identity::{resolve_identity, CredentialKind, Identity, IdentityInputs};
+use crate::core::json::{bound_owned, bounded_warnings, MAX_ECHO};
+use crate::core::settings::MutationSettings;
 
 /// The ServiceAccount a pod runs as: only `spec.serviceAccountName` counts; empty is `default`.
 pub fn service_account_name(pod: &Value) -> Result<&str, PodShapeError> {
@@ -21,7 +21,7 @@ pub fn service_account_name(pod: &Value) -> Result<&str, PodShapeError> {
                 return Err(PodShapeError {
                     field: "spec.serviceAccountName".into(),
                     expected: "a string".into(),
-                    got: crate::json::json_type(other).into(),
+                    got: crate::core::json::json_type(other).into(),
                 })
             }
         },
@@ -30,10 +30,10 @@ pub fn service_account_name(pod: &Value) -> Result<&str, PodShapeError> {
     Ok(name.filter(|name| !name.is_empty()).unwrap_or("default"))
 }
 
-/// [`service_account_name`] of a pod read with [`mutate::read_pod`].
+/// [`service_account_name`] of a pod read with [`engine::read_pod`].
 pub fn node_service_account<'a>(pod: &'a Node<'a>) -> Result<&'a str, PodShapeError> {
     let name = match pod.get("spec") {
-        Some(Node::Object(spec)) => mutate::string_member(spec, "serviceAccountName", || {
+        Some(Node::Object(spec)) => engine::string_member(spec, "serviceAccountName", || {
             "spec.serviceAccountName".into()
         })?,
         _ => None,
@@ -68,33 +68,33 @@ pub struct Outcome {
 }
 
 /// Resolves the identity of `service_account` in `namespace` and mutates `pod` with it.
-pub fn mutate_with_sources(
+pub fn mutate_with_inputs(
     pod: &Value,
     namespace: &str,
     service_account: &str,
-    sources: IdentitySources<'_>,
+    inputs: IdentityInputs<'_>,
     settings: &MutationSettings,
     jitter: &mut dyn FnMut(RangeInclusive<i64>) -> i64,
 ) -> Result<Outcome, PodShapeError> {
-    let pod = mutate::read_value(pod)?;
-    mutate_node_with_sources(&pod, namespace, service_account, sources, settings, jitter)
+    let pod = engine::read_value(pod)?;
+    mutate_node_with_inputs(&pod, namespace, service_account, inputs, settings, jitter)
 }
 
-/// [`mutate_with_sources`] on a pod read with [`mutate::read_pod`].
-pub fn mutate_node_with_sources(
+/// [`mutate_with_inputs`] on a pod read with [`engine::read_pod`].
+pub fn mutate_node_with_inputs(
     pod: &Node<'_>,
     namespace: &str,
     service_account: &str,
-    sources: IdentitySources<'_>,
+    inputs: IdentityInputs<'_>,
     settings: &MutationSettings,
     jitter: &mut dyn FnMut(RangeInclusive<i64>) -> i64,
 ) -> Result<Outcome, PodShapeError> {
-    let resolution = resolve_identity(namespace, service_account, sources, settings);
+    let resolution = resolve_identity(namespace, service_account, inputs, settings);
     let Some(identity) = resolution.identity else {
         // Still check the pod's shape, so bad input is reported whatever the ServiceAccount.
         // Warnings about annotations of a ServiceAccount that yields no identity are dropped:
         // nothing they affect is applied.
-        mutate::check_node(pod, settings)?;
+        engine::check_node(pod, settings)?;
         return Ok(Outcome::default());
     };
     let context = PodContext {
@@ -161,21 +161,15 @@ pub fn decide(
     pod: &Node<'_>,
     namespace: &str,
     service_account: &str,
-    sources: IdentitySources<'_>,
+    inputs: IdentityInputs<'_>,
     settings: &MutationSettings,
     jitter: &mut dyn FnMut(RangeInclusive<i64>) -> i64,
 ) -> Decision {
-    let outcome = match mutate_node_with_sources(
-        pod,
-        namespace,
-        service_account,
-        sources,
-        settings,
-        jitter,
-    ) {
-        Ok(outcome) => outcome,
-        Err(err) => return Decision::Deny(bound_owned(err.to_string(), MAX_ECHO)),
-    };
+    let outcome =
+        match mutate_node_with_inputs(pod, namespace, service_account, inputs, settings, jitter) {
+            Ok(outcome) => outcome,
+            Err(err) => return Decision::Deny(bound_owned(err.to_string(), MAX_ECHO)),
+        };
     let Mutation {
         patch,
         warnings,
@@ -190,8 +184,8 @@ pub fn decide(
         });
     };
     let (method, role) = match identity.source {
-        CredentialSource::WebIdentity { role_arn, .. } => (Method::StsWebIdentity, role_arn),
-        CredentialSource::ContainerCredentials => (Method::ContainerCredentials, String::new()),
+        CredentialKind::WebIdentity { role_arn, .. } => (Method::StsWebIdentity, role_arn),
+        CredentialKind::ContainerCredentials => (Method::ContainerCredentials, String::new()),
     };
     Decision::Admit(Admit {
         patch: Some(patch),

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::file_watch::{self, FileState, FileWatch, WatchOptions};
-use crate::identity::ContainerCredentialsConfig;
-use crate::metrics::Metrics;
-use crate::sources::LiveSources;
+use crate::core::identity::ContainerCredentialsConfig;
+use crate::ops::metrics::Metrics;
+use crate::sources::file_watch::{self, FileState, FileWatch, WatchOptions};
+use crate::sources::WatchedConfig;
 
 const SOURCE: &str = "container_credentials";
 
@@ -16,7 +16,7 @@ const SOURCE: &str = "container_credentials";
 /// reason. Keep the returned watch alive.
 pub fn start(
     path: PathBuf,
-    sources: Arc<LiveSources>,
+    sources: Arc<WatchedConfig>,
     metrics: Arc<Metrics>,
     options: WatchOptions,
 ) -> FileWatch {
@@ -74,7 +74,7 @@ mod tests {
         panic!("condition not reached within 5 s");
     }
 
-    fn listed(sources: &LiveSources) -> bool {
+    fn listed(sources: &WatchedConfig) -> bool {
         sources
             .container_credentials
             .load()
@@ -87,7 +87,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("identities.json");
         std::fs::write(&file, LISTED).unwrap();
-        let sources = Arc::new(LiveSources::default());
+        let sources = Arc::new(WatchedConfig::default());
         let metrics = Arc::new(Metrics::new());
         let options = WatchOptions {
             poll_interval: Duration::from_millis(100),

@@ -2,10 +2,10 @@
 //! field is checked for shape here, so a malformed pod is reported the same way whether or not
 //! it would be mutated, and the planning code never meets an unexpected type.
 
+use super::json_fields::{self, Object, PodShapeError};
 use super::node::Node;
-use super::pod::{self, Object, PodShapeError};
 use super::POD_IDENTITY_LABEL;
-use crate::settings::AnnotationKeys;
+use crate::core::settings::AnnotationKeys;
 
 /// One entry of a container's `volumeMounts`.
 pub struct MountView<'a> {
@@ -57,7 +57,7 @@ fn member<'a>(
     key: &str,
 ) -> Result<Option<&'a str>, PodShapeError> {
     match map {
-        Some(map) => pod::string(map, key, || format!("{field}[{key:?}]")),
+        Some(map) => json_fields::string(map, key, || format!("{field}[{key:?}]")),
         None => Ok(None),
     }
 }
@@ -65,19 +65,19 @@ fn member<'a>(
 impl<'a> PodView<'a> {
     /// Reads and validates `pod`; `keys` name the annotations read.
     pub fn read(pod: &'a Node<'a>, keys: &AnnotationKeys) -> Result<Self, PodShapeError> {
-        let (pod, spec) = pod::root(pod)?;
-        let metadata = pod::object(pod, "metadata", || "metadata".into())?;
+        let (pod, spec) = json_fields::root(pod)?;
+        let metadata = json_fields::object(pod, "metadata", || "metadata".into())?;
         let (labels, annotations) = match metadata {
             Some(m) => (
-                pod::object(m, "labels", || "metadata.labels".into())?,
-                pod::object(m, "annotations", || "metadata.annotations".into())?,
+                json_fields::object(m, "labels", || "metadata.labels".into())?,
+                json_fields::object(m, "annotations", || "metadata.annotations".into())?,
             ),
             None => (None, None),
         };
-        let volumes = pod::array(spec, "volumes", || "spec.volumes".into())?;
+        let volumes = json_fields::array(spec, "volumes", || "spec.volumes".into())?;
         let mut containers = Vec::new();
         for list in ["containers", "initContainers"] {
-            let items = pod::array(spec, list, || format!("spec.{list}"))?;
+            let items = json_fields::array(spec, list, || format!("spec.{list}"))?;
             for (index, item) in items.into_iter().flatten().enumerate() {
                 containers.push(ContainerView::read(list, index, item)?);
             }
@@ -99,39 +99,39 @@ impl<'a> PodView<'a> {
 impl<'a> ContainerView<'a> {
     fn read(list: &'static str, index: usize, item: &'a Node<'a>) -> Result<Self, PodShapeError> {
         let field = |suffix: &str| format!("spec.{list}[{index}]{suffix}");
-        let container = pod::element(item, || field(""))?;
-        let env = pod::array(container, "env", || field(".env"))?;
-        let mounts = pod::array(container, "volumeMounts", || field(".volumeMounts"))?;
-        let devices = pod::array(container, "volumeDevices", || field(".volumeDevices"))?;
+        let container = json_fields::element(item, || field(""))?;
+        let env = json_fields::array(container, "env", || field(".env"))?;
+        let mounts = json_fields::array(container, "volumeMounts", || field(".volumeMounts"))?;
+        let devices = json_fields::array(container, "volumeDevices", || field(".volumeDevices"))?;
         let mut mount_views = Vec::with_capacity(mounts.map_or(0, <[_]>::len));
         for (i, item) in mounts.into_iter().flatten().enumerate() {
             let at = |member: &str| field(&format!(".volumeMounts[{i}]{member}"));
-            let mount = pod::element(item, || at(""))?;
+            let mount = json_fields::element(item, || at(""))?;
             let mut sub_path = false;
             for key in ["subPath", "subPathExpr"] {
-                let value = pod::string(mount, key, || at(&format!(".{key}")))?;
+                let value = json_fields::string(mount, key, || at(&format!(".{key}")))?;
                 sub_path |= value.is_some_and(|value| !value.is_empty());
             }
             mount_views.push(MountView {
-                name: pod::string(mount, "name", || at(".name"))?.unwrap_or(""),
-                path: pod::string(mount, "mountPath", || at(".mountPath"))?.unwrap_or(""),
+                name: json_fields::string(mount, "name", || at(".name"))?.unwrap_or(""),
+                path: json_fields::string(mount, "mountPath", || at(".mountPath"))?.unwrap_or(""),
                 sub_path,
             });
         }
         let mut device_paths = Vec::new();
         for (i, item) in devices.into_iter().flatten().enumerate() {
             let at = |member: &str| field(&format!(".volumeDevices[{i}]{member}"));
-            let device = pod::element(item, || at(""))?;
-            if let Some(path) = pod::string(device, "devicePath", || at(".devicePath"))? {
+            let device = json_fields::element(item, || at(""))?;
+            if let Some(path) = json_fields::string(device, "devicePath", || at(".devicePath"))? {
                 device_paths.push(path);
             }
         }
         Ok(Self {
             list,
             index,
-            name: pod::string(container, "name", || field(".name"))?.unwrap_or(""),
+            name: json_fields::string(container, "name", || field(".name"))?.unwrap_or(""),
             has_env: env.is_some(),
-            env_names: pod::names(env, || field(".env"))?,
+            env_names: json_fields::names(env, || field(".env"))?,
             has_mounts: mounts.is_some(),
             mounts: mount_views,
             device_paths,
@@ -148,8 +148,10 @@ impl<'a> ContainerView<'a> {
 fn read_volumes<'a>(items: Option<&'a [Node<'a>]>) -> Result<Vec<VolumeView<'a>>, PodShapeError> {
     let mut volumes = Vec::with_capacity(items.map_or(0, <[_]>::len));
     for (index, item) in items.into_iter().flatten().enumerate() {
-        let volume = pod::element(item, || format!("spec.volumes[{index}]"))?;
-        if let Some(name) = pod::string(volume, "name", || format!("spec.volumes[{index}].name"))? {
+        let volume = json_fields::element(item, || format!("spec.volumes[{index}]"))?;
+        if let Some(name) =
+            json_fields::string(volume, "name", || format!("spec.volumes[{index}].name"))?
+        {
             volumes.push(VolumeView { name, volume });
         }
     }
@@ -160,13 +162,15 @@ fn read_volumes<'a>(items: Option<&'a [Node<'a>]>) -> Result<Vec<VolumeView<'a>>
 /// `spec.os.name` says the same thing and is honoured too.
 fn is_windows(spec: Object<'_>) -> Result<bool, PodShapeError> {
     let mut windows = false;
-    if let Some(selector) = pod::object(spec, "nodeSelector", || "spec.nodeSelector".into())? {
+    if let Some(selector) =
+        json_fields::object(spec, "nodeSelector", || "spec.nodeSelector".into())?
+    {
         for key in ["kubernetes.io/os", "beta.kubernetes.io/os"] {
             windows |= member(Some(selector), "spec.nodeSelector", key)? == Some("windows");
         }
     }
-    if let Some(os) = pod::object(spec, "os", || "spec.os".into())? {
-        windows |= pod::string(os, "name", || "spec.os.name".into())? == Some("windows");
+    if let Some(os) = json_fields::object(spec, "os", || "spec.os".into())? {
+        windows |= json_fields::string(os, "name", || "spec.os.name".into())? == Some("windows");
     }
     Ok(windows)
 }

@@ -7,15 +7,15 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use crate::cache::FixedServiceAccounts;
 use crate::cli::{MutateArgs, OutputFormat};
-use crate::identity::{
-    ConfigMapMapping, ContainerCredentialsConfig, IdentitySources, ServiceAccountAnnotations,
+use crate::commands::manifests::{display_name, read_documents, Document, ManifestError};
+use crate::core::decision::{mutate_with_inputs, random_jitter, service_account_name};
+use crate::core::identity::{
+    ConfigMapMapping, ContainerCredentialsConfig, IdentityInputs, ServiceAccountAnnotations,
     CONFIG_KEY,
 };
-use crate::manifests::{display_name, read_documents, Document, ManifestError};
-use crate::pipeline::{mutate_with_sources, random_jitter, service_account_name};
-use crate::settings::MutationSettings;
+use crate::core::settings::MutationSettings;
+use crate::sources::service_accounts::FixedServiceAccounts;
 
 const DEFAULT_NAMESPACE: &str = "default";
 
@@ -113,18 +113,18 @@ pub fn render(args: &MutateArgs) -> Result<(String, Vec<String>), ManifestError>
         .unwrap_or(DEFAULT_NAMESPACE)
         .to_string();
     let as_pod_error =
-        |err: crate::mutate::PodShapeError| ManifestError::new(&pod_file, err.to_string());
+        |err: crate::core::engine::PodShapeError| ManifestError::new(&pod_file, err.to_string());
     let service_account = service_account_name(&pod).map_err(as_pod_error)?;
     let annotations = service_accounts.get(&namespace, service_account);
     if annotations.is_none() {
         warnings.push(missing_service_account(&namespace, service_account, &given));
     }
-    let sources = IdentitySources {
+    let sources = IdentityInputs {
         service_account: annotations.as_deref(),
         mapping: mapping.as_ref(),
         container_credentials: container_credentials.as_ref(),
     };
-    let outcome = mutate_with_sources(
+    let outcome = mutate_with_inputs(
         &pod,
         &namespace,
         service_account,
