@@ -12,7 +12,9 @@
 //! logs to a file, as in production; every answer is a mutation. Each run is a few seconds.
 //! Without `--bench` (as under `cargo test --benches`) nothing is measured.
 
-#[path = "../tests/support/fake_api.rs"]
+// The integration tests' stand-in API server; the benchmark uses part of it.
+#[allow(dead_code)]
+#[path = "../tests/it/support/fake_api.rs"]
 mod fake_api;
 
 use std::io::{Read as _, Write as _};

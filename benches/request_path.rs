@@ -6,8 +6,17 @@
 //! prints a Markdown table for docs/benchmarks.md. Without `--bench` (as under
 //! `cargo test --benches`) it runs a few requests per scenario as a smoke test.
 
-#[path = "../tests/server_support/mod.rs"]
+// The integration tests' server helpers, which find the test certificates at
+// `crate::support::tls` as in the test binary; the benchmark uses part of them.
+#[allow(dead_code)]
+#[path = "../tests/it/support/server.rs"]
 mod server_support;
+#[allow(dead_code)]
+#[path = "../tests/it/support/tls.rs"]
+mod tls;
+mod support {
+    pub(crate) use super::tls;
+}
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

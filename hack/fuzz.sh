@@ -3,6 +3,8 @@
 #   hack/fuzz.sh [SECONDS]            all targets
 #   FUZZ_TARGETS="engine review" hack/fuzz.sh 60
 #   FUZZ_JOBS=2 hack/fuzz.sh 3600     libFuzzer fork mode with 2 processes per target
+#   FUZZ_SANITIZER=none hack/fuzz.sh 5  no AddressSanitizer: the quick check `make test` runs
+#                                       (a panic is still a crash; builds in its own target dir)
 # Needs the nightly toolchain and cargo-fuzz (installed here if missing). The fuzz crate is
 # fuzz/, outside the main build; corpora grow in fuzz/corpus/<target>, crashes land in
 # fuzz/artifacts/<target>. Prints each target's executions; exits non-zero on a crash.
@@ -19,6 +21,12 @@ rustup run nightly true 2>/dev/null || { echo "fuzz.sh: the nightly toolchain is
 
 targets="${FUZZ_TARGETS:-review engine manifests config_map container_credentials flags}"
 jobs="${FUZZ_JOBS:-1}"
+sanitizer="${FUZZ_SANITIZER:-address}"
+build_flags=(-O -s "$sanitizer")
+# Each sanitizer keeps its own build: switching would otherwise rebuild everything each time.
+if [ "$sanitizer" != address ]; then
+  build_flags+=(--target-dir "fuzz/target/sanitizer-$sanitizer")
+fi
 
 # Seeds: every fixture whose format the target reads. Copied, so the fixtures stay as they are.
 seed() {
@@ -46,7 +54,7 @@ PY
   esac
 }
 
-cargo +nightly fuzz build -O >/dev/null
+cargo +nightly fuzz build "${build_flags[@]}" >/dev/null
 parallel=()
 if [ "$jobs" -gt 1 ]; then
   parallel=(-fork="$jobs")
@@ -56,7 +64,7 @@ for target in $targets; do
   seed "$target"
   mkdir -p "fuzz/artifacts/$target"
   log="fuzz/artifacts/$target.log"
-  if cargo +nightly fuzz run -O "$target" "fuzz/corpus/$target" -- \
+  if cargo +nightly fuzz run "${build_flags[@]}" "$target" "fuzz/corpus/$target" -- \
       -max_total_time="$seconds" "${parallel[@]}" -print_final_stats=1 \
       -artifact_prefix="fuzz/artifacts/$target/" >"$log" 2>&1; then
     result=ok

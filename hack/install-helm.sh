@@ -16,7 +16,7 @@
 #            (Helm 3 is the oldest major the chart supports, so it is the
 #            default used by the tests and by hack/render-deploy.sh)
 #   2.2.2 -> helm v4.1.4                    installed as `helm4`
-#            (tests/chart.rs also lints the chart with it when present)
+#            (tests/it/chart.rs also lints the chart with it when present)
 #
 # Idempotent: a binary that is already in place is not downloaded again.
 # Usage: hack/install-helm.sh    (prints the install dir and the helm version)

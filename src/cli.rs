@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::certs::CertsConfig;
 use crate::core::go_syntax;
+use crate::ops::logging::LogFormat;
+use crate::server::tls::{TlsSettings, TlsVersion};
 pub use go_flags::{go_style_args, KlogFlags};
 
 mod go_flags;
@@ -143,22 +146,6 @@ pub struct MutateArgs {
     pub mutation: MutationFlags,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Minimum TLS version. rustls implements 1.2 and 1.3 only: 1.0 and 1.1 are accepted (the
-/// reference accepts them) and served as 1.2, with a warning at startup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsVersion {
-    Tls10,
-    Tls11,
-    Tls12,
-    Tls13,
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// HTTPS port of the admission endpoint.
@@ -229,7 +216,7 @@ pub struct ServeArgs {
     #[arg(short = 'v', long = "v", default_value_t = 0, value_parser = verbosity)]
     pub verbosity: u8,
     /// Log line format.
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, default_value = "text", value_parser = log_format())]
     pub log_format: LogFormat,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, default_value = "10s", value_parser = duration)]
@@ -258,6 +245,25 @@ impl ServeArgs {
             ));
         }
         self.limits.validate()
+    }
+
+    /// `--tls-min-version` and `--tls-cipher-suites` as the TLS server's settings.
+    pub fn tls_settings(&self) -> TlsSettings {
+        TlsSettings {
+            min_version: self.tls_min_version,
+            cipher_suites: self.tls_cipher_suites.clone(),
+        }
+    }
+
+    /// The built-in certificate mode's settings from `--namespace`, `--service-name`,
+    /// `--tls-secret` and `--webhook-config-name`, with the default lifetimes.
+    pub fn certs_config(&self) -> CertsConfig {
+        CertsConfig::new(
+            &self.namespace,
+            &self.service_name,
+            &self.tls_secret,
+            &self.webhook_config_name,
+        )
     }
 
     /// The flags given that are accepted for compatibility but change nothing here, for one
@@ -321,6 +327,15 @@ fn absolute_path(value: &str) -> Result<String, String> {
     } else {
         Err("expected an absolute path starting with /".into())
     }
+}
+
+/// `--log-format`: `text` or `json`, listed in `--help` and in the error for anything else.
+fn log_format() -> impl clap::builder::TypedValueParser<Value = LogFormat> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["text", "json"]).map(|value| match value.as_str() {
+        "json" => LogFormat::Json,
+        _ => LogFormat::Text,
+    })
 }
 
 fn tls_version(value: &str) -> Result<TlsVersion, String> {

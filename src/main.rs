@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use pod_identity_webhook::certs;
 use pod_identity_webhook::cli::{self, Command, ServeArgs};
 use pod_identity_webhook::commands;
 use pod_identity_webhook::ops::health::Readiness;
@@ -12,37 +11,12 @@ use pod_identity_webhook::ops::metrics::Metrics;
 use pod_identity_webhook::server::tls::{self, CertificateStore};
 use pod_identity_webhook::server::{self, CacheDumper, Components, Server, ShutdownTiming};
 use pod_identity_webhook::sources::file_watch::WatchOptions;
-use pod_identity_webhook::sources::service_accounts::KubeServiceAccountCache;
+use pod_identity_webhook::sources::service_accounts::{CacheSettings, KubeServiceAccountCache};
 use pod_identity_webhook::sources::WatchedConfig;
 use pod_identity_webhook::sources::{config_map_watch, container_credentials_watch};
 
-/// mimalloc: measured against glibc's allocator in docs/benchmarks.md.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[cfg(target_os = "linux")]
-extern "C" {
-    /// mimalloc's option setter, exported by the library the allocator links.
-    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-}
-
-#[cfg(target_os = "linux")]
-/// `mi_option_arena_eager_commit` in mimalloc's `mi_option_t` (the same in v2 and v3).
-const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
-
-/// Commits arena memory as it is used rather than up front: about 8 MiB less resident when
-/// idle, at no measured cost in throughput (docs/benchmarks.md). It must run before the first
-/// allocation reserves an arena, so it runs as a process constructor, before `main`.
-#[cfg(target_os = "linux")]
-extern "C" fn allocator_options() {
-    // SAFETY: a setter of a process-wide integer option; any value is valid.
-    unsafe { mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
-}
-
-#[cfg(target_os = "linux")]
-#[used]
-#[link_section = ".init_array"]
-static ALLOCATOR_OPTIONS: extern "C" fn() = allocator_options;
+// mimalloc, with options that return freed memory promptly (`ops::allocator`).
+pod_identity_webhook::global_allocator!();
 
 fn main() -> ExitCode {
     match cli::parse_or_exit(std::env::args_os()).into_command() {
@@ -70,7 +44,12 @@ fn serve(args: ServeArgs) -> ExitCode {
             "accepted for compatibility with the reference webhook; no effect here"
         );
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One worker per CPU (Tokio's default); an idle worker hands its freed memory back.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(pod_identity_webhook::ops::allocator::on_worker_park)
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -97,10 +76,9 @@ async fn run(args: ServeArgs) -> Result<(), Fatal> {
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
     let watched_config = Arc::new(WatchedConfig::default());
-    let store = Arc::new(CertificateStore::new(metrics.clone(), readiness.clone()));
-    let tls_config =
-        tls::server_config(args.tls_min_version, &args.tls_cipher_suites, store.clone())
-            .map_err(|err| Fatal(2, err.to_string()))?;
+    let store = Arc::new(CertificateStore::new(metrics.clone(), &readiness));
+    let tls_config = tls::server_config(&args.tls_settings(), store.clone())
+        .map_err(|err| Fatal(2, err.to_string()))?;
 
     let (client, api_server) = kube_client(&args).await?;
     // The watches log inside this span, so each of their lines names the API server.
@@ -109,9 +87,12 @@ async fn run(args: ServeArgs) -> Result<(), Fatal> {
         KubeServiceAccountCache::start(
             client.clone(),
             settings.keys.clone(),
-            args.service_account_lookup_grace_period,
+            CacheSettings {
+                grace_period: args.service_account_lookup_grace_period,
+                ..CacheSettings::default()
+            },
             metrics.clone(),
-            readiness.clone(),
+            &readiness,
         )
     });
     if args.watch_config_map {
@@ -121,20 +102,15 @@ async fn run(args: ServeArgs) -> Result<(), Fatal> {
                 args.namespace.clone(),
                 watched_config.clone(),
                 metrics.clone(),
-                readiness.clone(),
+                &readiness,
             )
         });
     }
     // The file watch stops when dropped, so it lives as long as `run`; the certificate
     // manager's task runs until the runtime ends.
     let _certificate_files = if args.in_cluster {
-        certs::spawn(
-            client,
-            certs::CertsConfig::from_serve_args(&args),
-            store.clone(),
-            readiness.clone(),
-        )
-        .map_err(|err| Fatal(2, format!("{err:#}")))?;
+        pod_identity_webhook::certs::spawn(client, args.certs_config(), store.clone())
+            .map_err(|err| Fatal(2, format!("{err:#}")))?;
         None
     } else {
         Some(tls::watch_files(

@@ -18,7 +18,6 @@ use super::material::{CertificateSet, Policy};
 use super::secret::{self, Converged};
 use super::{CertsConfig, CertsError, ServingCertSink};
 use crate::ops::clock::unix_now;
-use crate::ops::health::Readiness;
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(60);
@@ -27,13 +26,12 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Starts the manager on the current runtime, serving through `sink`, and returns at once;
-/// the first certificate is served (and readiness' certificate flag set) once the Secret and
-/// the caBundle are in place. Fails only on an unusable configuration.
+/// the first certificate is handed to the sink (which then reports it loaded) once the Secret
+/// and the caBundle are in place. Fails only on an unusable configuration.
 pub fn spawn<S: ServingCertSink>(
     client: kube::Client,
     config: CertsConfig,
     sink: Arc<S>,
-    readiness: Arc<Readiness>,
 ) -> anyhow::Result<JoinHandle<()>> {
     config
         .validate()
@@ -44,7 +42,6 @@ pub fn spawn<S: ServingCertSink>(
         policy: config.policy(),
         config,
         sink,
-        readiness,
         served: None,
     };
     Ok(tokio::spawn(manager.run()))
@@ -56,15 +53,14 @@ struct Manager<S> {
     config: CertsConfig,
     policy: Policy,
     sink: Arc<S>,
-    readiness: Arc<Readiness>,
     /// The pair handed to the sink last, to hand it over only when it changes.
     served: Option<(String, String)>,
 }
 
 impl<S: ServingCertSink> Manager<S> {
     async fn run(mut self) {
-        // Nothing is served before the caBundle trusts it, whatever was loaded before.
-        self.readiness.set_certificate_loaded(false);
+        // Nothing is handed to the sink before the caBundle trusts it; in this mode nothing
+        // else feeds the sink, so it stays empty (and not ready) until then.
         let mut changes = pin!(self.changes());
         let mut retry = FIRST_RETRY;
         loop {
@@ -125,14 +121,13 @@ impl<S: ServingCertSink> Manager<S> {
         if self.served.as_ref() != Some(&pair) {
             self.sink
                 .set_pem(set.cert.as_bytes(), set.key.as_bytes())
-                .map_err(CertsError::Serve)?;
+                .map_err(|err| CertsError::Serve(Box::new(err)))?;
             tracing::info!(
                 not_after = set.serving_not_after(),
                 "serving the certificate from the Secret"
             );
             self.served = Some(pair);
         }
-        self.readiness.set_certificate_loaded(true);
         Ok(())
     }
 

@@ -152,7 +152,8 @@ impl CertificateSet {
     }
 
     /// DER of the CA that signed the serving certificate (the bundle's first).
-    pub fn signing_ca_der(&self) -> Option<Vec<u8>> {
+    #[cfg(test)]
+    pub(crate) fn signing_ca_der(&self) -> Option<Vec<u8>> {
         pem_certs(&self.ca_bundle)
             .ok()?
             .into_iter()
@@ -397,7 +398,8 @@ pub fn renew(
 
 /// A fresh CA and serving certificate with explicit validity windows (Unix seconds), for
 /// tests that need certificates at a given point of their life.
-pub fn generate_with_windows(
+#[cfg(test)]
+pub(crate) fn generate_with_windows(
     policy: &Policy,
     ca_window: (i64, i64),
     serving_window: (i64, i64),

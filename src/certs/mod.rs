@@ -15,7 +15,7 @@
 //! - CA rotation without downtime: a new CA is published *together with* the earlier CAs that
 //!   are still valid (they stay in `ca.crt` until they expire), so certificates other replicas
 //!   still serve stay trusted until those replicas pick up the new Secret.
-//! - Readiness: the serving certificate is handed to the TLS store (which marks the
+//! - Readiness: the serving certificate is handed to the TLS store (which alone reports the
 //!   certificate loaded) only after the caBundle is confirmed to carry the Secret's `ca.crt`.
 //!   Until then this replica serves nothing and is not ready, so the API server is never sent
 //!   to a replica whose certificate it cannot verify. Later failures to reach the API keep the
@@ -82,17 +82,6 @@ impl CertsConfig {
         }
     }
 
-    /// From the server's flags (`--namespace`, `--service-name`, `--tls-secret`,
-    /// `--webhook-config-name`), with the default lifetimes.
-    pub fn from_serve_args(args: &crate::cli::ServeArgs) -> Self {
-        Self::new(
-            &args.namespace,
-            &args.service_name,
-            &args.tls_secret,
-            &args.webhook_config_name,
-        )
-    }
-
     fn validate(&self) -> Result<(), String> {
         for (flag, value) in [
             ("--namespace", &self.namespace),
@@ -123,16 +112,20 @@ impl CertsConfig {
     }
 }
 
-/// Where the serving certificate goes: the TLS server's certificate store, or a stand-in in
-/// tests. Setting a pair marks the certificate as loaded for readiness.
+/// Where the serving certificate goes: the TLS server's certificate store. The sink, not the
+/// manager, reports to readiness whether a certificate is loaded; the manager only decides
+/// when a pair may be handed over.
 pub trait ServingCertSink: Send + Sync + 'static {
-    fn set_pem(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<(), String>;
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    fn set_pem(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<(), Self::Error>;
 }
 
 impl ServingCertSink for crate::server::tls::CertificateStore {
-    fn set_pem(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<(), String> {
+    type Error = crate::server::tls::CertificateError;
+
+    fn set_pem(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<(), Self::Error> {
         crate::server::tls::CertificateStore::set_pem(self, cert_pem, key_pem)
-            .map_err(|err| err.to_string())
     }
 }
 
@@ -148,9 +141,11 @@ pub enum CertsError {
     #[error("MutatingWebhookConfiguration {0:?} does not exist yet; its caBundle is written once it does (is --webhook-config-name right?)")]
     WebhookConfigurationMissing(String),
     #[error("cannot generate certificates: {0}")]
-    Generate(String),
+    Generate(#[from] material::GenerateError),
+    #[error("certificate generation stopped before it finished: {0}")]
+    GenerationStopped(#[source] tokio::task::JoinError),
     #[error("Secret {0:?} kept changing during {1} attempts to renew it")]
     Contended(String, usize),
     #[error("the TLS server refused the certificate from the Secret: {0}")]
-    Serve(String),
+    Serve(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

@@ -51,8 +51,7 @@ pub async fn converge(
         // Key generation is CPU work: keep it off the threads serving admission requests.
         let set = tokio::task::spawn_blocking(move || renew(&stored, &verdict, &job_policy, at))
             .await
-            .map_err(|err| CertsError::Generate(err.to_string()))?
-            .map_err(|err| CertsError::Generate(err.to_string()))?;
+            .map_err(CertsError::GenerationStopped)??;
         match existing {
             None => {
                 let secret = Secret {

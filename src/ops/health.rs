@@ -1,37 +1,52 @@
-//! Readiness: false until the ServiceAccount cache has its first full list, a serving
-//! certificate is loaded and, with `--watch-config-map`, the ConfigMap mapping has been listed
-//! once; false again once shutdown starts.
+//! Readiness: true once every registered condition is met, false again once shutdown starts.
+//! Each component registers its own condition and is its only writer, so this module knows
+//! nothing of what the conditions are.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
+/// What the webhook waits for before it takes traffic. Conditions are registered while the
+/// parts are built, before the server starts answering probes.
 #[derive(Debug, Default)]
 pub struct Readiness {
-    cache_synced: AtomicBool,
-    certificate_loaded: AtomicBool,
-    /// Set at startup only when the mapping is watched: without it there is nothing to wait for.
-    mapping_required: AtomicBool,
-    mapping_synced: AtomicBool,
+    conditions: Mutex<Vec<Arc<State>>>,
     shutting_down: AtomicBool,
 }
 
+#[derive(Debug)]
+struct State {
+    /// How `/readyz` names the condition while it is not met.
+    unmet: &'static str,
+    met: AtomicBool,
+}
+
+/// One component's condition, held by that component alone: it is not `Clone`, so a
+/// condition has exactly one writer. Starts unmet.
+#[derive(Debug)]
+pub struct Condition {
+    state: Arc<State>,
+}
+
+impl Condition {
+    pub fn set(&self, met: bool) {
+        self.state.met.store(met, Ordering::Release);
+    }
+
+    pub fn is_met(&self) -> bool {
+        self.state.met.load(Ordering::Acquire)
+    }
+}
+
 impl Readiness {
-    pub fn set_cache_synced(&self) {
-        self.cache_synced.store(true, Ordering::Release);
-    }
-
-    /// Holds readiness back until [`Readiness::set_mapping_synced`]: pods whose role comes from
-    /// the ConfigMap would otherwise be admitted without credentials right after startup.
-    pub fn require_mapping(&self) {
-        self.mapping_required.store(true, Ordering::Release);
-    }
-
-    /// The ConfigMap mapping's first list completed, whether or not the ConfigMap exists.
-    pub fn set_mapping_synced(&self) {
-        self.mapping_synced.store(true, Ordering::Release);
-    }
-
-    pub fn set_certificate_loaded(&self, loaded: bool) {
-        self.certificate_loaded.store(loaded, Ordering::Release);
+    /// Adds a condition, unmet until its holder sets it. `unmet` is what `/readyz` says while
+    /// it is not met, e.g. "no serving certificate loaded".
+    pub fn register(&self, unmet: &'static str) -> Condition {
+        let state = Arc::new(State {
+            unmet,
+            met: AtomicBool::new(false),
+        });
+        self.lock().push(state.clone());
+        Condition { state }
     }
 
     pub fn set_shutting_down(&self) {
@@ -42,20 +57,15 @@ impl Readiness {
         self.shutting_down.load(Ordering::Acquire)
     }
 
-    /// `Ok` when ready, else the reasons why not, for the `/readyz` body.
+    /// `Ok` when ready, else the unmet conditions in the order they were registered, then
+    /// "shutting down" — for the `/readyz` body.
     pub fn check(&self) -> Result<(), Vec<&'static str>> {
-        let mut reasons = Vec::new();
-        if !self.cache_synced.load(Ordering::Acquire) {
-            reasons.push("ServiceAccount cache not yet synced");
-        }
-        if self.mapping_required.load(Ordering::Acquire)
-            && !self.mapping_synced.load(Ordering::Acquire)
-        {
-            reasons.push("ConfigMap mapping not yet synced");
-        }
-        if !self.certificate_loaded.load(Ordering::Acquire) {
-            reasons.push("no serving certificate loaded");
-        }
+        let mut reasons: Vec<&'static str> = self
+            .lock()
+            .iter()
+            .filter(|state| !state.met.load(Ordering::Acquire))
+            .map(|state| state.unmet)
+            .collect();
         if self.is_shutting_down() {
             reasons.push("shutting down");
         }
@@ -65,6 +75,12 @@ impl Readiness {
             Err(reasons)
         }
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<State>>> {
+        self.conditions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 #[cfg(test)]
@@ -72,42 +88,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ready_only_with_cache_and_certificate_and_not_after_shutdown() {
+    fn ready_only_when_every_condition_is_met_and_not_after_shutdown() {
         let readiness = Readiness::default();
+        let cache = readiness.register("ServiceAccount cache not yet synced");
+        let certificate = readiness.register("no serving certificate loaded");
         assert_eq!(readiness.check().unwrap_err().len(), 2);
-        readiness.set_cache_synced();
+        cache.set(true);
         assert_eq!(
             readiness.check().unwrap_err(),
             vec!["no serving certificate loaded"]
         );
-        readiness.set_certificate_loaded(true);
+        certificate.set(true);
         assert!(readiness.check().is_ok());
         readiness.set_shutting_down();
         assert_eq!(readiness.check().unwrap_err(), vec!["shutting down"]);
     }
 
-    fn ready_apart_from_the_mapping() -> Readiness {
+    #[test]
+    fn nothing_registered_means_nothing_to_wait_for() {
+        assert!(Readiness::default().check().is_ok());
+    }
+
+    #[test]
+    fn a_condition_registered_later_holds_readiness_back_until_met() {
         let readiness = Readiness::default();
-        readiness.set_cache_synced();
-        readiness.set_certificate_loaded(true);
         readiness
-    }
-
-    #[test]
-    fn the_mapping_is_not_waited_for_unless_required() {
-        let readiness = ready_apart_from_the_mapping();
+            .register("ServiceAccount cache not yet synced")
+            .set(true);
         assert!(readiness.check().is_ok());
-    }
-
-    #[test]
-    fn a_required_mapping_holds_readiness_back_until_synced() {
-        let readiness = ready_apart_from_the_mapping();
-        readiness.require_mapping();
+        let mapping = readiness.register("ConfigMap mapping not yet synced");
         assert_eq!(
             readiness.check().unwrap_err(),
             vec!["ConfigMap mapping not yet synced"]
         );
-        readiness.set_mapping_synced();
+        mapping.set(true);
+        assert!(mapping.is_met());
         assert!(readiness.check().is_ok());
+        mapping.set(false);
+        assert!(readiness.check().is_err(), "a condition can be unmet again");
     }
 }

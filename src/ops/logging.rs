@@ -8,7 +8,15 @@
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogFormat;
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, fields flattened, for log collectors.
+    Json,
+}
 
 /// The filter for a klog verbosity: 0-1 info, 2-3 adds this crate's debug lines, 4 debug of
 /// every library, 5+ trace. Below 4, kube's client does not log each failed request itself:

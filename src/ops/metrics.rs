@@ -57,8 +57,8 @@ pub struct Metrics {
     pub cache_service_accounts: IntGauge,
     /// Watch stream errors by `resource` (serviceaccounts, configmaps).
     pub watch_errors: IntCounterVec,
-    /// Direct GETs after a cache miss, by `outcome`: found, not_found, error, timeout,
-    /// rate_limited.
+    /// Direct GETs after a cache miss, by `outcome`: found, not_found, forbidden, api_error,
+    /// transport_error, timeout, rate_limited.
     pub lookup_fallbacks: IntCounterVec,
     /// Serving-certificate loads by `result`: success or failure.
     pub certificate_reloads: IntCounterVec,

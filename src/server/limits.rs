@@ -189,10 +189,10 @@ impl ConnectionGate {
         })
     }
 
-    /// A turn to run a TLS handshake for the connection in `slot`, or `None` when
+    /// A permit to run a TLS handshake for the connection in `slot`, or `None` when
     /// `max_handshakes` are in progress, or `max_handshakes_per_peer` from its peer (so that
-    /// clients stalling their handshakes from a few addresses cannot take every turn).
-    pub fn handshake(self: &Arc<Self>, slot: &ConnectionSlot) -> Option<HandshakeTurn> {
+    /// clients stalling their handshakes from a few addresses cannot take every permit).
+    pub fn handshake(self: &Arc<Self>, slot: &ConnectionSlot) -> Option<HandshakePermit> {
         let permit = self.handshakes.clone().try_acquire_owned().ok()?;
         let mut per_peer = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
         let counts = per_peer.entry(slot.peer).or_default();
@@ -200,7 +200,7 @@ impl ConnectionGate {
             return None;
         }
         counts.handshakes += 1;
-        Some(HandshakeTurn {
+        Some(HandshakePermit {
             gate: self.clone(),
             peer: slot.peer,
             _permit: permit,
@@ -237,13 +237,13 @@ impl Drop for ConnectionSlot {
 }
 
 /// A TLS handshake in progress, counted until dropped.
-pub struct HandshakeTurn {
+pub struct HandshakePermit {
     gate: Arc<ConnectionGate>,
     peer: IpAddr,
     _permit: OwnedSemaphorePermit,
 }
 
-impl Drop for HandshakeTurn {
+impl Drop for HandshakePermit {
     fn drop(&mut self) {
         let mut per_peer = self.gate.per_peer.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(counts) = per_peer.get_mut(&self.peer) {
@@ -573,12 +573,12 @@ mod tests {
         assert_eq!(gate.admit(b).err(), Some(Rejection::Connections));
         drop(first);
         assert_eq!(gate.open(), 2);
-        let turn = gate.handshake(&second).unwrap();
+        let permit = gate.handshake(&second).unwrap();
         assert!(gate.handshake(&second).is_none(), "one handshake per peer");
         let other = gate.handshake(&third).unwrap();
         let c = gate.admit([10, 0, 0, 3].into()).unwrap();
         assert!(gate.handshake(&c).is_none(), "two handshakes overall");
-        drop((turn, other));
+        drop((permit, other));
         assert!(gate.handshake(&second).is_some());
         drop((second, third, c));
         assert_eq!(gate.open(), 0);

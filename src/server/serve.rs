@@ -207,7 +207,7 @@ async fn accept_loop(
                 });
             }
             Some(acceptor) => {
-                let Some(turn) = gate.handshake(&slot) else {
+                let Some(handshake_permit) = gate.handshake(&slot) else {
                     rejections.reject(
                         Rejection::Handshakes,
                         Some(ip),
@@ -223,7 +223,7 @@ async fn accept_loop(
                         acceptor.accept(stream),
                     )
                     .await;
-                    drop(turn);
+                    drop(handshake_permit);
                     match handshake {
                         Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
                             let guarded = ControlFrameGuard::new(

@@ -11,7 +11,7 @@ use kube::runtime::watcher;
 use tracing::Instrument;
 
 use crate::core::identity::{ConfigMapMapping, MappingError, ParsedMapping, CONFIG_KEY};
-use crate::ops::health::Readiness;
+use crate::ops::health::{Condition, Readiness};
 use crate::ops::metrics::Metrics;
 use crate::sources::watch_retry::WatchRetry;
 use crate::sources::WatchedConfig;
@@ -147,26 +147,30 @@ impl MappingWatch {
 }
 
 /// Starts the watch on the current runtime. It runs for as long as the runtime does,
-/// retrying errors with backoff and keeping the current mapping meanwhile. Readiness waits
-/// for its first complete list from the moment this is called.
+/// retrying errors with backoff and keeping the current mapping meanwhile. Registers its
+/// readiness condition, met after the first complete list: pods whose role comes from the
+/// ConfigMap would otherwise be admitted without credentials right after startup.
 pub fn start(
     client: kube::Client,
     namespace: String,
     sources: Arc<WatchedConfig>,
     metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
+    readiness: &Readiness,
 ) {
-    readiness.require_mapping();
+    let synced = readiness.register(NOT_SYNCED);
     // In the caller's span, which names the API server in every line the watch logs.
-    tokio::spawn(run(client, namespace, sources, metrics, readiness).in_current_span());
+    tokio::spawn(run(client, namespace, sources, metrics, synced).in_current_span());
 }
+
+/// What `/readyz` says until the first complete list.
+const NOT_SYNCED: &str = "ConfigMap mapping not yet synced";
 
 async fn run(
     client: kube::Client,
     namespace: String,
     sources: Arc<WatchedConfig>,
     metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
+    synced: Condition,
 ) {
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={CONFIG_MAP_NAME}"));
@@ -185,7 +189,7 @@ async fn run(
                 mapping.apply(event);
                 if list_done && !synced_once {
                     synced_once = true;
-                    readiness.set_mapping_synced();
+                    synced.set(true);
                     tracing::info!(%namespace, "ConfigMap mapping synced");
                 }
             }

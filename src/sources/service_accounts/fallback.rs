@@ -36,13 +36,77 @@ impl Default for FallbackLimits {
 }
 
 /// Reads one ServiceAccount's annotations from the API server.
-pub trait Fetch: Send + Sync + 'static {
-    /// `Ok(None)` when the ServiceAccount does not exist; `Err` names what went wrong.
+pub(crate) trait Fetch: Send + Sync + 'static {
+    /// `Ok(None)` when the ServiceAccount does not exist; `Err` says what went wrong.
     fn fetch(
         &self,
         namespace: &str,
         name: &str,
-    ) -> BoxFuture<'static, Result<Option<ServiceAccountAnnotations>, String>>;
+    ) -> BoxFuture<'static, Result<Option<ServiceAccountAnnotations>, FetchError>>;
+}
+
+/// Why a GET for a ServiceAccount failed, kept apart so that logs and
+/// `lookup_fallbacks{outcome}` tell a refusal from an outage.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// 401 or 403: the webhook may not read ServiceAccounts.
+    #[error("the API server refused the GET with HTTP {code} ({reason}): {message}; the webhook's ServiceAccount needs get on serviceaccounts")]
+    Forbidden {
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    /// Any other error status (429, 5xx, ...).
+    #[error("the API server answered HTTP {code} ({reason}): {message}")]
+    Api {
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    /// No usable answer: the connection failed, timed out at the client or the body did not
+    /// decode.
+    #[error("no usable answer from the API server: {0}")]
+    Transport(String),
+}
+
+impl FetchError {
+    /// The `outcome` label this failure is counted under.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Forbidden { .. } => "forbidden",
+            Self::Api { .. } => "api_error",
+            Self::Transport(_) => "transport_error",
+        }
+    }
+}
+
+impl From<kube::Error> for FetchError {
+    fn from(error: kube::Error) -> Self {
+        match error {
+            kube::Error::Api(status) => {
+                let kube::core::Status {
+                    code,
+                    reason,
+                    message,
+                    ..
+                } = *status;
+                if code == 401 || code == 403 {
+                    Self::Forbidden {
+                        code,
+                        reason,
+                        message,
+                    }
+                } else {
+                    Self::Api {
+                        code,
+                        reason,
+                        message,
+                    }
+                }
+            }
+            other => Self::Transport(other.to_string()),
+        }
+    }
 }
 
 /// How one fallback lookup ended; the label of `lookup_fallbacks{outcome}`.
@@ -50,7 +114,8 @@ pub trait Fetch: Send + Sync + 'static {
 pub enum FetchOutcome {
     Found(Arc<ServiceAccountAnnotations>),
     NotFound,
-    Error,
+    /// The GET failed; says how.
+    Error(FetchError),
     /// The GET did not finish within the grace period.
     Timeout,
     /// No GET was made: the rate limit was reached.
@@ -62,7 +127,7 @@ impl FetchOutcome {
         match self {
             Self::Found(_) => "found",
             Self::NotFound => "not_found",
-            Self::Error => "error",
+            Self::Error(error) => error.label(),
             Self::Timeout => "timeout",
             Self::RateLimited => "rate_limited",
         }
@@ -73,7 +138,7 @@ type Key = (Box<str>, Box<str>);
 type Pending = watch::Receiver<Option<FetchOutcome>>;
 
 /// The deduplicated, limited GETs.
-pub struct FallbackLookups {
+pub(crate) struct FallbackLookups {
     fetcher: Arc<dyn Fetch>,
     store: Arc<ServiceAccountStore>,
     metrics: Arc<Metrics>,
@@ -126,7 +191,11 @@ impl FallbackLookups {
                 // The task ended without an answer: only when the runtime shuts down.
                 Err(_) => None,
             };
-            outcome.unwrap_or(FetchOutcome::Error)
+            outcome.unwrap_or_else(|| {
+                FetchOutcome::Error(FetchError::Transport(
+                    "the lookup was cancelled: the runtime is shutting down".into(),
+                ))
+            })
         }
     }
 
@@ -188,8 +257,14 @@ impl FallbackLookups {
             )),
             Ok(Ok(None)) => FetchOutcome::NotFound,
             Ok(Err(error)) => {
-                tracing::warn!(namespace, name, %error, "ServiceAccount lookup failed");
-                FetchOutcome::Error
+                tracing::warn!(
+                    namespace,
+                    name,
+                    kind = error.label(),
+                    %error,
+                    "ServiceAccount lookup failed"
+                );
+                FetchOutcome::Error(error)
             }
         };
         self.count(&outcome);
@@ -239,13 +314,13 @@ pub(crate) mod tests {
     pub(crate) struct FakeFetch {
         pub calls: AtomicUsize,
         pub delay: Duration,
-        pub reply: Result<Option<ServiceAccountAnnotations>, String>,
+        pub reply: Result<Option<ServiceAccountAnnotations>, FetchError>,
     }
 
     impl FakeFetch {
         pub fn new(
             delay: Duration,
-            reply: Result<Option<ServiceAccountAnnotations>, String>,
+            reply: Result<Option<ServiceAccountAnnotations>, FetchError>,
         ) -> Arc<Self> {
             Arc::new(Self {
                 calls: AtomicUsize::new(0),
@@ -264,7 +339,7 @@ pub(crate) mod tests {
             &self,
             _namespace: &str,
             _name: &str,
-        ) -> BoxFuture<'static, Result<Option<ServiceAccountAnnotations>, String>> {
+        ) -> BoxFuture<'static, Result<Option<ServiceAccountAnnotations>, FetchError>> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let (delay, reply) = (self.delay, self.reply.clone());
             Box::pin(async move {
@@ -272,6 +347,12 @@ pub(crate) mod tests {
                 reply
             })
         }
+    }
+
+    /// An error status from the API server, as kube reports it.
+    pub(crate) fn api_error(code: u16, reason: &str) -> FetchError {
+        let status = kube::core::Status::failure("stand-in failure", reason).with_code(code);
+        FetchError::from(kube::Error::Api(Box::new(status)))
     }
 
     pub(crate) fn role(arn: &str) -> ServiceAccountAnnotations {
@@ -320,7 +401,15 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn not_found_and_errors_leave_no_state_behind() {
-        for (reply, label) in [(Ok(None), "not_found"), (Err("boom".to_string()), "error")] {
+        for (reply, label) in [
+            (Ok(None), "not_found"),
+            (Err(api_error(500, "InternalError")), "api_error"),
+            (Err(api_error(403, "Forbidden")), "forbidden"),
+            (
+                Err(FetchError::Transport("connection refused".into())),
+                "transport_error",
+            ),
+        ] {
             let fetch = FakeFetch::new(Duration::from_millis(5), reply);
             let (lookups, metrics) = lookups(fetch, FallbackLimits::default());
             let outcome = lookups.fetch("ns", "missing").await;
@@ -329,6 +418,31 @@ pub(crate) mod tests {
             assert!(lookups.store.is_empty(), "{label}");
             assert_eq!(outcomes(&metrics, label), 1);
         }
+    }
+
+    #[test]
+    fn kube_errors_are_told_apart_by_kind_and_keep_the_status() {
+        for (code, label) in [
+            (401, "forbidden"),
+            (403, "forbidden"),
+            (429, "api_error"),
+            (503, "api_error"),
+        ] {
+            let error = api_error(code, "Reason");
+            assert_eq!(error.label(), label, "{code}");
+            let text = error.to_string();
+            assert!(text.contains(&format!("HTTP {code} (Reason)")), "{text}");
+        }
+        let forbidden = api_error(403, "Forbidden").to_string();
+        assert!(
+            forbidden.contains("needs get on serviceaccounts"),
+            "{forbidden}"
+        );
+        let transport = FetchError::from(kube::Error::LinesCodecMaxLineLengthExceeded);
+        assert_eq!(transport.label(), "transport_error");
+        assert!(transport
+            .to_string()
+            .starts_with("no usable answer from the API server: "));
     }
 
     #[tokio::test]
@@ -397,7 +511,8 @@ pub(crate) mod tests {
                 &self,
                 _: &str,
                 _: &str,
-            ) -> BoxFuture<'static, Result<Option<ServiceAccountAnnotations>, String>> {
+            ) -> BoxFuture<'static, Result<Option<ServiceAccountAnnotations>, FetchError>>
+            {
                 let (running, peak) = (self.running.clone(), self.peak.clone());
                 Box::pin(async move {
                     let now = running.fetch_add(1, Ordering::SeqCst) + 1;

@@ -12,13 +12,13 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use tracing::Instrument;
 
-use super::fallback::{FallbackLimits, FallbackLookups, Fetch, FetchOutcome};
+use super::fallback::{FallbackLimits, FallbackLookups, Fetch, FetchError, FetchOutcome};
 use super::store::ServiceAccountStore;
 use super::store_writer::{Applied, ServiceAccountMeta, StoreWriter};
 use super::ServiceAccountLookup;
 use crate::core::identity::ServiceAccountAnnotations;
 use crate::core::settings::AnnotationKeys;
-use crate::ops::health::Readiness;
+use crate::ops::health::{Condition, Readiness};
 use crate::ops::metrics::Metrics;
 use crate::sources::watch_retry::WatchRetry;
 
@@ -32,36 +32,39 @@ pub struct KubeServiceAccountCache {
     grace_period: Duration,
 }
 
+/// How lookups that miss the cache are answered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheSettings {
+    /// How long a lookup may wait for a ServiceAccount missing from the cache, for the watch
+    /// or a direct GET; zero answers a miss at once, as the reference webhook does by default.
+    pub grace_period: Duration,
+    /// Limits on the direct GETs.
+    pub fallback: FallbackLimits,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            grace_period: Duration::from_secs(1),
+            fallback: FallbackLimits::default(),
+        }
+    }
+}
+
+/// What `/readyz` says until the first complete list.
+const NOT_SYNCED: &str = "ServiceAccount cache not yet synced";
+
 impl KubeServiceAccountCache {
-    /// Starts the watch on the current tokio runtime. Readiness' cache flag turns true after
-    /// the first complete list. With `grace_period` zero a miss is answered at once, as the
-    /// reference webhook does by default.
+    /// Starts the watch on the current tokio runtime. Registers the cache's readiness
+    /// condition, met after the first complete list.
     pub fn start(
         client: kube::Client,
         keys: AnnotationKeys,
-        grace_period: Duration,
+        settings: CacheSettings,
         metrics: Arc<Metrics>,
-        readiness: Arc<Readiness>,
+        readiness: &Readiness,
     ) -> Arc<Self> {
-        Self::start_with_limits(
-            client,
-            keys,
-            grace_period,
-            FallbackLimits::default(),
-            metrics,
-            readiness,
-        )
-    }
-
-    /// [`KubeServiceAccountCache::start`] with other limits on the fallback GETs.
-    pub fn start_with_limits(
-        client: kube::Client,
-        keys: AnnotationKeys,
-        grace_period: Duration,
-        limits: FallbackLimits,
-        metrics: Arc<Metrics>,
-        readiness: Arc<Readiness>,
-    ) -> Arc<Self> {
+        let synced = readiness.register(NOT_SYNCED);
         let store = Arc::new(ServiceAccountStore::new());
         let fetcher = Arc::new(KubeFetch {
             client: client.clone(),
@@ -70,19 +73,19 @@ impl KubeServiceAccountCache {
         let cache = Arc::new(Self::with_fetcher(
             store.clone(),
             fetcher,
-            grace_period,
-            limits,
+            settings.grace_period,
+            settings.fallback,
             metrics.clone(),
         ));
         // In the caller's span, which names the API server in every line the watch logs.
         tokio::spawn(
-            watch_service_accounts(client, keys, store, metrics, readiness).in_current_span(),
+            watch_service_accounts(client, keys, store, metrics, synced).in_current_span(),
         );
         cache
     }
 
     /// A cache over `store` whose misses go to `fetcher`; nothing is spawned.
-    pub fn with_fetcher(
+    pub(crate) fn with_fetcher(
         store: Arc<ServiceAccountStore>,
         fetcher: Arc<dyn Fetch>,
         grace_period: Duration,
@@ -179,7 +182,7 @@ impl KubeServiceAccountCache {
                     // No answer from the GET (not sent, failed, or a joined GET that started
                     // earlier timed out) says nothing about the ServiceAccount; the watch can
                     // still deliver it before the deadline, which is what the grace period is for.
-                    FetchOutcome::RateLimited | FetchOutcome::Error | FetchOutcome::Timeout => {
+                    FetchOutcome::RateLimited | FetchOutcome::Error(_) | FetchOutcome::Timeout => {
                         get_pending = false;
                     }
                 },
@@ -214,7 +217,7 @@ impl Fetch for KubeFetch {
         &self,
         namespace: &str,
         name: &str,
-    ) -> BoxFuture<'static, Result<Option<ServiceAccountAnnotations>, String>> {
+    ) -> BoxFuture<'static, Result<Option<ServiceAccountAnnotations>, FetchError>> {
         let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
         let keys = self.keys.clone();
         let name = name.to_string();
@@ -231,7 +234,7 @@ impl Fetch for KubeFetch {
                         .unwrap_or_default(),
                 )),
                 Ok(None) => Ok(None),
-                Err(error) => Err(error.to_string()),
+                Err(error) => Err(FetchError::from(error)),
             }
         })
     }
@@ -245,7 +248,7 @@ async fn watch_service_accounts(
     keys: AnnotationKeys,
     store: Arc<ServiceAccountStore>,
     metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
+    synced: Condition,
 ) {
     let api: Api<ServiceAccountMeta> = Api::all(client);
     // `any_semantic`: relists are served from the API server's watch cache, as client-go's
@@ -264,7 +267,7 @@ async fn watch_service_accounts(
                 if let Applied::Synced { entries } = reflector.apply(event) {
                     if !synced_once {
                         synced_once = true;
-                        readiness.set_cache_synced();
+                        synced.set(true);
                         metrics.webhook_used.set(1);
                         tracing::info!(entries, "ServiceAccount cache synced");
                     } else {
@@ -293,7 +296,7 @@ async fn watch_service_accounts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::service_accounts::fallback::tests::{role, FakeFetch};
+    use crate::sources::service_accounts::fallback::tests::{api_error, role, FakeFetch};
 
     /// The watch delivers `ns/sa` 50 ms from now, well inside the grace periods used here.
     fn deliver_by_watch_soon(store: Arc<ServiceAccountStore>) {
@@ -367,7 +370,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_get_still_waits_for_the_watch() {
-        let fetch = FakeFetch::new(Duration::ZERO, Err("503 Service Unavailable".into()));
+        let fetch = FakeFetch::new(Duration::ZERO, Err(api_error(503, "ServiceUnavailable")));
         let cache = Arc::new(cache(fetch.clone(), Duration::from_secs(2)));
         deliver_by_watch_soon(cache.store().clone());
         assert_eq!(
@@ -380,7 +383,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_get_with_nothing_from_the_watch_gives_up_at_the_grace_period() {
-        let fetch = FakeFetch::new(Duration::ZERO, Err("429 Too Many Requests".into()));
+        let fetch = FakeFetch::new(Duration::ZERO, Err(api_error(429, "TooManyRequests")));
         let cache = cache(fetch.clone(), Duration::from_millis(100));
         let started = std::time::Instant::now();
         assert!(cache.lookup("ns", "sa").await.is_none());

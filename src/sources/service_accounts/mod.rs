@@ -7,8 +7,8 @@ mod store;
 mod store_writer;
 mod token_bucket;
 
-pub use fallback::{FallbackLimits, Fetch, FetchOutcome};
-pub use kube_cache::KubeServiceAccountCache;
+pub use fallback::{FallbackLimits, FetchError};
+pub use kube_cache::{CacheSettings, KubeServiceAccountCache};
 pub use store::{ServiceAccountStore, Snapshot};
 pub use store_writer::{Applied, ServiceAccountMeta, StoreWriter};
 pub use token_bucket::TokenBucket;

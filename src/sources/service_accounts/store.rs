@@ -1,7 +1,14 @@
 //! The compact in-memory ServiceAccount store: namespace → name → the annotations the engine
 //! reads, nothing else. Readers never wait on the watch; writers wake anyone waiting for a miss.
+//!
+//! A large cluster has a hundred thousand ServiceAccounts or more, and the webhook holds every
+//! one, so each costs one allocation: its name and the annotation values kept, packed into one
+//! byte string ([`Entry`]). A lookup unpacks the entry into the engine's
+//! [`ServiceAccountAnnotations`], a few small allocations per admission (docs/benchmarks.md).
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -10,30 +17,162 @@ use tokio::sync::Notify;
 
 use crate::core::identity::ServiceAccountAnnotations;
 
-type Names = HashMap<Box<str>, Arc<ServiceAccountAnnotations>>;
+/// One ServiceAccount in a single allocation: a byte of which annotations are present (bit `i`
+/// for field `i` in [`Entry::FIELDS`] order), each present value's length as LEB128, then the
+/// name, then the present values. Hashed and compared by name only, so a namespace's entries
+/// form a set that is looked up by name.
+struct Entry(Box<[u8]>);
+
+impl Entry {
+    /// How many annotation values an entry can hold, in the order of the presence bits.
+    const FIELDS: usize = 4;
+
+    fn new(name: &str, annotations: &ServiceAccountAnnotations) -> Self {
+        let values = Self::values_of(annotations);
+        let mut present = 0u8;
+        let mut bytes = Vec::with_capacity(
+            1 + name.len() + values.iter().flatten().map(|v| v.len() + 3).sum::<usize>(),
+        );
+        bytes.push(0);
+        for (bit, value) in values.iter().enumerate() {
+            if let Some(value) = value {
+                present |= 1 << bit;
+                let mut length = value.len();
+                loop {
+                    let low = (length & 0x7f) as u8;
+                    length >>= 7;
+                    if length == 0 {
+                        bytes.push(low);
+                        break;
+                    }
+                    bytes.push(low | 0x80);
+                }
+            }
+        }
+        bytes[0] = present;
+        bytes.extend_from_slice(name.as_bytes());
+        for value in values.iter().flatten() {
+            bytes.extend_from_slice(value.as_bytes());
+        }
+        Self(bytes.into_boxed_slice())
+    }
+
+    fn values_of(annotations: &ServiceAccountAnnotations) -> [Option<&str>; Self::FIELDS] {
+        [
+            annotations.role_arn.as_deref(),
+            annotations.audience.as_deref(),
+            annotations.sts_regional_endpoints.as_deref(),
+            annotations.token_expiration.as_deref(),
+        ]
+    }
+
+    /// The name and each value's byte range, read from the header.
+    fn layout(&self) -> (&[u8], [Option<&[u8]>; Self::FIELDS]) {
+        let bytes = &self.0;
+        let present = bytes.first().copied().unwrap_or(0);
+        let mut at = 1;
+        let mut lengths = [None; Self::FIELDS];
+        for (bit, slot) in lengths.iter_mut().enumerate() {
+            if present & (1 << bit) == 0 {
+                continue;
+            }
+            let mut length = 0usize;
+            let mut shift = 0;
+            while let Some(&byte) = bytes.get(at) {
+                at += 1;
+                length |= usize::from(byte & 0x7f) << shift;
+                shift += 7;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+            *slot = Some(length);
+        }
+        let values_len: usize = lengths.iter().flatten().sum();
+        let name_end = bytes.len().saturating_sub(values_len).max(at);
+        let name = &bytes[at..name_end];
+        let mut values = [None; Self::FIELDS];
+        let mut start = name_end;
+        for (slot, length) in values.iter_mut().zip(lengths) {
+            if let Some(length) = length {
+                let end = (start + length).min(bytes.len());
+                *slot = Some(&bytes[start..end]);
+                start = end;
+            }
+        }
+        (name, values)
+    }
+
+    fn name(&self) -> &[u8] {
+        self.layout().0
+    }
+
+    fn has_annotations(&self) -> bool {
+        self.0.first().is_some_and(|&present| present != 0)
+    }
+
+    fn annotations(&self) -> ServiceAccountAnnotations {
+        // Every part was copied from a `&str` whole, so it is UTF-8.
+        let [role_arn, audience, sts_regional_endpoints, token_expiration] =
+            self.layout().1.map(|value| {
+                value
+                    .and_then(|bytes| std::str::from_utf8(bytes).ok())
+                    .map(Box::from)
+            });
+        ServiceAccountAnnotations {
+            role_arn,
+            audience,
+            sts_regional_endpoints,
+            token_expiration,
+        }
+    }
+}
+
+impl Hash for Entry {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // The same hash as the `[u8]` it borrows as, so a set of entries is looked up by name.
+        self.name().hash(state);
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Entry {}
+
+impl Borrow<[u8]> for Entry {
+    fn borrow(&self) -> &[u8] {
+        self.name()
+    }
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Entry")
+            .field(&String::from_utf8_lossy(self.name()))
+            .finish()
+    }
+}
 
 /// A full set of entries, built off to the side during a relist and swapped in at once.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    by_namespace: HashMap<Box<str>, Names>,
+    by_namespace: HashMap<Box<str>, HashSet<Entry>>,
     len: usize,
 }
 
 impl Snapshot {
-    /// Inserts or replaces one entry; looks up before inserting so that replacing an entry
-    /// (the common watch event) allocates no key.
-    /// Use [`ServiceAccountStore::intern`] to make `entry`.
-    pub fn upsert(&mut self, namespace: &str, name: &str, entry: Arc<ServiceAccountAnnotations>) {
+    /// Inserts or replaces one entry.
+    pub fn upsert(&mut self, namespace: &str, name: &str, annotations: &ServiceAccountAnnotations) {
         let names = match self.by_namespace.get_mut(namespace) {
             Some(names) => names,
             None => self.by_namespace.entry(namespace.into()).or_default(),
         };
-        match names.get_mut(name) {
-            Some(slot) => *slot = entry,
-            None => {
-                names.insert(name.into(), entry);
-                self.len += 1;
-            }
+        if names.replace(Entry::new(name, annotations)).is_none() {
+            self.len += 1;
         }
     }
 
@@ -41,18 +180,21 @@ impl Snapshot {
         let Some(names) = self.by_namespace.get_mut(namespace) else {
             return false;
         };
-        let removed = names.remove(name).is_some();
+        let removed = names.remove(name.as_bytes());
         if removed {
             self.len -= 1;
             if names.is_empty() {
                 self.by_namespace.remove(namespace);
+            } else if names.len() < names.capacity() / 4 {
+                // A namespace whose ServiceAccounts were mostly deleted gives its table back.
+                names.shrink_to_fit();
             }
         }
         removed
     }
 
-    fn get(&self, namespace: &str, name: &str) -> Option<&Arc<ServiceAccountAnnotations>> {
-        self.by_namespace.get(namespace)?.get(name)
+    fn get(&self, namespace: &str, name: &str) -> Option<&Entry> {
+        self.by_namespace.get(namespace)?.get(name.as_bytes())
     }
 
     pub fn len(&self) -> usize {
@@ -67,7 +209,7 @@ impl Snapshot {
 /// The ServiceAccount store shared by the watch, the fallback lookups and the admission path.
 ///
 /// ServiceAccounts without any annotation we read (most of them: every namespace's `default`)
-/// all point at one shared empty entry, so they cost only their name and a map slot.
+/// cost only their name and a map slot, and are all answered with one shared empty entry.
 #[derive(Debug)]
 pub struct ServiceAccountStore {
     entries: RwLock<Snapshot>,
@@ -95,23 +237,24 @@ impl ServiceAccountStore {
         }
     }
 
-    /// The entry to store for these annotations: the shared one when there is nothing to keep.
-    pub fn intern(&self, annotations: ServiceAccountAnnotations) -> Arc<ServiceAccountAnnotations> {
-        if annotations == *self.empty {
-            self.empty.clone()
+    /// What a lookup answers for a stored entry: the shared empty one when there is nothing.
+    fn unpack(&self, entry: &Entry) -> Arc<ServiceAccountAnnotations> {
+        if entry.has_annotations() {
+            Arc::new(entry.annotations())
         } else {
-            Arc::new(annotations)
+            self.empty.clone()
         }
     }
 
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<ServiceAccountAnnotations>> {
-        self.read().get(namespace, name).cloned()
+        let entries = self.read();
+        let entry = entries.get(namespace, name)?;
+        Some(self.unpack(entry))
     }
 
     /// Adds or replaces the entry (a watch event) and wakes waiting lookups.
     pub fn upsert(&self, namespace: &str, name: &str, annotations: ServiceAccountAnnotations) {
-        let entry = self.intern(annotations);
-        self.write().upsert(namespace, name, entry);
+        self.write().upsert(namespace, name, &annotations);
         self.inserted.notify_waiters();
     }
 
@@ -149,18 +292,21 @@ impl ServiceAccountStore {
         annotations: ServiceAccountAnnotations,
         deletions_before: u64,
     ) -> Arc<ServiceAccountAnnotations> {
-        let entry = self.intern(annotations);
         let mut entries = self.write();
         if let Some(existing) = entries.get(namespace, name) {
-            return existing.clone();
+            return self.unpack(existing);
         }
         if self.deletions.load(Ordering::Acquire) != deletions_before {
-            return entry;
+            return Arc::new(annotations);
         }
-        entries.upsert(namespace, name, entry.clone());
+        entries.upsert(namespace, name, &annotations);
         drop(entries);
         self.inserted.notify_waiters();
-        entry
+        if annotations == *self.empty {
+            self.empty.clone()
+        } else {
+            Arc::new(annotations)
+        }
     }
 
     /// A counter that changes whenever an entry may have been deleted.
@@ -189,9 +335,10 @@ impl ServiceAccountStore {
             .by_namespace
             .iter()
             .flat_map(|(namespace, names)| {
-                names
-                    .iter()
-                    .map(move |(name, entry)| (format!("{namespace}/{name}"), entry.clone()))
+                names.iter().map(move |entry| {
+                    let name = String::from_utf8_lossy(entry.name());
+                    (format!("{namespace}/{name}"), self.unpack(entry))
+                })
             })
             .collect();
         all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -240,6 +387,42 @@ mod tests {
     }
 
     #[test]
+    fn entries_keep_every_annotation_whatever_its_length() {
+        let store = ServiceAccountStore::new();
+        let long = "x".repeat(70_000);
+        let all = ServiceAccountAnnotations {
+            role_arn: Some("arn:aws:iam::111122223333:role/app".into()),
+            audience: Some("".into()),
+            sts_regional_endpoints: Some(long.as_str().into()),
+            token_expiration: Some("86400".into()),
+        };
+        store.upsert("ns", "all", all.clone());
+        let some = ServiceAccountAnnotations {
+            audience: Some("sts.amazonaws.com".into()),
+            token_expiration: Some("3600".into()),
+            ..Default::default()
+        };
+        store.upsert("ns", "some", some.clone());
+        store.upsert("ns", "", some.clone());
+        assert_eq!(*store.get("ns", "all").unwrap(), all);
+        assert_eq!(*store.get("ns", "some").unwrap(), some);
+        assert_eq!(*store.get("ns", "").unwrap(), some);
+        assert!(store.get("ns", "al").is_none());
+        assert_eq!(
+            store
+                .sorted_entries()
+                .into_iter()
+                .map(|(key, entry)| (key, (*entry).clone()))
+                .collect::<Vec<_>>(),
+            [
+                ("ns/".to_string(), some.clone()),
+                ("ns/all".to_string(), all),
+                ("ns/some".to_string(), some),
+            ]
+        );
+    }
+
+    #[test]
     fn service_accounts_without_annotations_share_one_entry() {
         let store = ServiceAccountStore::new();
         store.upsert("a", "default", ServiceAccountAnnotations::default());
@@ -256,7 +439,7 @@ mod tests {
         store.upsert("ns", "kept", role("r"));
         store.upsert("ns", "gone", role("r"));
         let mut snapshot = Snapshot::default();
-        snapshot.upsert("ns", "kept", store.intern(role("r-new")));
+        snapshot.upsert("ns", "kept", &role("r-new"));
         store.replace_all(snapshot);
         assert_eq!(store.len(), 1);
         assert_eq!(store.get("ns", "kept").unwrap().role(), Some("r-new"));

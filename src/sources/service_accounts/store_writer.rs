@@ -59,10 +59,11 @@ impl StoreWriter {
             Event::Init => self.relist = Some(Snapshot::default()),
             Event::InitApply(object) => {
                 if let Some((namespace, name, annotations)) = self.extract(&object) {
-                    let entry = self.store.intern(annotations);
-                    self.relist
-                        .get_or_insert_with(Snapshot::default)
-                        .upsert(namespace, name, entry);
+                    self.relist.get_or_insert_with(Snapshot::default).upsert(
+                        namespace,
+                        name,
+                        &annotations,
+                    );
                 }
             }
             Event::InitDone => {

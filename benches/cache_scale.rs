@@ -1,0 +1,464 @@
+//! The webhook's memory against a real API server: idle, and with 100,000 annotated
+//! ServiceAccounts cached (steady state, the peak while the initial list is read, and the
+//! time until `/readyz` answers).
+//!
+//! `cargo bench --bench cache_scale` runs the release binary `target/release/pod-identity-webhook`
+//! (build it first; `PIW_WEBHOOK_BINARY=path` measures another build) against a local etcd +
+//! kube-apiserver from `hack/control-plane.sh` (install it with `hack/install-control-plane.sh`).
+//! It starts its own control plane and stops it at the end; `PIW_CONTROL_PLANE_DIR=DIR` uses
+//! one already up (`hack/control-plane.sh up --dir DIR`) and leaves it up, so a second run
+//! skips creating the ServiceAccounts. `PIW_CACHE_SCALE_SERVICE_ACCOUNTS=N` changes the count
+//! (default 100,000, in 1,000 namespaces). The whole run is bounded: creating the
+//! ServiceAccounts (about 1–2 minutes on 2 cores) must finish within 10 minutes, and each
+//! webhook run takes about 20 s.
+//!
+//! The webhook's RSS is read from `/proc/PID/status` every 10 ms from its start (and `VmHWM`,
+//! the kernel's own high-water mark, catches peaks between samples). The environment passes
+//! through to the webhook, so allocator (`MIMALLOC_*`) and runtime (`TOKIO_WORKER_THREADS`)
+//! settings can be compared with the same run. Without `--bench` (as under
+//! `cargo test --benches`) nothing is run.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::Api;
+
+const DEFAULT_SERVICE_ACCOUNTS: usize = 100_000;
+const NAMESPACES: usize = 1_000;
+const LABEL: &str = "piw-bench";
+/// Requests in flight while creating: enough to keep the API server and etcd busy on 2 cores.
+const CREATE_CONCURRENCY: usize = 64;
+const CREATE_DEADLINE: Duration = Duration::from_secs(600);
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+/// How long the webhook runs after it is ready before its steady RSS is read: long enough
+/// for the allocator to return what the initial list freed.
+const SETTLE: Duration = Duration::from_secs(10);
+
+fn main() {
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("cache_scale: measured only under `cargo bench --bench cache_scale`");
+        return;
+    }
+    if let Err(problem) = run() {
+        eprintln!("cache_scale benchmark failed: {problem}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let binary = std::env::var_os("PIW_WEBHOOK_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/release/pod-identity-webhook"));
+    if !binary.exists() {
+        return Err(format!(
+            "{} not found: run `cargo build --release` first",
+            binary.display()
+        ));
+    }
+    let wanted = match std::env::var("PIW_CACHE_SCALE_SERVICE_ACCOUNTS") {
+        Ok(value) => value.parse::<usize>().map_err(|err| {
+            format!("PIW_CACHE_SCALE_SERVICE_ACCOUNTS={value:?} is not a count: {err}")
+        })?,
+        Err(_) => DEFAULT_SERVICE_ACCOUNTS,
+    };
+    let control_plane = ControlPlane::start(root)?;
+    let dir = tempfile::tempdir().map_err(|err| format!("cannot make a temp dir: {err}"))?;
+    let (cert, key) = certificate(dir.path());
+    let webhook = |log: &str| Webhook {
+        binary: &binary,
+        kubeconfig: &control_plane.kubeconfig,
+        cert: &cert,
+        key: &key,
+        log: dir.path().join(log),
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|err| format!("cannot start a runtime: {err}"))?;
+    let client = runtime.block_on(client(&control_plane.kubeconfig))?;
+    let existing = runtime.block_on(existing_service_accounts(&client))?;
+
+    println!("binary: {}", binary.display());
+    if existing.is_empty() {
+        let idle = webhook("idle.log").measure(0)?;
+        println!(
+            "idle (no ServiceAccounts): ready in {:.2} s; RSS {:.1} MiB steady, peak {:.1} MiB (VmHWM {:.1} MiB)",
+            idle.ready.as_secs_f64(),
+            mib(idle.steady),
+            mib(idle.peak_sampled),
+            mib(idle.high_water),
+        );
+    } else {
+        println!(
+            "idle: not measured, the control plane already holds {} benchmark ServiceAccounts",
+            existing.len()
+        );
+    }
+    if wanted == 0 {
+        return Ok(());
+    }
+
+    let started = Instant::now();
+    let created = runtime.block_on(create_service_accounts(&client, wanted, &existing))?;
+    println!(
+        "created {created} ServiceAccounts in {:.0} s ({} were already there)",
+        started.elapsed().as_secs_f64(),
+        wanted - created
+    );
+    drop(runtime);
+
+    let loaded = webhook("loaded.log").measure(wanted)?;
+    println!(
+        "{wanted} annotated ServiceAccounts: ready in {:.2} s; RSS {:.1} MiB steady, peak {:.1} MiB \
+         sampled (VmHWM {:.1} MiB), peak/steady {:.0}%",
+        loaded.ready.as_secs_f64(),
+        mib(loaded.steady),
+        mib(loaded.peak_sampled),
+        mib(loaded.high_water),
+        100.0 * loaded.high_water.max(loaded.peak_sampled) as f64 / loaded.steady as f64,
+    );
+    Ok(())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+async fn client(kubeconfig: &Path) -> Result<kube::Client, String> {
+    let file = kube::config::Kubeconfig::read_from(kubeconfig)
+        .map_err(|err| format!("{}: {err}", kubeconfig.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|err| format!("{}: {err}", kubeconfig.display()))?;
+    kube::Client::try_from(config).map_err(|err| format!("cannot build a client: {err}"))
+}
+
+fn namespace_of(index: usize) -> String {
+    format!("scale-{:04}", index % NAMESPACES)
+}
+
+fn name_of(index: usize) -> String {
+    format!("workload-{index:06}")
+}
+
+/// `namespace/name` of every benchmark ServiceAccount already stored.
+async fn existing_service_accounts(client: &kube::Client) -> Result<HashSet<String>, String> {
+    let api: Api<ServiceAccount> = Api::all(client.clone());
+    let mut params = ListParams::default().labels(LABEL).limit(5_000);
+    let mut found = HashSet::new();
+    loop {
+        let page = api
+            .list_metadata(&params)
+            .await
+            .map_err(|err| format!("cannot list ServiceAccounts: {err}"))?;
+        for item in &page.items {
+            if let (Some(namespace), Some(name)) = (&item.metadata.namespace, &item.metadata.name) {
+                found.insert(format!("{namespace}/{name}"));
+            }
+        }
+        match page.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(found),
+        }
+    }
+}
+
+/// Creates the missing ServiceAccounts, `CREATE_CONCURRENCY` requests at a time, each with the
+/// role and token-expiration annotations and one unrelated annotation the cache drops.
+async fn create_service_accounts(
+    client: &kube::Client,
+    wanted: usize,
+    existing: &HashSet<String>,
+) -> Result<usize, String> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    futures::stream::iter(0..NAMESPACES.min(wanted))
+        .map(|index| {
+            let namespaces = namespaces.clone();
+            async move {
+                let namespace = Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(namespace_of(index)),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                match namespaces.create(&PostParams::default(), &namespace).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+                    Err(err) => Err(format!(
+                        "cannot create namespace {}: {err}",
+                        namespace_of(index)
+                    )),
+                }
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    let missing: Vec<usize> = (0..wanted)
+        .filter(|&index| !existing.contains(&format!("{}/{}", namespace_of(index), name_of(index))))
+        .collect();
+    let count = missing.len();
+    let creating = futures::stream::iter(missing)
+        .map(|index| {
+            let client = client.clone();
+            async move {
+                let namespace = namespace_of(index);
+                let name = name_of(index);
+                let api: Api<ServiceAccount> = Api::namespaced(client, &namespace);
+                let service_account = ServiceAccount {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        labels: Some(BTreeMap::from([(LABEL.to_string(), "true".to_string())])),
+                        annotations: Some(BTreeMap::from([
+                            (
+                                "eks.amazonaws.com/role-arn".to_string(),
+                                format!("arn:aws:iam::111122223333:role/{namespace}-{name}"),
+                            ),
+                            (
+                                "eks.amazonaws.com/token-expiration".to_string(),
+                                "86400".to_string(),
+                            ),
+                            ("team.example.com/owner".to_string(), namespace.clone()),
+                        ])),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                match api.create(&PostParams::default(), &service_account).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+                    Err(err) => Err(format!("cannot create {namespace}/{name}: {err}")),
+                }
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .try_collect::<Vec<()>>();
+    tokio::time::timeout(CREATE_DEADLINE, creating)
+        .await
+        .map_err(|_| {
+            format!(
+                "creating {count} ServiceAccounts took over {} s; \
+                 rerun with PIW_CONTROL_PLANE_DIR to keep the ones already made",
+                CREATE_DEADLINE.as_secs()
+            )
+        })??;
+    Ok(count)
+}
+
+struct Webhook<'a> {
+    binary: &'a Path,
+    kubeconfig: &'a Path,
+    cert: &'a Path,
+    key: &'a Path,
+    log: PathBuf,
+}
+
+struct Footprint {
+    ready: Duration,
+    /// Highest RSS sampled from start until the end of the settling time.
+    peak_sampled: u64,
+    /// The kernel's high-water mark of RSS over the whole run.
+    high_water: u64,
+    /// RSS at the end of the settling time.
+    steady: u64,
+}
+
+impl Webhook<'_> {
+    /// Starts the webhook, waits until it is ready and has cached at least `service_accounts`,
+    /// lets it settle, and reads its memory.
+    fn measure(&self, service_accounts: usize) -> Result<Footprint, String> {
+        let (port, metrics_port) = (free_port(), free_port());
+        let log = std::fs::File::create(&self.log).map_err(|err| err.to_string())?;
+        let started = Instant::now();
+        let child = Guard(
+            Command::new(self.binary)
+                .arg(format!("--port={port}"))
+                .arg(format!("--metrics-port={metrics_port}"))
+                .arg("--bind-address=127.0.0.1")
+                .arg(format!("--tls-cert={}", self.cert.display()))
+                .arg(format!("--tls-key={}", self.key.display()))
+                .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(|err| format!("cannot start {}: {err}", self.binary.display()))?,
+        );
+        let pid = child.0.id();
+        let mut peak = 0;
+        let mut last_poll = Instant::now();
+        let ready = loop {
+            peak = peak.max(status_kib(pid, "VmRSS:")? * 1024);
+            if last_poll.elapsed() >= Duration::from_millis(50) {
+                last_poll = Instant::now();
+                if http_get(metrics_port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+                {
+                    break started.elapsed();
+                }
+            }
+            if started.elapsed() > READY_DEADLINE {
+                return Err(format!(
+                    "the webhook was not ready within {} s; see {}",
+                    READY_DEADLINE.as_secs(),
+                    self.log.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let cached = http_get(metrics_port, "/metrics")
+            .and_then(|text| metric(&text, "pod_identity_webhook_cache_service_accounts"))
+            .unwrap_or(0.0) as usize;
+        if cached < service_accounts {
+            return Err(format!(
+                "ready with {cached} ServiceAccounts cached, expected at least {service_accounts}"
+            ));
+        }
+        let settled = Instant::now() + SETTLE;
+        while Instant::now() < settled {
+            peak = peak.max(status_kib(pid, "VmRSS:")? * 1024);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Footprint {
+            ready,
+            peak_sampled: peak,
+            high_water: status_kib(pid, "VmHWM:")? * 1024,
+            steady: status_kib(pid, "VmRSS:")? * 1024,
+        })
+    }
+}
+
+/// A `kB` field of `/proc/PID/status`.
+fn status_kib(pid: u32, field: &str) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|err| format!("the webhook (pid {pid}) is gone: {err}"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+/// The benchmark's own control plane, or one named by `PIW_CONTROL_PLANE_DIR`.
+struct ControlPlane {
+    script: PathBuf,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    owned: bool,
+}
+
+impl ControlPlane {
+    fn start(root: &Path) -> Result<Self, String> {
+        let script = root.join("hack/control-plane.sh");
+        let (dir, owned) = match std::env::var_os("PIW_CONTROL_PLANE_DIR") {
+            Some(dir) => (PathBuf::from(dir), false),
+            None => {
+                let dir =
+                    std::env::temp_dir().join(format!("piw-cache-scale-{}", std::process::id()));
+                let status = Command::new(&script)
+                    .arg("up")
+                    .arg("--dir")
+                    .arg(&dir)
+                    .stdout(Stdio::null())
+                    .status()
+                    .map_err(|err| format!("cannot run {}: {err}", script.display()))?;
+                if !status.success() {
+                    return Err(format!(
+                        "{} up failed ({status}); install the tools with hack/install-control-plane.sh",
+                        script.display()
+                    ));
+                }
+                (dir, true)
+            }
+        };
+        let kubeconfig = dir.join("kubeconfig");
+        if !kubeconfig.exists() {
+            return Err(format!(
+                "{} not found: is {} a control-plane.sh directory?",
+                kubeconfig.display(),
+                dir.display()
+            ));
+        }
+        Ok(Self {
+            script,
+            dir,
+            kubeconfig,
+            owned,
+        })
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if self.owned {
+            let _ = Command::new(&self.script)
+                .arg("down")
+                .arg("--dir")
+                .arg(&self.dir)
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+}
+
+/// A plain HTTP/1.1 GET on the admin port.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
+/// Kills the webhook when its measurement ends, however it ends.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A self-signed serving certificate for 127.0.0.1.
+fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().expect("a key pair");
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("certificate params");
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+    let cert = params.self_signed(&key).expect("a self-signed certificate");
+    let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert_path, cert.pem()).expect("the certificate written");
+    std::fs::write(&key_path, key.serialize_pem()).expect("the key written");
+    (cert_path, key_path)
+}
