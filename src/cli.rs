@@ -10,7 +10,7 @@ use crate::certs::CertsConfig;
 use crate::core::go_syntax;
 use crate::ops::logging::LogFormat;
 use crate::server::tls::{TlsSettings, TlsVersion};
-pub use go_flags::{go_style_args, KlogFlags};
+pub(crate) use go_flags::{go_style_args, KlogFlags};
 
 mod go_flags;
 mod irsa_args;
@@ -18,8 +18,8 @@ mod limit_args;
 use crate::core::settings::{
     self, clamp_expiration, ContainerCredentialsSettings, MutationSettings,
 };
-pub use irsa_args::{ClusterAccess, DoctorArgs, OidcArgs, ReportFormat, TrustPolicyArgs};
-pub use limit_args::LimitArgs;
+pub(crate) use irsa_args::{ClusterAccess, DoctorArgs, OidcArgs, ReportFormat, TrustPolicyArgs};
+pub(crate) use limit_args::LimitArgs;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -56,6 +56,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    runtime.spawn(pod_identity_webhook::ops::allocator::return_freed_memory());
     let result = runtime.block_on(run(args));
     // Background watches end with the runtime; nothing else needs waiting for.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -18,7 +18,7 @@ pub enum Published {
 }
 
 /// Indexes and names of the entries whose caBundle is not exactly `ca_bundle`.
-pub fn stale_entries(
+pub(crate) fn stale_entries(
     config: &MutatingWebhookConfiguration,
     ca_bundle: &[u8],
 ) -> Vec<(usize, String)> {
@@ -43,7 +43,7 @@ pub fn stale_entries(
 /// name, so a configuration reordered since it was read makes the patch fail rather than
 /// write the wrong entry; only the caBundle field is written, so fields this build does not
 /// know are left alone (a full update would drop them).
-pub fn patch_for(stale: &[(usize, String)], ca_bundle: &[u8]) -> json_patch::Patch {
+pub(crate) fn patch_for(stale: &[(usize, String)], ca_bundle: &[u8]) -> json_patch::Patch {
     let encoded = serde_json::to_value(ByteString(ca_bundle.to_vec()))
         .expect("a byte string serializes to base64");
     let operations: Vec<serde_json::Value> = stale

@@ -154,45 +154,52 @@ impl<S: ServingCertSink> Manager<S> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Signal {
-    Change,
-    Nothing,
-    /// Watching is not allowed: stop, and rely on the periodic re-check.
-    Stop,
-}
-
-/// Ticks for one watch; ends for good when RBAC forbids the watch, instead of retrying (and
-/// logging) forever.
+/// Ticks for one watch. Every error is retried with the watcher's backoff, a 403 included: a
+/// kube-apiserver that has just started answers 403 until its RBAC caches are filled, so
+/// giving up on the first one would leave a renewal or a damaged Secret to the periodic
+/// re-check alone. A 403 is logged as a warning once per streak, the rest at debug.
 fn change_ticks<K: Send + 'static>(
     events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     what: &'static str,
 ) -> BoxStream<'static, ()> {
     events
-        .map(move |event| classify(event, what))
-        .take_while(|signal| std::future::ready(*signal != Signal::Stop))
-        .filter_map(|signal| std::future::ready((signal == Signal::Change).then_some(())))
+        .scan(false, move |forbidden_before, event| {
+            std::future::ready(Some(is_change(event, what, forbidden_before)))
+        })
+        .filter_map(|change| std::future::ready(change.then_some(())))
         .boxed()
 }
 
 /// A change worth a round: an object applied or deleted, or a (re)list completed (which may
-/// have missed a deletion).
-fn classify<K>(event: Result<watcher::Event<K>, watcher::Error>, what: &str) -> Signal {
+/// have missed a deletion). `forbidden_before` remembers a 403 streak, so that a watch RBAC
+/// does not allow warns once rather than on every retry.
+fn is_change<K>(
+    event: Result<watcher::Event<K>, watcher::Error>,
+    what: &str,
+    forbidden_before: &mut bool,
+) -> bool {
     match event {
-        Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
-            Signal::Change
+        Ok(event) => {
+            *forbidden_before = false;
+            matches!(
+                event,
+                watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone
+            )
         }
-        Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => Signal::Nothing,
         Err(error) if forbidden(&error) => {
-            tracing::warn!(
-                %error,
-                "not allowed to watch {what}: its changes are picked up by the periodic re-check only (grant list and watch on it, narrowed by name, to react at once)"
-            );
-            Signal::Stop
+            if !std::mem::replace(forbidden_before, true) {
+                tracing::warn!(
+                    %error,
+                    "not allowed to watch {what}; retrying with backoff, and the periodic re-check still runs (grant list and watch on it, narrowed by name, if this lasts)"
+                );
+            } else {
+                tracing::debug!(%error, "watch of {what} still forbidden; retrying");
+            }
+            false
         }
         Err(error) => {
             tracing::debug!(%error, "watch of {what} failed; retrying");
-            Signal::Nothing
+            false
         }
     }
 }
@@ -204,5 +211,40 @@ fn forbidden(error: &watcher::Error) -> bool {
         | watcher::Error::WatchFailed(kube::Error::Api(status))
         | watcher::Error::WatchError(status) => status.code == 403,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use kube::core::Status;
+    use kube::runtime::watcher;
+
+    use super::change_ticks;
+
+    fn forbidden() -> Result<watcher::Event<()>, watcher::Error> {
+        let status: Status =
+            serde_json::from_value(serde_json::json!({"code": 403, "reason": "Forbidden"}))
+                .expect("a Status");
+        Err(watcher::Error::WatchError(Box::new(status)))
+    }
+
+    #[tokio::test]
+    async fn a_forbidden_watch_keeps_going_so_a_change_after_it_still_ticks() {
+        // As after a kube-apiserver restart: 403 until RBAC's caches are filled, then events.
+        let events = futures::stream::iter(vec![
+            forbidden(),
+            forbidden(),
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(())),
+            forbidden(),
+            Ok(watcher::Event::Delete(())),
+        ]);
+        let ticks = change_ticks(events, "the test object").count().await;
+        assert_eq!(
+            ticks, 3,
+            "InitDone, Apply and Delete each tick; errors do not end the stream"
+        );
     }
 }

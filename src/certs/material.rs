@@ -16,13 +16,13 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
 /// Secret key of the trust bundle: the signing CA first, then earlier CAs still trusted.
-pub const CA_CERT_KEY: &str = "ca.crt";
+pub(crate) const CA_CERT_KEY: &str = "ca.crt";
 /// Secret key of the signing CA's private key, kept so any replica can re-issue under it.
-pub const CA_KEY_KEY: &str = "ca.key";
+pub(crate) const CA_KEY_KEY: &str = "ca.key";
 /// Secret key of the serving certificate (the `kubernetes.io/tls` convention).
-pub const TLS_CERT_KEY: &str = "tls.crt";
+pub(crate) const TLS_CERT_KEY: &str = "tls.crt";
 /// Secret key of the serving certificate's private key.
-pub const TLS_KEY_KEY: &str = "tls.key";
+pub(crate) const TLS_KEY_KEY: &str = "tls.key";
 
 /// How much earlier than "now" a new certificate starts, so that replicas and the API server
 /// with slightly different clocks all consider it valid: an hour, or a tenth of the lifetime
@@ -130,7 +130,7 @@ impl fmt::Debug for CertificateSet {
 
 impl CertificateSet {
     /// The set as Secret data (the four keys).
-    pub fn to_data(&self) -> BTreeMap<String, ByteString> {
+    pub(crate) fn to_data(&self) -> BTreeMap<String, ByteString> {
         [
             (CA_CERT_KEY, &self.ca_bundle),
             (CA_KEY_KEY, &self.ca_key),
@@ -162,7 +162,7 @@ impl CertificateSet {
     }
 
     /// The serving certificate's notAfter, as Unix seconds.
-    pub fn serving_not_after(&self) -> Option<i64> {
+    pub(crate) fn serving_not_after(&self) -> Option<i64> {
         let ders = pem_certs(&self.cert).ok()?;
         let (_, cert) = x509_parser::parse_x509_certificate(ders.first()?).ok()?;
         Some(cert.validity().not_after.timestamp())
@@ -338,7 +338,7 @@ fn dns_names<'a>(cert: &'a X509Certificate<'_>) -> Vec<&'a str> {
 }
 
 /// The CERTIFICATE blocks of a PEM document; an error when there is none or one is broken.
-pub fn pem_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn pem_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let ders = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| format!("not valid PEM: {err}"))?;

@@ -33,9 +33,9 @@ mod secret;
 
 use std::time::Duration;
 
-pub use ca_bundle::{patch_for, stale_entries, Published};
+pub use ca_bundle::Published;
 pub use manager::spawn;
-pub use secret::{converge, Converged, SECRET_TYPE};
+pub use secret::Converged;
 
 /// Settings of the built-in certificate mode.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,7 +62,7 @@ pub struct CertsConfig {
 impl CertsConfig {
     pub const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
     pub const DEFAULT_SERVING_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
-    pub const DEFAULT_RECHECK_INTERVAL: Duration = Duration::from_secs(600);
+    pub(crate) const DEFAULT_RECHECK_INTERVAL: Duration = Duration::from_secs(600);
 
     pub fn new(
         namespace: impl Into<String>,
@@ -131,7 +131,7 @@ impl ServingCertSink for crate::server::tls::CertificateStore {
 
 /// Why a round of certificate management failed; it is retried with backoff.
 #[derive(Debug, thiserror::Error)]
-pub enum CertsError {
+pub(crate) enum CertsError {
     #[error("cannot {action}: {source}")]
     Api {
         action: String,

@@ -11,7 +11,7 @@ use super::material::{assess, renew, CertificateSet, Policy, StoredPems, Verdict
 use super::CertsError;
 
 /// The Secret type written on creation; an existing Secret keeps its type (it is immutable).
-pub const SECRET_TYPE: &str = "kubernetes.io/tls";
+pub(crate) const SECRET_TYPE: &str = "kubernetes.io/tls";
 /// Reads and write attempts per convergence before giving up until the next retry.
 const MAX_ATTEMPTS: usize = 5;
 
@@ -28,7 +28,7 @@ pub enum Converged {
 
 /// Returns the certificate set every replica should use, writing the Secret when it is
 /// missing, damaged or due for renewal. `now` gives Unix seconds.
-pub async fn converge(
+pub(crate) async fn converge(
     api: &Api<Secret>,
     name: &str,
     policy: &Policy,

@@ -162,7 +162,7 @@ fn trace_location(value: &str) -> Result<String, String> {
 /// or two. A long flag's separate value is joined to it (`--name=value`), so a value that
 /// starts with `-` is still taken as the value, as in Go. Single-letter short flags (`-v 2`)
 /// and everything after `--` are left alone.
-pub fn go_style_args<I, T>(command: &clap::Command, args: I) -> Vec<OsString>
+pub(crate) fn go_style_args<I, T>(command: &clap::Command, args: I) -> Vec<OsString>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString>,

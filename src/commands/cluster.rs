@@ -23,7 +23,7 @@ pub struct ApiResponse {
 }
 
 impl ApiResponse {
-    pub fn is_success(&self) -> bool {
+    pub(crate) fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
 
@@ -135,7 +135,7 @@ pub async fn get(client: &kube::Client, path: &str) -> Result<Option<Value>, Str
 }
 
 /// A token for the ServiceAccount with this audience (TokenRequest, the minimum lifetime).
-pub async fn request_token(
+pub(crate) async fn request_token(
     client: &kube::Client,
     namespace: &str,
     name: &str,
@@ -158,7 +158,7 @@ pub async fn request_token(
 }
 
 /// Creates `pod` with `dryRun=All`: the whole admission chain runs, nothing is stored.
-pub async fn dry_run_pod(
+pub(crate) async fn dry_run_pod(
     client: &kube::Client,
     namespace: &str,
     pod: &Value,
@@ -173,7 +173,7 @@ pub async fn dry_run_pod(
 }
 
 /// Pods of the namespace that run under the ServiceAccount.
-pub async fn pods_of(
+pub(crate) async fn pods_of(
     client: &kube::Client,
     namespace: &str,
     service_account: &str,
@@ -186,7 +186,7 @@ pub async fn pods_of(
 }
 
 /// Ready and total endpoints of a Service, from its EndpointSlices.
-pub async fn service_endpoints(
+pub(crate) async fn service_endpoints(
     client: &kube::Client,
     namespace: &str,
     name: &str,
@@ -217,7 +217,7 @@ pub async fn service_endpoints(
 
 /// HTTPS `GET /readyz` on the webhook URL's host, trusting only the caBundle (or the system
 /// of none: no roots, so the error says so). Returns the status and body, or why it failed.
-pub async fn probe_url(url: &str, ca_bundle: &[u8]) -> Result<(u16, String), String> {
+pub(crate) async fn probe_url(url: &str, ca_bundle: &[u8]) -> Result<(u16, String), String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|err| format!("clientConfig.url {url:?} is not a URL: {err}"))?;

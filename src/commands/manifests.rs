@@ -50,17 +50,17 @@ impl Document {
     }
 
     /// `metadata.<field>` as a string, when present.
-    pub fn metadata_str(&self, field: &str) -> Option<&str> {
+    pub(crate) fn metadata_str(&self, field: &str) -> Option<&str> {
         self.object.get("metadata")?.get(field)?.as_str()
     }
 
     /// True for core/v1 objects of `kind`.
-    pub fn is_core_v1(&self, kind: &str) -> bool {
+    pub(crate) fn is_core_v1(&self, kind: &str) -> bool {
         self.kind() == kind && self.api_version() == "v1"
     }
 
     /// What the document is, for error messages: `document 2 (a Deployment)`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let place = match self.item {
             Some(item) => format!("document {}, item {item}", self.index),
             None => format!("document {}", self.index),
@@ -73,7 +73,7 @@ impl Document {
 }
 
 /// Reads `path` (`-` is standard input) and returns its objects in order.
-pub fn read_documents(path: &Path) -> Result<Vec<Document>, ManifestError> {
+pub(crate) fn read_documents(path: &Path) -> Result<Vec<Document>, ManifestError> {
     let name = display_name(path);
     let text = if path.as_os_str() == "-" {
         let mut text = String::new();
@@ -89,7 +89,7 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>, ManifestError> {
 }
 
 /// How a manifest path is named in messages: `-` is standard input.
-pub fn display_name(path: &Path) -> String {
+pub(crate) fn display_name(path: &Path) -> String {
     if path.as_os_str() == "-" {
         "standard input".into()
     } else {

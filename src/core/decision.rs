@@ -31,7 +31,7 @@ pub fn service_account_name(pod: &Value) -> Result<&str, PodShapeError> {
 }
 
 /// [`service_account_name`] of a pod read with [`engine::read_pod`].
-pub fn node_service_account<'a>(pod: &'a Node<'a>) -> Result<&'a str, PodShapeError> {
+pub(crate) fn node_service_account<'a>(pod: &'a Node<'a>) -> Result<&'a str, PodShapeError> {
     let name = match pod.get("spec") {
         Some(Node::Object(spec)) => engine::string_member(spec, "serviceAccountName", || {
             "spec.serviceAccountName".into()
@@ -43,7 +43,10 @@ pub fn node_service_account<'a>(pod: &'a Node<'a>) -> Result<&'a str, PodShapeEr
 
 /// The namespace (the request's, else the pod's) and the pod's name (else its generateName),
 /// read leniently: they label logs, and shape errors are reported by the engine.
-pub fn pod_names<'a>(pod: &'a Node<'a>, request_namespace: Option<&'a str>) -> (&'a str, &'a str) {
+pub(crate) fn pod_names<'a>(
+    pod: &'a Node<'a>,
+    request_namespace: Option<&'a str>,
+) -> (&'a str, &'a str) {
     let metadata = |field| {
         pod.get("metadata")
             .and_then(|m| m.get(field))
@@ -81,7 +84,7 @@ pub fn mutate_with_inputs(
 }
 
 /// [`mutate_with_inputs`] on a pod read with [`engine::read_pod`].
-pub fn mutate_node_with_inputs(
+pub(crate) fn mutate_node_with_inputs(
     pod: &Node<'_>,
     namespace: &str,
     service_account: &str,
@@ -113,7 +116,7 @@ pub fn mutate_node_with_inputs(
 
 /// The webhook's answer for one pod creation, and what to log and count about it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// The pod is not a valid Pod in a field the engine reads: `allowed: false` with this
     /// message (bounded in length).
     Deny(String),
@@ -123,7 +126,7 @@ pub enum Decision {
 /// An admitted pod: its patch (if any), warnings bounded for the API server, and for the log
 /// line and the counter what was done.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Admit {
+pub(crate) struct Admit {
     /// Present only when there is something to change.
     pub patch: Option<Patch>,
     pub warnings: Vec<String>,
@@ -132,7 +135,7 @@ pub struct Admit {
 
 /// What a mutation did.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Mutated {
+pub(crate) struct Mutated {
     pub method: Method,
     /// The role ARN for web identity; empty for container credentials.
     pub role: String,
@@ -157,7 +160,7 @@ impl Method {
 
 /// The decision for one pod creation: pure, from the read pod, the identity sources already
 /// resolved for its ServiceAccount, and the settings.
-pub fn decide(
+pub(crate) fn decide(
     pod: &Node<'_>,
     namespace: &str,
     service_account: &str,
@@ -199,6 +202,6 @@ pub fn decide(
 }
 
 /// Jitter from the thread-local random generator, for production use.
-pub fn random_jitter(range: RangeInclusive<i64>) -> i64 {
+pub(crate) fn random_jitter(range: RangeInclusive<i64>) -> i64 {
     rand::random_range(range)
 }

@@ -139,7 +139,7 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
 /// matched without regard to case, the last matching member wins, `null` leaves a field as
 /// it was).
 #[derive(Clone, Debug, PartialEq)]
-pub enum GoJson {
+pub(crate) enum GoJson {
     Null,
     Bool(bool),
     Number(serde_json::Number),
@@ -171,7 +171,7 @@ impl GoJson {
 
     /// Like [`GoJson::field`], but a `null` member counts: Go sets a slice, map or pointer
     /// field to nil on `null`.
-    pub fn nullable_field(&self, name: &str) -> Option<&GoJson> {
+    pub(crate) fn nullable_field(&self, name: &str) -> Option<&GoJson> {
         let GoJson::Object(members) = self else {
             return None;
         };
@@ -183,7 +183,7 @@ impl GoJson {
     }
 
     /// "a string", "an object"...: for messages.
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self {
             GoJson::Null => "null",
             GoJson::Bool(_) => "a boolean",
@@ -197,7 +197,7 @@ impl GoJson {
 
 /// Text for a JSON parser from bytes that may not be UTF-8, as Go's decoder sees them: each
 /// byte of an invalid sequence is one U+FFFD. (Outside strings such bytes stay a syntax error.)
-pub fn go_utf8(bytes: &[u8]) -> Cow<'_, str> {
+pub(crate) fn go_utf8(bytes: &[u8]) -> Cow<'_, str> {
     if let Ok(text) = std::str::from_utf8(bytes) {
         return Cow::Borrowed(text);
     }
@@ -215,7 +215,7 @@ pub fn go_utf8(bytes: &[u8]) -> Cow<'_, str> {
 /// under Unicode simple case folding. For the ASCII names used here that is ASCII case
 /// insensitivity plus two non-ASCII letters that fold to ASCII: U+017F (long s) to `s` and
 /// U+212A (Kelvin sign) to `k`.
-pub fn go_fold_eq(key: &str, name: &str) -> bool {
+pub(crate) fn go_fold_eq(key: &str, name: &str) -> bool {
     let fold = |c: char| match c {
         '\u{17f}' => 's',
         '\u{212a}' => 'k',

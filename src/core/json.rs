@@ -9,12 +9,12 @@ use serde_json::Value;
 
 /// The most bytes of one echoed string, message or warning; the API server itself truncates
 /// admission warnings at 256 characters.
-pub const MAX_ECHO: usize = 256;
+pub(crate) const MAX_ECHO: usize = 256;
 
 const ELLIPSIS: char = '…';
 
 /// The JSON type of `value`, with its article, for messages.
-pub fn json_type(value: &Value) -> &'static str {
+pub(crate) fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -41,7 +41,7 @@ pub fn bounded(text: &str, max: usize) -> Cow<'_, str> {
 }
 
 /// [`bounded`] for an owned string, reusing it when it fits.
-pub fn bound_owned(text: String, max: usize) -> String {
+pub(crate) fn bound_owned(text: String, max: usize) -> String {
     match bounded(&text, max) {
         Cow::Borrowed(_) => text,
         Cow::Owned(cut) => cut,
@@ -49,7 +49,7 @@ pub fn bound_owned(text: String, max: usize) -> String {
 }
 
 /// Names joined with `,`, at most `max` bytes, then how many were left out.
-pub fn bounded_list<S: AsRef<str>>(names: &[S], max: usize) -> String {
+pub(crate) fn bounded_list<S: AsRef<str>>(names: &[S], max: usize) -> String {
     let mut out = String::new();
     for (index, name) in names.iter().enumerate() {
         let name = bounded(name.as_ref(), max);
@@ -73,7 +73,7 @@ pub fn bounded_list<S: AsRef<str>>(names: &[S], max: usize) -> String {
 
 /// Warnings each bounded to [`MAX_ECHO`] bytes and, together, to the 4 KiB the API server
 /// passes on; one last line says how many were dropped.
-pub fn bounded_warnings(warnings: Vec<String>) -> Vec<String> {
+pub(crate) fn bounded_warnings(warnings: Vec<String>) -> Vec<String> {
     const TOTAL: usize = 4096;
     let count = warnings.len();
     let mut kept = Vec::with_capacity(count);

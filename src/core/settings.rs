@@ -2,19 +2,21 @@
 //! Both the server and the offline `mutate` command build one of these and hand it to the engine.
 
 /// Shortest token lifetime the API server accepts for a projected token, in seconds.
-pub const MIN_TOKEN_EXPIRATION: i64 = 600;
+pub(crate) const MIN_TOKEN_EXPIRATION: i64 = 600;
 /// Default token lifetime, in seconds (one day), as the reference webhook.
-pub const DEFAULT_TOKEN_EXPIRATION: i64 = 86400;
+pub(crate) const DEFAULT_TOKEN_EXPIRATION: i64 = 86400;
 
 // The reference webhook's defaults, used by the command line and by `Default` alike.
-pub const DEFAULT_ANNOTATION_PREFIX: &str = "eks.amazonaws.com";
-pub const DEFAULT_TOKEN_AUDIENCE: &str = "sts.amazonaws.com";
-pub const DEFAULT_TOKEN_MOUNT_PATH: &str = "/var/run/secrets/eks.amazonaws.com/serviceaccount";
-pub const DEFAULT_CC_AUDIENCE: &str = "pods.eks.amazonaws.com";
-pub const DEFAULT_CC_MOUNT_PATH: &str = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount";
-pub const DEFAULT_CC_VOLUME_NAME: &str = "eks-pod-identity-token";
-pub const DEFAULT_CC_TOKEN_PATH: &str = "eks-pod-identity-token";
-pub const DEFAULT_CC_FULL_URI: &str = "http://169.254.170.23/v1/credentials";
+pub(crate) const DEFAULT_ANNOTATION_PREFIX: &str = "eks.amazonaws.com";
+pub(crate) const DEFAULT_TOKEN_AUDIENCE: &str = "sts.amazonaws.com";
+pub(crate) const DEFAULT_TOKEN_MOUNT_PATH: &str =
+    "/var/run/secrets/eks.amazonaws.com/serviceaccount";
+pub(crate) const DEFAULT_CC_AUDIENCE: &str = "pods.eks.amazonaws.com";
+pub(crate) const DEFAULT_CC_MOUNT_PATH: &str =
+    "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount";
+pub(crate) const DEFAULT_CC_VOLUME_NAME: &str = "eks-pod-identity-token";
+pub(crate) const DEFAULT_CC_TOKEN_PATH: &str = "eks-pod-identity-token";
+pub(crate) const DEFAULT_CC_FULL_URI: &str = "http://169.254.170.23/v1/credentials";
 
 /// The annotation keys read from ServiceAccounts and pods, built once from `--annotation-prefix`
 /// so the hot path never formats strings.
@@ -83,7 +85,7 @@ impl Default for MutationSettings {
 
 impl MutationSettings {
     /// Reference defaults with another annotation prefix.
-    pub fn with_prefix(prefix: &str) -> Self {
+    pub(crate) fn with_prefix(prefix: &str) -> Self {
         Self {
             keys: AnnotationKeys::new(prefix),
             token_audience: DEFAULT_TOKEN_AUDIENCE.into(),
@@ -97,6 +99,6 @@ impl MutationSettings {
 }
 
 /// Raises a token lifetime to the minimum the API server accepts; there is no upper clamp.
-pub fn clamp_expiration(seconds: i64) -> i64 {
+pub(crate) fn clamp_expiration(seconds: i64) -> i64 {
     seconds.max(MIN_TOKEN_EXPIRATION)
 }

@@ -44,7 +44,7 @@ impl Check {
         }
     }
 
-    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+    pub(crate) fn detail(mut self, detail: impl Into<String>) -> Self {
         self.details.push(detail.into());
         self
     }
@@ -79,7 +79,7 @@ impl Check {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// What was examined, e.g. `ServiceAccount team-a/app`.
     pub subject: String,
     pub checks: Vec<Check>,
@@ -92,11 +92,11 @@ impl Report {
     }
 
     /// 0 when everything checked passed, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         u8::from(!self.passed())
     }
 
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         let value = serde_json::json!({
             "subject": self.subject,
             "passed": self.passed(),
@@ -105,7 +105,7 @@ impl Report {
         serde_json::to_string_pretty(&value).expect("JSON values always serialize")
     }
 
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let mut out = format!("{}\n", self.subject);
         for check in &self.checks {
             let mark = match check.status {

@@ -57,20 +57,14 @@ pub fn documents(issuer: &Issuer, keys: Vec<Jwk>) -> Result<Documents, String> {
 /// Key ids present on one side only; keys with the same id but other material count as
 /// different.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KeyDifference {
+pub(crate) struct KeyDifference {
     /// Keys the cluster signs with (or may) that are not published: tokens fail to verify.
     pub unpublished: Vec<String>,
     /// Published keys the cluster no longer has: harmless, removable after a rotation.
     pub stale: Vec<String>,
 }
 
-impl KeyDifference {
-    pub fn is_empty(&self) -> bool {
-        self.unpublished.is_empty() && self.stale.is_empty()
-    }
-}
-
-pub fn compare_keys(published: &JwkSet, cluster: &JwkSet) -> KeyDifference {
+pub(crate) fn compare_keys(published: &JwkSet, cluster: &JwkSet) -> KeyDifference {
     let contains = |set: &JwkSet, key: &Jwk| {
         set.keys.iter().any(|other| {
             other.common.key_id == key.common.key_id && other.algorithm == key.algorithm
@@ -99,7 +93,7 @@ pub fn compare_keys(published: &JwkSet, cluster: &JwkSet) -> KeyDifference {
 }
 
 /// Parses a JWKS document, naming what is wrong.
-pub fn parse_jwks(text: &str) -> Result<JwkSet, String> {
+pub(crate) fn parse_jwks(text: &str) -> Result<JwkSet, String> {
     serde_json::from_str(text)
         .map_err(|err| format!("is not a JWKS ({{\"keys\": [...]}} with RSA or EC keys): {err}"))
 }
@@ -157,6 +151,7 @@ mod tests {
         let diff = compare_keys(&published, &cluster);
         assert_eq!(diff.unpublished, vec![c.common.key_id.clone().unwrap()]);
         assert_eq!(diff.stale, vec![a.common.key_id.clone().unwrap()]);
-        assert!(compare_keys(&cluster, &cluster).is_empty());
+        let same = compare_keys(&cluster, &cluster);
+        assert!(same.unpublished.is_empty() && same.stale.is_empty());
     }
 }

@@ -11,11 +11,11 @@ use super::policy::{
     ActionSpec, Condition, Effect, PrincipalSpec, Principals, Statement, TrustPolicy,
 };
 
-pub const ACTION: &str = "sts:AssumeRoleWithWebIdentity";
+pub(crate) const ACTION: &str = "sts:AssumeRoleWithWebIdentity";
 
 /// What IAM learns from the token (and the role) when the pod's SDK calls STS.
 #[derive(Clone, Debug)]
-pub struct WebIdentityRequest<'a> {
+pub(crate) struct WebIdentityRequest<'a> {
     pub iss: &'a str,
     pub sub: &'a str,
     pub aud: &'a [String],
@@ -25,20 +25,20 @@ pub struct WebIdentityRequest<'a> {
 
 impl WebIdentityRequest<'_> {
     /// The provider name IAM looks up for this token: `iss` without `https://`.
-    pub fn provider_name(&self) -> &str {
+    pub(crate) fn provider_name(&self) -> &str {
         self.iss.strip_prefix("https://").unwrap_or(self.iss)
     }
 }
 
 /// One reason a statement does not apply, with what to change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Mismatch {
+pub(crate) struct Mismatch {
     pub message: String,
     pub fix: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct StatementOutcome {
+pub(crate) struct StatementOutcome {
     /// 1-based, as people count statements.
     pub number: usize,
     pub sid: Option<String>,
@@ -59,7 +59,7 @@ pub enum Verdict {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Evaluation {
+pub(crate) struct Evaluation {
     pub verdict: Verdict,
     pub statements: Vec<StatementOutcome>,
     /// Things that were not evaluated (keys that depend on the request, not the token).
@@ -117,7 +117,7 @@ impl Evaluation {
 }
 
 /// Evaluates every statement; Deny first, then Allow.
-pub fn evaluate(policy: &TrustPolicy, request: &WebIdentityRequest<'_>) -> Evaluation {
+pub(crate) fn evaluate(policy: &TrustPolicy, request: &WebIdentityRequest<'_>) -> Evaluation {
     let mut notes = Vec::new();
     let statements: Vec<StatementOutcome> = policy
         .statements
@@ -569,7 +569,7 @@ fn subject_detail(patterns: &[String], actual: &str, like: bool) -> Option<Strin
 }
 
 /// IAM's StringLike matching: `*` any run of characters (possibly empty), `?` one character.
-pub fn glob(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     let (mut pi, mut ti) = (0, 0);

@@ -4,9 +4,9 @@
 use std::fmt;
 
 /// Where a cluster's public OIDC documents are served from, relative to the issuer.
-pub const DISCOVERY_PATH: &str = ".well-known/openid-configuration";
+pub(crate) const DISCOVERY_PATH: &str = ".well-known/openid-configuration";
 /// Where the JWKS is served, the same path the API server uses.
-pub const JWKS_PATH: &str = "openid/v1/jwks";
+pub(crate) const JWKS_PATH: &str = "openid/v1/jwks";
 
 /// An issuer URL that IAM can register: `https://host[:port][/path]`, kept exactly as given
 /// (a trailing slash matters to IAM, so it is neither added nor removed).
@@ -56,7 +56,7 @@ impl Issuer {
 
     /// The provider name IAM derives from the URL: the URL without `https://`. It is what
     /// follows `oidc-provider/` in the provider ARN and precedes `:sub` and `:aud`.
-    pub fn provider_name(&self) -> &str {
+    pub(crate) fn provider_name(&self) -> &str {
         self.0.strip_prefix("https://").unwrap_or(&self.0)
     }
 
@@ -79,7 +79,7 @@ impl fmt::Display for Issuer {
 /// Says in words how two issuer strings differ (they must be equal byte for byte for IAM), or
 /// `None` when they are equal. `expected` is what the reader configured, `actual` what the
 /// other side has.
-pub fn describe_difference(expected: &str, actual: &str) -> Option<String> {
+pub(crate) fn describe_difference(expected: &str, actual: &str) -> Option<String> {
     if expected == actual {
         return None;
     }

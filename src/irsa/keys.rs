@@ -17,7 +17,7 @@ use x509_parser::x509::SubjectPublicKeyInfo;
 /// A key that cannot be published, naming the file, the PEM block and what to do.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{source_name}: {problem}")]
-pub struct KeyError {
+pub(crate) struct KeyError {
     pub source_name: String,
     pub problem: String,
 }
@@ -25,7 +25,7 @@ pub struct KeyError {
 /// The JWK of every key in one PEM file, in file order. Accepts what the API server accepts:
 /// `PUBLIC KEY`, `RSA PUBLIC KEY`, `CERTIFICATE`, and private keys (`PRIVATE KEY`,
 /// `RSA PRIVATE KEY`, `EC PRIVATE KEY`, of which only the public half is used).
-pub fn jwks_from_pem(source_name: &str, content: &[u8]) -> Result<Vec<Jwk>, KeyError> {
+pub(crate) fn jwks_from_pem(source_name: &str, content: &[u8]) -> Result<Vec<Jwk>, KeyError> {
     let fail = |problem: String| KeyError {
         source_name: source_name.to_string(),
         problem,
@@ -84,7 +84,7 @@ fn spki_of_block(block: &pem::Pem) -> Result<Vec<u8>, String> {
 
 /// The JWK of a SubjectPublicKeyInfo, with the API server's key id: the unpadded base64url
 /// SHA-256 of the DER SubjectPublicKeyInfo.
-pub fn jwk_from_spki(spki_der: &[u8]) -> Result<Jwk, String> {
+pub(crate) fn jwk_from_spki(spki_der: &[u8]) -> Result<Jwk, String> {
     let (rest, spki) = SubjectPublicKeyInfo::from_der(spki_der)
         .map_err(|err| format!("is not a SubjectPublicKeyInfo: {err}"))?;
     if !rest.is_empty() {

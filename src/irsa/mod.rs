@@ -3,10 +3,10 @@
 //! verification, and the doctor's checks and checklist. No I/O here: the commands in
 //! `irsa_commands` fetch from the cluster and the files and hand the facts in.
 
-pub mod checklist;
+pub(crate) mod checklist;
 pub mod discovery;
 pub mod doctor;
-pub mod evaluate;
+pub(crate) mod evaluate;
 pub mod issuer;
 pub mod keys;
 pub mod policy;

@@ -21,7 +21,7 @@ pub struct Claims {
 }
 
 /// Reads the header and claims; the signature is checked separately by [`verify`].
-pub fn read_claims(token: &str) -> Result<Claims, String> {
+pub(crate) fn read_claims(token: &str) -> Result<Claims, String> {
     let header = jsonwebtoken::decode_header(token)
         .map_err(|err| format!("the token is not a JWT: {err}"))?;
     let mut validation = Validation::new(header.alg);

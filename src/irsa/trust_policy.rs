@@ -17,7 +17,11 @@ pub struct Provider {
 
 impl Provider {
     /// `arn:<partition>:iam::<account>:oidc-provider/<issuer without https://>`.
-    pub fn for_account(partition: &str, account: &str, issuer: &Issuer) -> Result<Self, String> {
+    pub(crate) fn for_account(
+        partition: &str,
+        account: &str,
+        issuer: &Issuer,
+    ) -> Result<Self, String> {
         if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!(
                 "account {account:?} is not a 12-digit AWS account id"
@@ -40,7 +44,7 @@ impl Provider {
     }
 
     /// Reads a provider ARN; when `issuer` is given too, the two must name the same provider.
-    pub fn from_arn(arn: &str, issuer: Option<&Issuer>) -> Result<Self, String> {
+    pub(crate) fn from_arn(arn: &str, issuer: Option<&Issuer>) -> Result<Self, String> {
         let Some(IamArn {
             partition,
             account,
@@ -124,7 +128,7 @@ impl SubjectPattern {
         })
     }
 
-    pub fn has_wildcard(&self) -> bool {
+    pub(crate) fn has_wildcard(&self) -> bool {
         self.namespace.contains(['*', '?']) || self.name.contains(['*', '?'])
     }
 

@@ -7,6 +7,7 @@
 //! [`crate::global_allocator!`], so benchmarks stay free to count allocations with their own.
 
 use std::ffi::{c_int, c_long};
+use std::time::Duration;
 
 pub use mimalloc::MiMalloc;
 
@@ -19,23 +20,33 @@ extern "C" {
 
 /// `mi_option_arena_eager_commit` in mimalloc's `mi_option_t` (the same in v2 and v3).
 const ARENA_EAGER_COMMIT: c_int = 4;
-/// `mi_option_purge_delay`, in milliseconds (the same in v2 and v3).
-const PURGE_DELAY: c_int = 15;
-
 /// Sets mimalloc's options. Runs before `main` (see [`crate::global_allocator!`]), as the
 /// arena options only apply to arenas reserved after they are set.
 ///
-/// - Arena memory is committed as it is used rather than up front: about 8 MiB less resident
-///   when idle.
-/// - Freed memory is returned to the system at once (purge delay 0) rather than after 1 s of
-///   further allocator activity, which never comes to an idle server: after the initial list of
-///   100,000 ServiceAccounts, 40 MiB resident instead of 50, and after an attack the memory
-///   comes back within a second. No measurable cost in throughput.
+/// Arena memory is committed as it is used rather than up front: about 8 MiB less resident
+/// when idle. Freed memory keeps mimalloc's default purge delay (1 s): purging at once (delay 0)
+/// cost about a third of the large-pod throughput, as pages were handed back and faulted in
+/// again between requests; [`return_freed_memory`] makes the delayed purge happen.
 pub fn configure() {
-    // SAFETY: setters of process-wide integer options; any value is valid.
-    unsafe {
-        mi_option_set(ARENA_EAGER_COMMIT, 0);
-        mi_option_set(PURGE_DELAY, 0);
+    // SAFETY: a setter of a process-wide integer option; any value is valid.
+    unsafe { mi_option_set(ARENA_EAGER_COMMIT, 0) };
+}
+
+/// How often [`return_freed_memory`] purges.
+const PURGE_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs for as long as the runtime: every second, hands back to the system the freed memory
+/// whose purge delay has passed. mimalloc purges only from inside its own calls, so without
+/// this an idle server (after a burst, an attack, a large cluster's initial list) would keep
+/// that memory: after the initial list of 100,000 ServiceAccounts, 50 MiB resident instead of
+/// about 31 (docs/benchmarks.md).
+pub async fn return_freed_memory() {
+    let mut ticks = tokio::time::interval(PURGE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        // SAFETY: collects the calling thread's heap and purges what is due; safe at any time.
+        unsafe { mi_collect(false) };
     }
 }
 

@@ -32,7 +32,8 @@ impl Condition {
         self.state.met.store(met, Ordering::Release);
     }
 
-    pub fn is_met(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_met(&self) -> bool {
         self.state.met.load(Ordering::Acquire)
     }
 }

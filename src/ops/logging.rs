@@ -21,7 +21,7 @@ pub enum LogFormat {
 /// The filter for a klog verbosity: 0-1 info, 2-3 adds this crate's debug lines, 4 debug of
 /// every library, 5+ trace. Below 4, kube's client does not log each failed request itself:
 /// the caller logs the failure once, with what it was doing (one line per attempt).
-pub fn filter_for_verbosity(verbosity: u8) -> &'static str {
+pub(crate) fn filter_for_verbosity(verbosity: u8) -> &'static str {
     match verbosity {
         0 | 1 => "info,kube_client::client::builder=off",
         2 | 3 => "info,pod_identity_webhook=debug,kube_client::client::builder=off",

@@ -16,7 +16,7 @@ use prometheus::{
 pub use summary::WindowedSummary;
 
 /// Latency buckets in seconds: the handler runs in microseconds, so they start at 25 µs.
-pub const LATENCY_BUCKETS: &[f64] = &[
+pub(crate) const LATENCY_BUCKETS: &[f64] = &[
     0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
     0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -33,7 +33,7 @@ pub const REFERENCE_LATENCY_BUCKETS: [f64; 7] = [
 ];
 
 /// Quantiles of `http_request_duration_microseconds`, over its one-hour window.
-pub const SUMMARY_QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
+pub(crate) const SUMMARY_QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -228,7 +228,7 @@ impl Metrics {
     /// Records one answered HTTP request in every request metric: the count, our histogram
     /// (seconds, by path) and the reference's histogram and summary (microseconds, by verb
     /// and path). `verb` and `path` must come from bounded sets (the caller maps them).
-    pub fn observe_request(&self, verb: &str, path: &str, code: &str, started: Instant) {
+    pub(crate) fn observe_request(&self, verb: &str, path: &str, code: &str, started: Instant) {
         let elapsed = started.elapsed();
         self.http_request_count
             .with_label_values(&[verb, path, code])
@@ -247,7 +247,7 @@ impl Metrics {
     /// The mutated-pod counter: `method="container_credentials"` when `container_credentials`,
     /// else `method="sts_web_identity"`. Resolved once rather than by hashing the label on
     /// every request.
-    pub fn pods_mutated(&self, container_credentials: bool) -> &IntCounter {
+    pub(crate) fn pods_mutated(&self, container_credentials: bool) -> &IntCounter {
         let (slot, method) = if container_credentials {
             (1, "container_credentials")
         } else {

@@ -64,7 +64,7 @@ impl Bucket {
 }
 
 /// The server side of an HTTP/2 connection, reading through the frame counter.
-pub struct ControlFrameGuard<I> {
+pub(crate) struct ControlFrameGuard<I> {
     inner: I,
     preface_left: usize,
     header: [u8; FRAME_HEADER_LEN],

@@ -22,7 +22,7 @@ use crate::ops::metrics::Metrics;
 
 /// Why a client was refused: the `reason` label of the rejection counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     /// The server holds `max_connections` already.
     Connections,
     /// This peer address holds `max_connections_per_peer` already.
@@ -79,7 +79,7 @@ impl Rejection {
 /// Counts rejections and logs them, at most [`RejectionLog::LINES_PER_WINDOW`] lines per
 /// [`RejectionLog::WINDOW`], so an attacker cannot turn refusals into a flood of logs; the
 /// next line logged says how many were left out.
-pub struct RejectionLog {
+pub(crate) struct RejectionLog {
     metrics: Arc<Metrics>,
     started: Instant,
     /// Start of the current window, in milliseconds since `started`.
@@ -89,8 +89,8 @@ pub struct RejectionLog {
 }
 
 impl RejectionLog {
-    pub const WINDOW: Duration = Duration::from_secs(10);
-    pub const LINES_PER_WINDOW: u64 = 10;
+    pub(crate) const WINDOW: Duration = Duration::from_secs(10);
+    pub(crate) const LINES_PER_WINDOW: u64 = 10;
 
     pub fn new(metrics: Arc<Metrics>) -> Self {
         for reason in Rejection::ALL {
@@ -139,7 +139,7 @@ impl RejectionLog {
 
 /// Open connections of one listener, overall and per peer address, and the TLS handshakes in
 /// progress. Also what the shutdown drain waits on.
-pub struct ConnectionGate {
+pub(crate) struct ConnectionGate {
     max_total: usize,
     max_per_peer: usize,
     max_handshakes_per_peer: usize,
@@ -218,7 +218,7 @@ impl ConnectionGate {
     }
 }
 
-pub struct ConnectionSlot {
+pub(crate) struct ConnectionSlot {
     gate: Arc<ConnectionGate>,
     peer: IpAddr,
 }
@@ -237,7 +237,7 @@ impl Drop for ConnectionSlot {
 }
 
 /// A TLS handshake in progress, counted until dropped.
-pub struct HandshakePermit {
+pub(crate) struct HandshakePermit {
     gate: Arc<ConnectionGate>,
     peer: IpAddr,
     _permit: OwnedSemaphorePermit,
@@ -257,12 +257,12 @@ impl Drop for HandshakePermit {
 
 /// The client's address, put in each request's extensions by the connection that carried it.
 #[derive(Clone, Copy, Debug)]
-pub struct Peer(pub IpAddr);
+pub(crate) struct Peer(pub IpAddr);
 
 /// Memory for request bodies in flight, in bytes: a budget for the whole server and a smaller
 /// one per peer address for bodies still arriving, so that one peer holding its bodies open
 /// cannot spend what the others need.
-pub struct BodyBudget {
+pub(crate) struct BodyBudget {
     total: Budget,
     /// Of `total`, what only bodies up to [`SMALL_BODY_BYTES`] may use (an eighth), so that large bodies
     /// sent from many addresses cannot leave real reviews (a few kilobytes) without memory.
@@ -303,14 +303,14 @@ impl Budget {
 }
 
 /// Bodies up to this size may use the budget's reserve; real pods are a few kilobytes.
-pub const SMALL_BODY_BYTES: usize = 256 * 1024;
+pub(crate) const SMALL_BODY_BYTES: usize = 256 * 1024;
 /// The reserve is this fraction (1/8) of the budget: enough for dozens of real reviews at
 /// once, small enough that a body of the largest size still fits in the rest.
-pub const SMALL_BODY_RESERVE_DIVISOR: usize = 8;
+pub(crate) const SMALL_BODY_RESERVE_DIVISOR: usize = 8;
 
 /// How much more than its size a body costs once parsed into a JSON tree (measured: a 3 MB
 /// pod makes a tree of about 30 MB); charged to the whole-server budget while it is answered.
-pub const PARSED_BODY_FACTOR: usize = 10;
+pub(crate) const PARSED_BODY_FACTOR: usize = 10;
 
 impl BodyBudget {
     pub fn new(total: usize, per_peer: usize) -> Self {
@@ -322,7 +322,8 @@ impl BodyBudget {
         }
     }
 
-    pub fn in_use(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn in_use(&self) -> usize {
         self.total.used.load(Ordering::Acquire)
     }
 
@@ -409,7 +410,7 @@ impl Drop for Reservation<'_> {
 
 /// State of the [`read_body`] layer.
 #[derive(Clone)]
-pub struct BodyReading {
+pub(crate) struct BodyReading {
     pub budget: Arc<BodyBudget>,
     pub rejections: Arc<RejectionLog>,
     pub max_bytes: usize,
@@ -436,7 +437,7 @@ impl BodyReading {
 /// handler then gets the bytes in memory, so nothing after this layer (the review
 /// concurrency limit in particular) ever waits on the client's network. A client too slow,
 /// too large or arriving when the budget is spent loses its own request (408, 413, 503).
-pub async fn read_body(
+pub(crate) async fn read_body(
     State(reading): State<BodyReading>,
     request: Request,
     next: Next,

@@ -7,7 +7,7 @@
 use caps::{CapSet, Capability};
 
 /// Makes `CAP_NET_BIND_SERVICE` effective when it is permitted and not already effective.
-pub fn allow_binding() {
+pub(crate) fn allow_binding() {
     let cap = Capability::CAP_NET_BIND_SERVICE;
     if caps::has_cap(None, CapSet::Effective, cap).unwrap_or(false) {
         return;

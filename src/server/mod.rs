@@ -28,7 +28,7 @@ pub use router::{admin_router, webhook_router, CacheDumper};
 /// Largest accepted AdmissionReview body: 4 MiB. The API server caps stored objects near
 /// 3 MiB (etcd's 1.5 MiB request limit, plus the review envelope), so a real review always
 /// fits; anything larger is answered 413 without being buffered.
-pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Bounds on what one client can hold: slow or stalled clients are cut off, not waited for,
 /// and a client over a limit is refused at once rather than queued. docs/hardening.md gives

@@ -81,7 +81,7 @@ fn bind_socket(address: SocketAddr, dual_stack: bool) -> io::Result<TcpListener>
     TcpListener::from_std(socket.into())
 }
 
-pub struct Listener {
+pub(crate) struct Listener {
     pub listener: TcpListener,
     pub tls: Option<TlsAcceptor>,
     pub router: Router,

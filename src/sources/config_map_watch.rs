@@ -24,7 +24,7 @@ const RESOURCE: &str = "configmaps";
 
 /// What a state of the ConfigMap means for the live mapping.
 #[derive(Debug)]
-pub enum MappingUpdate {
+pub(crate) enum MappingUpdate {
     /// Use this mapping.
     Set(ParsedMapping),
     /// No mapping: the ConfigMap does not exist, or its `config` key is absent or blank.
@@ -34,7 +34,7 @@ pub enum MappingUpdate {
 }
 
 /// Interprets the ConfigMap (`None` when it does not exist).
-pub fn interpret(config_map: Option<&ConfigMap>) -> MappingUpdate {
+pub(crate) fn interpret(config_map: Option<&ConfigMap>) -> MappingUpdate {
     let Some(config_map) = config_map else {
         return MappingUpdate::Clear("the ConfigMap does not exist");
     };
@@ -55,7 +55,7 @@ pub fn interpret(config_map: Option<&ConfigMap>) -> MappingUpdate {
 }
 
 /// Applies watch events to the live sources.
-pub struct MappingWatch {
+pub(crate) struct MappingWatch {
     sources: Arc<WatchedConfig>,
     metrics: Arc<Metrics>,
     /// Whether the ConfigMap appeared in the list in progress: a (re)list that ends without it

@@ -17,10 +17,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// How often files are re-read even without an event.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(15);
 /// Pause after an event before reading, so a writer's burst (key then certificate, or the
 /// kubelet's rename sequence) is read once, as a whole.
-pub const DEFAULT_SETTLE: Duration = Duration::from_millis(100);
+pub(crate) const DEFAULT_SETTLE: Duration = Duration::from_millis(100);
 
 /// What a watched path held at the last read.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@ pub mod config_map_watch;
 pub mod container_credentials_watch;
 pub mod file_watch;
 pub mod service_accounts;
-pub mod watch_retry;
+pub(crate) mod watch_retry;
 mod watched_config;
 
 pub use watched_config::WatchedConfig;

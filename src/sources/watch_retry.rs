@@ -12,14 +12,14 @@ const LONGEST_DELAY: Duration = Duration::from_secs(60);
 
 /// One failed attempt: its number since the last progress and how long to wait before the next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retry {
+pub(crate) struct Retry {
     pub attempt: u32,
     pub delay: Duration,
 }
 
 /// Retry state of one watch. Feed it every item the watcher yields.
 #[derive(Default)]
-pub struct WatchRetry {
+pub(crate) struct WatchRetry {
     backoff: DefaultBackoff,
     failures: u32,
 }
@@ -27,7 +27,7 @@ pub struct WatchRetry {
 impl WatchRetry {
     /// An event arrived. Anything but the `Init` marker means the API server answered, so the
     /// backoff starts over; returns how many attempts had failed before, when any had.
-    pub fn on_event<K>(&mut self, event: &Event<K>) -> Option<u32> {
+    pub(crate) fn on_event<K>(&mut self, event: &Event<K>) -> Option<u32> {
         if matches!(event, Event::Init) || self.failures == 0 {
             return None;
         }
@@ -37,7 +37,7 @@ impl WatchRetry {
 
     /// An attempt failed: how long to wait before the next one (800 ms doubling up to 30 s,
     /// with jitter, as client-go's reflector does).
-    pub fn on_error(&mut self) -> Retry {
+    pub(crate) fn on_error(&mut self) -> Retry {
         self.failures = self.failures.saturating_add(1);
         Retry {
             attempt: self.failures,

@@ -14,7 +14,7 @@ pub struct WatchedConfig {
 }
 
 impl WatchedConfig {
-    pub fn set_mapping(&self, mapping: Option<ConfigMapMapping>) {
+    pub(crate) fn set_mapping(&self, mapping: Option<ConfigMapMapping>) {
         self.mapping.store(mapping.map(Arc::new));
     }
 

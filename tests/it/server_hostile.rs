@@ -79,6 +79,7 @@ impl Served {
                 .on_thread_park(pod_identity_webhook::ops::allocator::on_worker_park)
                 .build()
                 .unwrap();
+            runtime.spawn(pod_identity_webhook::ops::allocator::return_freed_memory());
             runtime.block_on(async move {
                 let server = TestServer::start(components(service_accounts()), limits, &ca).await;
                 ready_tx

@@ -11,7 +11,7 @@ const REGIONAL_STS: &str = "AWS_STS_REGIONAL_ENDPOINTS";
 const REGION_VARIABLES: [&str; 2] = ["AWS_DEFAULT_REGION", "AWS_REGION"];
 
 /// What every mutated container receives; the same for all containers of a pod.
-pub struct ContainerPlan<'a> {
+pub(crate) struct ContainerPlan<'a> {
     pub env_pair: [(&'a str, String); 2],
     pub regional_sts: bool,
     pub region: Option<&'a str>,
@@ -27,7 +27,7 @@ pub struct ContainerPlan<'a> {
 }
 
 /// What happened to one container.
-pub struct ContainerOutcome {
+pub(crate) struct ContainerOutcome {
     /// The container was changed.
     pub changed: bool,
     /// What was left out because it would conflict with the container's own setup.
@@ -45,7 +45,7 @@ pub struct ContainerOutcome {
 /// projected service-account token with the same file name, mounted whole. A container that
 /// mounts the token volume somewhere else gets it at the mount path too when it gets the
 /// identity pair from us, so the token file is where the pair points.
-pub fn mutate_container(
+pub(crate) fn mutate_container(
     ops: &mut Vec<PatchOperation>,
     container: &ContainerView<'_>,
     plan: &ContainerPlan<'_>,
@@ -185,7 +185,7 @@ fn mount_decision(
 
 /// Paths that name the same directory once empty and `.` segments are ignored: the API server
 /// compares mount paths as strings, but `/a` and `/a/` are one mount point to the runtime.
-pub fn same_path(a: &str, b: &str) -> bool {
+pub(crate) fn same_path(a: &str, b: &str) -> bool {
     fn segments(path: &str) -> impl Iterator<Item = &str> {
         path.split('/')
             .filter(|segment| !segment.is_empty() && *segment != ".")

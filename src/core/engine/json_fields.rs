@@ -74,7 +74,7 @@ pub fn string<'a>(
 }
 
 /// An array element that must be an object (a container, an env entry, a volume).
-pub fn element<'a>(
+pub(crate) fn element<'a>(
     item: &'a Node<'a>,
     field: impl FnOnce() -> String,
 ) -> Result<Object<'a>, PodShapeError> {

@@ -21,18 +21,21 @@ use crate::core::identity::{parse_expiration, CredentialKind, Identity};
 use crate::core::settings::MutationSettings;
 use container::{mutate_container, ContainerPlan};
 pub use json_fields::{string as string_member, Object, PodShapeError};
-pub use node::{read_pod, Fields, Node, MAX_CONTAINERS, MAX_ENTRIES};
+pub(crate) use node::read_pod;
+#[cfg(test)]
+pub(crate) use node::MAX_CONTAINERS;
+pub use node::{Fields, Node};
 use pod_view::PodView;
 
 /// Label set on pods that get EKS Pod Identity credentials; it ignores `--annotation-prefix`.
 pub const POD_IDENTITY_LABEL: &str = "eks.amazonaws.com/pod-identity";
-pub const POD_IDENTITY_LABEL_VALUE: &str = "enabled";
+pub(crate) const POD_IDENTITY_LABEL_VALUE: &str = "enabled";
 /// Name of the IRSA token volume, and the file inside it.
-pub const WEB_IDENTITY_VOLUME: &str = "aws-iam-token";
-pub const WEB_IDENTITY_TOKEN_PATH: &str = "token";
+pub(crate) const WEB_IDENTITY_VOLUME: &str = "aws-iam-token";
+pub(crate) const WEB_IDENTITY_TOKEN_PATH: &str = "token";
 /// Token lifetimes of exactly one day are spread over [22h, 24h] in container-credentials
 /// mode so that a fleet's refreshes do not all land at once.
-pub const JITTERED_EXPIRATION: i64 = 86400;
+pub(crate) const JITTERED_EXPIRATION: i64 = 86400;
 pub const JITTER_RANGE: RangeInclusive<i64> = 79200..=86400;
 
 /// The pod-specific inputs the engine needs beside the pod itself.
@@ -52,7 +55,7 @@ pub struct Mutation {
 }
 
 /// Reads the engine's fields of an already-parsed pod (the `mutate` command, tests).
-pub fn read_value(pod: &Value) -> Result<Node<'_>, PodShapeError> {
+pub(crate) fn read_value(pod: &Value) -> Result<Node<'_>, PodShapeError> {
     // A `Value` always has string keys and known types, so reading it cannot fail; the error
     // is mapped rather than unwrapped all the same.
     read_pod(pod).map_err(|err| PodShapeError {
@@ -62,14 +65,9 @@ pub fn read_value(pod: &Value) -> Result<Node<'_>, PodShapeError> {
     })
 }
 
-/// Checks that `pod` has the shape of a Pod in every field the engine reads, so malformed
-/// input is reported whether or not the pod would be mutated.
-pub fn check_shape(pod: &Value, settings: &MutationSettings) -> Result<(), PodShapeError> {
-    check_node(&read_value(pod)?, settings)
-}
-
-/// [`check_shape`] on a pod already read with [`read_pod`].
-pub fn check_node(pod: &Node<'_>, settings: &MutationSettings) -> Result<(), PodShapeError> {
+/// Checks that a pod read with [`read_pod`] has the shape of a Pod in every field the engine
+/// reads, so malformed input is reported whether or not the pod would be mutated.
+pub(crate) fn check_node(pod: &Node<'_>, settings: &MutationSettings) -> Result<(), PodShapeError> {
     PodView::read(pod, &settings.keys).map(drop)
 }
 
@@ -84,7 +82,7 @@ pub fn mutate_pod(
 
 /// The lifetime a token of `seconds` gets, for warnings: in container-credentials mode one day
 /// is spread at random over [`JITTER_RANGE`], so the text names the range actually applied.
-pub fn describe_expiration(seconds: i64, container_credentials: bool) -> String {
+pub(crate) fn describe_expiration(seconds: i64, container_credentials: bool) -> String {
     if container_credentials && seconds == JITTERED_EXPIRATION {
         format!(
             "a random lifetime from {} to {} seconds ({JITTERED_EXPIRATION}, spread in container-credentials mode)",
@@ -97,7 +95,7 @@ pub fn describe_expiration(seconds: i64, container_credentials: bool) -> String 
 }
 
 /// [`mutate_pod`] on a pod already read with [`read_pod`]: the server's path.
-pub fn mutate_node(
+pub(crate) fn mutate_node(
     pod: &Node<'_>,
     context: &PodContext<'_>,
     jitter: &mut dyn FnMut(RangeInclusive<i64>) -> i64,

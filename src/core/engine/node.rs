@@ -13,10 +13,10 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 /// At most this many containers, and separately init containers, are read; a longer list
 /// gets `allowed: false`. Far above any real pod, low enough to bound the work per request.
-pub const MAX_CONTAINERS: usize = 256;
+pub(crate) const MAX_CONTAINERS: usize = 256;
 /// At most this many entries in any other list the engine reads (env, volume mounts, volume
 /// devices, volumes, projected sources).
-pub const MAX_ENTRIES: usize = 4096;
+pub(crate) const MAX_ENTRIES: usize = 4096;
 
 /// A value at a position the engine reads.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +53,7 @@ impl<'a> Fields<'a> {
 
 impl<'a> Node<'a> {
     /// The JSON type, with its article, for messages.
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self {
             Node::Null => "null",
             Node::Bool => "a boolean",
@@ -90,7 +90,7 @@ impl<'a> Node<'a> {
 
 /// What to keep at a position.
 #[derive(Debug)]
-pub enum Shape {
+pub(crate) enum Shape {
     /// A string is kept; anything else only by type.
     Scalar,
     /// The listed members are kept, others skipped.
@@ -168,13 +168,13 @@ pub static POD: Shape = Shape::Object(&[
 ]);
 
 /// Reads a pod from any serde source: request bytes, or an already-parsed `serde_json::Value`.
-pub fn read_pod<'de, D: Deserializer<'de>>(source: D) -> Result<Node<'de>, D::Error> {
+pub(crate) fn read_pod<'de, D: Deserializer<'de>>(source: D) -> Result<Node<'de>, D::Error> {
     ShapeSeed(&POD).deserialize(source)
 }
 
 /// Reads one value with the given shape.
 #[derive(Clone, Copy)]
-pub struct ShapeSeed(pub &'static Shape);
+pub(crate) struct ShapeSeed(pub &'static Shape);
 
 impl<'de> DeserializeSeed<'de> for ShapeSeed {
     type Value = Node<'de>;

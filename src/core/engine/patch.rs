@@ -19,7 +19,12 @@ where
 
 /// Appends `values` to the list at `list` (a path of tokens): one `add .../-` per value when
 /// the list exists, or one `add` that creates it. Nothing already in the list is rewritten.
-pub fn append_all(ops: &mut Vec<PatchOperation>, list: &[&str], exists: bool, values: Vec<Value>) {
+pub(crate) fn append_all(
+    ops: &mut Vec<PatchOperation>,
+    list: &[&str],
+    exists: bool,
+    values: Vec<Value>,
+) {
     if values.is_empty() {
         return;
     }

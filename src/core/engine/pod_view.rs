@@ -8,7 +8,7 @@ use super::POD_IDENTITY_LABEL;
 use crate::core::settings::AnnotationKeys;
 
 /// One entry of a container's `volumeMounts`.
-pub struct MountView<'a> {
+pub(crate) struct MountView<'a> {
     pub name: &'a str,
     pub path: &'a str,
     /// `subPath` or `subPathExpr` is set: the mount shows part of the volume, not its root.
@@ -16,7 +16,7 @@ pub struct MountView<'a> {
 }
 
 /// One container or init container.
-pub struct ContainerView<'a> {
+pub(crate) struct ContainerView<'a> {
     /// `containers` or `initContainers`.
     pub list: &'static str,
     pub index: usize,
@@ -32,13 +32,13 @@ pub struct ContainerView<'a> {
 
 /// One entry of `spec.volumes`, kept whole: whether it holds a service-account token is
 /// decided by the engine, which knows the token file name of the mode in use.
-pub struct VolumeView<'a> {
+pub(crate) struct VolumeView<'a> {
     pub name: &'a str,
     pub volume: Object<'a>,
 }
 
 /// What the engine needs of a pod.
-pub struct PodView<'a> {
+pub(crate) struct PodView<'a> {
     pub has_metadata: bool,
     pub has_labels: bool,
     pub pod_identity_label: Option<&'a str>,
@@ -139,7 +139,7 @@ impl<'a> ContainerView<'a> {
     }
 
     /// Whether the container mounts the volume called `name`, at any path.
-    pub fn mounts_volume(&self, name: &str) -> bool {
+    pub(crate) fn mounts_volume(&self, name: &str) -> bool {
         self.mounts.iter().any(|mount| mount.name == name)
     }
 }

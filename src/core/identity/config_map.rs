@@ -7,9 +7,9 @@ use crate::core::go_syntax::GoJson;
 use crate::core::settings::clamp_expiration;
 
 /// The ConfigMap key whose value holds the mapping.
-pub const CONFIG_KEY: &str = "config";
+pub(crate) const CONFIG_KEY: &str = "config";
 /// Namespace part of a key that matches every namespace.
-pub const ANY_NAMESPACE: &str = "*";
+pub(crate) const ANY_NAMESPACE: &str = "*";
 
 /// One mapped ServiceAccount. Absent fields fall back to the flags.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]

@@ -5,7 +5,8 @@ mod config_map;
 mod container_credentials;
 mod service_account;
 
-pub use config_map::{ConfigMapMapping, MappingEntry, MappingError, ParsedMapping, CONFIG_KEY};
+pub(crate) use config_map::CONFIG_KEY;
+pub use config_map::{ConfigMapMapping, MappingEntry, MappingError, ParsedMapping};
 pub use container_credentials::{ContainerCredentialsConfig, ContainerCredentialsError};
 pub use service_account::ServiceAccountAnnotations;
 
@@ -49,7 +50,7 @@ pub struct IdentityInputs<'a> {
 /// Merges the sources. Audience and regional STS: ServiceAccount annotation, then ConfigMap
 /// entry, then flag. Expiration: ServiceAccount annotation or ConfigMap entry, then flag (pod
 /// annotations are applied later by the engine). Container credentials win over a role.
-pub fn resolve_identity(
+pub(crate) fn resolve_identity(
     namespace: &str,
     service_account: &str,
     inputs: IdentityInputs<'_>,
@@ -142,7 +143,7 @@ pub fn resolve_identity(
 
 /// Whether the container-credentials file lists the ServiceAccount: then it gets container
 /// credentials whatever its annotations say.
-pub fn listed_for_container_credentials(
+pub(crate) fn listed_for_container_credentials(
     config: Option<&ContainerCredentialsConfig>,
     namespace: &str,
     service_account: &str,
@@ -152,7 +153,7 @@ pub fn listed_for_container_credentials(
 
 /// How admission obtains a ServiceAccount's annotations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServiceAccountNeed {
+pub(crate) enum ServiceAccountNeed {
     /// Needed for a role: wait for the cache (and its fallback to the API server).
     Wait,
     /// As the reference: a ServiceAccount listed for container credentials needs no role, so
@@ -177,13 +178,13 @@ impl ServiceAccountNeed {
 }
 
 /// An expiration annotation: whole seconds (Go's `ParseInt` syntax), clamped to the minimum.
-pub fn parse_expiration(value: &str) -> Option<i64> {
+pub(crate) fn parse_expiration(value: &str) -> Option<i64> {
     value.parse::<i64>().ok().map(clamp_expiration)
 }
 
 /// The fields of an IAM ARN, `arn:<partition>:iam::<account>:<resource>`, unchecked beyond their places.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IamArn<'a> {
+pub(crate) struct IamArn<'a> {
     pub partition: &'a str,
     pub account: &'a str,
     pub resource: &'a str,
@@ -191,7 +192,7 @@ pub struct IamArn<'a> {
 
 /// Splits an IAM ARN into its fields; None when `value` is not `arn:…:iam::…:…` (IAM is global, so
 /// the region field must be empty). Role ARNs and OIDC-provider ARNs are read the same way.
-pub fn split_iam_arn(value: &str) -> Option<IamArn<'_>> {
+pub(crate) fn split_iam_arn(value: &str) -> Option<IamArn<'_>> {
     let mut parts = value.splitn(6, ':');
     let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
         parts.next(),
@@ -211,7 +212,7 @@ pub fn split_iam_arn(value: &str) -> Option<IamArn<'_>> {
 }
 
 /// `arn:<partition>:iam::<12 digits>:role/<path-and-name>`.
-pub fn is_iam_role_arn(value: &str) -> bool {
+pub(crate) fn is_iam_role_arn(value: &str) -> bool {
     let Some(IamArn {
         partition,
         account,

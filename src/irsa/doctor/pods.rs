@@ -13,7 +13,7 @@ use crate::irsa::checklist::Check;
 pub const SKIP_LABEL: &str = "eks.amazonaws.com/skip-pod-identity-webhook";
 
 /// Checks `pods` (the namespace's pods of the ServiceAccount) against the identity.
-pub fn running_pods(
+pub(crate) fn running_pods(
     pods: &Result<Vec<Value>, String>,
     identity: Option<&Identity>,
     settings: &MutationSettings,

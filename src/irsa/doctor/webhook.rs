@@ -13,7 +13,7 @@ use crate::irsa::checklist::Check;
 
 /// The name the chart and the reference manifests give the configuration (the chart prefixes
 /// the release name).
-pub const DEFAULT_CONFIG_NAME: &str = "pod-identity-webhook";
+pub(crate) const DEFAULT_CONFIG_NAME: &str = "pod-identity-webhook";
 
 /// Where the API server sends reviews.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub struct WebhookEntry {
 }
 
 impl WebhookEntry {
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let target = match &self.target {
             Target::Url(url) => url.clone(),
             Target::Service {
@@ -201,7 +201,7 @@ fn handles_pod_create(webhook: &Value) -> bool {
 }
 
 /// A Kubernetes label selector against labels; an absent selector matches everything.
-pub fn selector_matches(
+pub(crate) fn selector_matches(
     selector: &Value,
     labels: &BTreeMap<String, String>,
 ) -> Result<bool, String> {
@@ -406,7 +406,7 @@ pub fn readiness(probes: &[Probe]) -> Check {
 }
 
 /// Label the doctor's dry-run pods carry, so they are recognisable in audit logs.
-pub const PROBE_LABEL: &str = "pod-identity-webhook/doctor";
+pub(crate) const PROBE_LABEL: &str = "pod-identity-webhook/doctor";
 
 /// The pod the doctor creates with `dryRun=All`: minimal, acceptable under the `restricted`
 /// Pod Security level, never stored.
@@ -437,7 +437,7 @@ fn env<'a>(pod: &'a Value, name: &str) -> Option<&'a str> {
 
 /// The dry-run result: created (the pod as the admission chain returned it, with warnings)
 /// or refused (the API server's message).
-pub fn dry_run(
+pub(crate) fn dry_run(
     result: &Result<(Value, Vec<String>), String>,
     identity: Option<&Identity>,
 ) -> Check {

@@ -63,12 +63,12 @@ impl WindowedSummary {
     }
 
     /// Records `value` for the label values given in the order of the label names.
-    pub fn observe(&self, label_values: &[&str], value: f64) {
+    pub(crate) fn observe(&self, label_values: &[&str], value: f64) {
         self.observe_at(label_values, value, Instant::now());
     }
 
     /// [`WindowedSummary::observe`] at a given time, for tests.
-    pub fn observe_at(&self, label_values: &[&str], value: f64, now: Instant) {
+    pub(crate) fn observe_at(&self, label_values: &[&str], value: f64, now: Instant) {
         let mut all = self
             .series
             .lock()
@@ -119,7 +119,7 @@ impl WindowedSummary {
     }
 
     /// The metric family as of `now`, for tests; [`Collector::collect`] uses the current time.
-    pub fn family_at(&self, now: Instant) -> MetricFamily {
+    pub(crate) fn family_at(&self, now: Instant) -> MetricFamily {
         let mut all = self
             .series
             .lock()

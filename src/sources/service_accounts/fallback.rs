@@ -111,7 +111,7 @@ impl From<kube::Error> for FetchError {
 
 /// How one fallback lookup ended; the label of `lookup_fallbacks{outcome}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FetchOutcome {
+pub(crate) enum FetchOutcome {
     Found(Arc<ServiceAccountAnnotations>),
     NotFound,
     /// The GET failed; says how.
@@ -176,7 +176,7 @@ impl FallbackLookups {
     /// Joins the GET under way for `namespace/name`, or starts one (on the current runtime).
     /// The GET runs to its end even when every waiter gives up, so its result still lands in
     /// the store; dropping the returned future leaves nothing behind.
-    pub fn fetch(
+    pub(crate) fn fetch(
         self: &Arc<Self>,
         namespace: &str,
         name: &str,
@@ -200,7 +200,7 @@ impl FallbackLookups {
     }
 
     /// GETs under way; zero whenever no lookup is running.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.lock_in_flight().len()
     }
 

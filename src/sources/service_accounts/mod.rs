@@ -11,7 +11,6 @@ pub use fallback::{FallbackLimits, FetchError};
 pub use kube_cache::{CacheSettings, KubeServiceAccountCache};
 pub use store::{ServiceAccountStore, Snapshot};
 pub use store_writer::{Applied, ServiceAccountMeta, StoreWriter};
-pub use token_bucket::TokenBucket;
 
 use std::collections::HashMap;
 use std::sync::Arc;
