@@ -9,8 +9,8 @@
 //! one already up (`hack/control-plane.sh up --dir DIR`) and leaves it up, so a second run
 //! skips creating the ServiceAccounts. `PIW_CACHE_SCALE_SERVICE_ACCOUNTS=N` changes the count
 //! (default 100,000, in 1,000 namespaces). The whole run is bounded: creating the
-//! ServiceAccounts (about 1–2 minutes on 2 cores) must finish within 10 minutes, and each
-//! webhook run takes about 20 s.
+//! ServiceAccounts (about 140 s on 2 cores) must finish within 10 minutes, and each webhook
+//! run takes 10 s after it is ready, and at most 60 s before.
 //!
 //! The webhook's RSS is read from `/proc/PID/status` every 10 ms from its start (and `VmHWM`,
 //! the kernel's own high-water mark, catches peaks between samples). The environment passes

@@ -10,6 +10,11 @@
 //!
 //! The real server gets its ServiceAccount from a stand-in API server (the tests' fake) and
 //! logs to a file, as in production; every answer is a mutation. Each run is a few seconds.
+//!
+//! Then each server is sent the same bodies at a fixed, moderate rate ([`FIXED_RATES`], open
+//! loop from an h2load timing script), and the latency percentiles of every request are
+//! printed from h2load's per-request log: throughput shows the cost of a request, this shows
+//! what one waits at a load a cluster would actually send.
 //! Without `--bench` (as under `cargo test --benches`) nothing is measured.
 
 // The integration tests' stand-in API server; the benchmark uses part of it.
@@ -36,6 +41,11 @@ const NULL_ANSWER: &[u8] =
     br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true}}"#;
 /// Seconds of load per run, after one second of warm-up.
 const SECONDS: u32 = 3;
+/// The fixed-rate runs: requests per second for each pod size, spread over this many
+/// connections. Moderate for both servers on one core (a fraction of what either sustains),
+/// so the latency measured is that of a request, not of a queue.
+const FIXED_RATES: [(&str, u32); 2] = [("small", 2000), ("large", 500)];
+const FIXED_CONNECTIONS: u32 = 4;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -175,6 +185,29 @@ fn run() -> Result<(), String> {
             100.0 * real.rate / null.rate
         );
     }
+    println!(
+        "\nlatency at a fixed rate ({FIXED_CONNECTIONS} connections, {SECONDS} s, open loop), µs:"
+    );
+    println!("| protocol | pod | req/s | null p50 | null p99 | webhook p50 | webhook p99 | webhook max |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for scenario in &scenarios {
+        let Some(&(_, rate)) = FIXED_RATES.iter().find(|(pod, _)| *pod == scenario.pod) else {
+            continue;
+        };
+        let null = fixed_rate(scenario, null_port, rate, dir.path())?;
+        let real = fixed_rate(scenario, port, rate, dir.path())?;
+        real_requests += real.len() as u64;
+        println!(
+            "| {} | {} | {rate} | {} | {} | {} | {} | {} |",
+            scenario.protocol,
+            scenario.pod,
+            percentile(&null, 50.0),
+            percentile(&null, 99.0),
+            percentile(&real, 50.0),
+            percentile(&real, 99.0),
+            real.last().copied().unwrap_or(0),
+        );
+    }
     // Every measured request (and the warm-up ones) must have been a mutation.
     let mutated = mutated_count(metrics_port) - mutated_before;
     if mutated < real_requests {
@@ -241,6 +274,81 @@ fn h2load(scenario: &Scenario, port: u16) -> Result<Rate, String> {
             String::from_utf8_lossy(&output.stderr)
         )),
     }
+}
+
+/// One open-loop run at `rate` requests per second: each of [`FIXED_CONNECTIONS`] connections
+/// sends on a fixed schedule (an h2load timing script) whether or not earlier answers came
+/// back, so a slow answer delays none of the later sends on HTTP/2 (on HTTP/1.1 a connection
+/// waits for its previous answer, as any HTTP/1.1 client must). Returns each request's time
+/// to its whole response, in µs, sorted; every answer must be a 2xx.
+fn fixed_rate(scenario: &Scenario, port: u16, rate: u32, dir: &Path) -> Result<Vec<u64>, String> {
+    let per_connection = rate * SECONDS / FIXED_CONNECTIONS;
+    let interval_ms = 1000.0 * f64::from(FIXED_CONNECTIONS) / f64::from(rate);
+    let url = format!("https://127.0.0.1:{port}/mutate");
+    let script: String = (0..per_connection)
+        .map(|i| format!("{:.3}\t{url}\n", f64::from(i) * interval_ms))
+        .collect();
+    let (script_path, log_path) = (dir.join("timing.txt"), dir.join("requests.log"));
+    std::fs::write(&script_path, script).map_err(|err| err.to_string())?;
+    let _ = std::fs::remove_file(&log_path);
+    let protocol: &[&str] = if scenario.protocol == "h2" {
+        &["-m16"]
+    } else {
+        &["--h1"]
+    };
+    let output = Command::new("taskset")
+        .args(["-c", "1", "h2load"])
+        .args(protocol)
+        .arg(format!("-c{FIXED_CONNECTIONS}"))
+        .arg(format!("-n{}", per_connection * FIXED_CONNECTIONS))
+        .arg(format!("--timing-script-file={}", script_path.display()))
+        .arg(format!("--log-file={}", log_path.display()))
+        .arg("-d")
+        .arg(&scenario.body)
+        .args(["-H", "content-type: application/json"])
+        .output()
+        .map_err(|err| format!("cannot run h2load: {err}"))?;
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    // Columns: start (µs since the epoch), status, µs to the end of the response.
+    let mut times = Vec::new();
+    for line in log.lines() {
+        let mut columns = line.split('\t');
+        let status = columns.nth(1).unwrap_or_default();
+        let took = columns.next().and_then(|took| took.trim().parse().ok());
+        match took {
+            Some(took) if status.starts_with('2') => times.push(took),
+            _ => {
+                return Err(format!(
+                    "fixed-rate h2load against port {port} ({} {}): not a 2xx: {line}\n{}",
+                    scenario.protocol,
+                    scenario.pod,
+                    String::from_utf8_lossy(&output.stdout)
+                ))
+            }
+        }
+    }
+    if times.len() as u32 != per_connection * FIXED_CONNECTIONS {
+        return Err(format!(
+            "fixed-rate h2load against port {port} ({} {}) completed {} of {} requests:\n{}{}",
+            scenario.protocol,
+            scenario.pod,
+            times.len(),
+            per_connection * FIXED_CONNECTIONS,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    times.sort_unstable();
+    Ok(times)
+}
+
+/// The nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[u64], percent: f64) -> u64 {
+    let rank = (percent / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted
+        .get(rank.saturating_sub(1).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0)
 }
 
 fn mutated_count(metrics_port: u16) -> u64 {

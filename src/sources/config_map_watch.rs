@@ -194,16 +194,11 @@ async fn run(
                 }
             }
             Err(error) => {
-                metrics.watch_errors.with_label_values(&[RESOURCE]).inc();
-                let next = retry.on_error();
-                tracing::warn!(
-                    %namespace,
-                    attempt = next.attempt,
-                    retry_in = ?next.delay,
-                    %error,
-                    "cannot list or watch the ConfigMap on the API server; retrying, the current mapping stays"
-                );
-                tokio::time::sleep(next.delay).await;
+                let what = format!("the ConfigMap {CONFIG_MAP_NAME} in {namespace}");
+                let meanwhile = "the current mapping stays";
+                retry
+                    .back_off(&error, &metrics.watch_errors, RESOURCE, &what, meanwhile)
+                    .await;
             }
         }
     }

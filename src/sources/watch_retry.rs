@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use kube::runtime::watcher::{DefaultBackoff, Event};
+use kube::runtime::watcher::{self, DefaultBackoff, Event};
+use prometheus::IntCounterVec;
 
 /// The longest wait kube's default backoff can give (30 s, plus up to as much again of jitter);
 /// used should the backoff ever stop yielding.
@@ -33,6 +34,27 @@ impl WatchRetry {
         }
         kube::runtime::utils::Backoff::reset(&mut self.backoff);
         Some(std::mem::take(&mut self.failures))
+    }
+
+    /// An attempt failed: counts it in `errors` under `resource`, says so (naming `what` was
+    /// watched and what happens `meanwhile`), and waits before the next attempt.
+    pub(crate) async fn back_off(
+        &mut self,
+        error: &watcher::Error,
+        errors: &IntCounterVec,
+        resource: &str,
+        what: &str,
+        meanwhile: &str,
+    ) {
+        errors.with_label_values(&[resource]).inc();
+        let next = self.on_error();
+        tracing::warn!(
+            attempt = next.attempt,
+            retry_in = ?next.delay,
+            %error,
+            "cannot list or watch {what} on the API server; retrying, {meanwhile}"
+        );
+        tokio::time::sleep(next.delay).await;
     }
 
     /// An attempt failed: how long to wait before the next one (800 ms doubling up to 30 s,

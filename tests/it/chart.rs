@@ -1295,71 +1295,77 @@ fn rbac_and_service_account_can_be_left_to_the_user() {
 // Schema
 // ---------------------------------------------------------------------------
 
-#[test]
-fn schema_rejects_a_misspelled_key_and_names_it() {
-    let helm = require_helm!("schema_rejects_a_misspelled_key_and_names_it");
-    for (set, key) in [
-        ("replicaCout=2", "replicaCout"),
-        ("webhook.failurPolicy=Fail", "failurPolicy"),
-        ("certificates.certManager.issuerRef.nmae=x", "nmae"),
-        ("livenessProbe.perodSeconds=1", "perodSeconds"),
-        ("strategy.rollingUpdate.maxSurg=1", "maxSurg"),
-    ] {
+/// Each `--set` is refused by the values schema, with an error that names `key`.
+fn assert_schema_rejects(helm: &Path, cases: &[(&str, &str)]) {
+    for &(set, key) in cases {
         let err = try_render(helm, &["--set", set]).expect_err(set);
         assert!(err.contains("schema"), "{set}: {err}");
         assert!(err.contains(key), "{set}: error does not name {key}: {err}");
     }
+}
+
+#[test]
+fn schema_rejects_a_misspelled_key_and_names_it() {
+    let helm = require_helm!("schema_rejects_a_misspelled_key_and_names_it");
+    assert_schema_rejects(
+        helm,
+        &[
+            ("replicaCout=2", "replicaCout"),
+            ("webhook.failurPolicy=Fail", "failurPolicy"),
+            ("certificates.certManager.issuerRef.nmae=x", "nmae"),
+            ("livenessProbe.perodSeconds=1", "perodSeconds"),
+            ("strategy.rollingUpdate.maxSurg=1", "maxSurg"),
+        ],
+    );
 }
 
 #[test]
 fn schema_rejects_a_wrong_type_and_names_the_key() {
     let helm = require_helm!("schema_rejects_a_wrong_type_and_names_the_key");
-    for (set, key) in [
-        ("replicaCount=two", "replicaCount"),
-        ("config.stsRegionalEndpoint=yes", "stsRegionalEndpoint"),
-        ("config.tokenExpiration=long", "tokenExpiration"),
-    ] {
-        let err = try_render(helm, &["--set", set]).expect_err(set);
-        assert!(err.contains("schema"), "{set}: {err}");
-        assert!(err.contains(key), "{set}: error does not name {key}: {err}");
-    }
+    assert_schema_rejects(
+        helm,
+        &[
+            ("replicaCount=two", "replicaCount"),
+            ("config.stsRegionalEndpoint=yes", "stsRegionalEndpoint"),
+            ("config.tokenExpiration=long", "tokenExpiration"),
+        ],
+    );
 }
 
 #[test]
 fn schema_rejects_values_outside_the_allowed_set() {
     let helm = require_helm!("schema_rejects_values_outside_the_allowed_set");
-    for (set, key) in [
-        ("webhook.failurePolicy=fail", "failurePolicy"),
-        ("certificates.mode=vault", "mode"),
-        ("config.logFormat=xml", "logFormat"),
-        ("config.logVerbosity=9", "logVerbosity"),
-        ("ports.webhook=443", "webhook"),
-        ("webhook.timeoutSeconds=60", "timeoutSeconds"),
-        (
-            "config.serviceAccountLookupGracePeriod=1 second",
-            "serviceAccountLookupGracePeriod",
-        ),
-        ("config.tokenExpiration=60", "tokenExpiration"),
-        ("webhook.url=http://insecure.example/mutate", "url"),
-        (
-            "roleMapping.mappings.bad-key.RoleARN=arn:aws:iam::111122223333:role/x",
-            "bad-key",
-        ),
-        ("strategy.type=BlueGreen", "type"),
-        ("config.tlsMinVersion=1.1", "tlsMinVersion"),
-        ("config.bindAddress=localhost", "bindAddress"),
-        ("config.shutdownDelay=5", "shutdownDelay"),
-        ("config.tlsCipherSuites={rc4}", "tlsCipherSuites"),
-        ("podDisruptionBudget.maxUnavailable=lots", "maxUnavailable"),
-        ("livenessProbe.periodSeconds=0", "periodSeconds"),
-        ("webhook.configurationName=Bad_Name", "configurationName"),
-        ("namespaceOverride=Bad_NS", "namespaceOverride"),
-        ("revisionHistoryLimit=-1", "revisionHistoryLimit"),
-    ] {
-        let err = try_render(helm, &["--set", set]).expect_err(set);
-        assert!(err.contains("schema"), "{set}: {err}");
-        assert!(err.contains(key), "{set}: error does not name {key}: {err}");
-    }
+    assert_schema_rejects(
+        helm,
+        &[
+            ("webhook.failurePolicy=fail", "failurePolicy"),
+            ("certificates.mode=vault", "mode"),
+            ("config.logFormat=xml", "logFormat"),
+            ("config.logVerbosity=9", "logVerbosity"),
+            ("ports.webhook=443", "webhook"),
+            ("webhook.timeoutSeconds=60", "timeoutSeconds"),
+            (
+                "config.serviceAccountLookupGracePeriod=1 second",
+                "serviceAccountLookupGracePeriod",
+            ),
+            ("config.tokenExpiration=60", "tokenExpiration"),
+            ("webhook.url=http://insecure.example/mutate", "url"),
+            (
+                "roleMapping.mappings.bad-key.RoleARN=arn:aws:iam::111122223333:role/x",
+                "bad-key",
+            ),
+            ("strategy.type=BlueGreen", "type"),
+            ("config.tlsMinVersion=1.1", "tlsMinVersion"),
+            ("config.bindAddress=localhost", "bindAddress"),
+            ("config.shutdownDelay=5", "shutdownDelay"),
+            ("config.tlsCipherSuites={rc4}", "tlsCipherSuites"),
+            ("podDisruptionBudget.maxUnavailable=lots", "maxUnavailable"),
+            ("livenessProbe.periodSeconds=0", "periodSeconds"),
+            ("webhook.configurationName=Bad_Name", "configurationName"),
+            ("namespaceOverride=Bad_NS", "namespaceOverride"),
+            ("revisionHistoryLimit=-1", "revisionHistoryLimit"),
+        ],
+    );
 }
 
 /// True when the lines just above `i` are a comment block; with `doc_only`,

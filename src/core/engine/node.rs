@@ -250,6 +250,9 @@ impl<'de> Visitor<'de> for ShapeVisitor {
         let mut fields = Vec::new();
         match self.0 {
             Shape::Object(members) => {
+                // At most one kept member per name in well-formed input: one allocation of
+                // the right size (an env entry keeps one member, not the default four).
+                fields.reserve_exact(members.len());
                 while let Some(index) = map.next_key_seed(MemberIndex(members))? {
                     match index {
                         Some(i) => {
@@ -279,13 +282,28 @@ impl<'de> Visitor<'de> for ShapeVisitor {
 }
 
 /// A key matched against the schema's member names without being copied.
+///
+/// Read as bytes: serde_json then skips the UTF-8 check of the key, which is a large share of
+/// the cost of reading the many small objects of a pod (an env entry is two keys and a name).
+/// A key equal to a member name is ASCII; any other key is still checked, so a key that is not
+/// UTF-8 is refused as before.
 struct MemberIndex(&'static [(&'static str, Shape)]);
+
+impl MemberIndex {
+    fn find<E: de::Error>(&self, key: &[u8]) -> Result<Option<usize>, E> {
+        let found = self.0.iter().position(|(name, _)| name.as_bytes() == key);
+        if found.is_none() && std::str::from_utf8(key).is_err() {
+            return Err(E::invalid_value(de::Unexpected::Bytes(key), self));
+        }
+        Ok(found)
+    }
+}
 
 impl<'de> DeserializeSeed<'de> for MemberIndex {
     type Value = Option<usize>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
-        d.deserialize_str(self)
+        d.deserialize_bytes(self)
     }
 }
 
@@ -293,11 +311,15 @@ impl<'de> Visitor<'de> for MemberIndex {
     type Value = Option<usize>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an object key")
+        f.write_str("an object key in UTF-8")
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
-        Ok(self.0.iter().position(|(name, _)| *name == key))
+        self.find(key.as_bytes())
+    }
+
+    fn visit_bytes<E: de::Error>(self, key: &[u8]) -> Result<Option<usize>, E> {
+        self.find(key)
     }
 }
 
@@ -395,6 +417,21 @@ mod tests {
         let pod = read_pod(&value).unwrap();
         let kept = pod.get("spec").unwrap().get("containers").unwrap();
         assert_eq!(kept.as_array().map(<[_]>::len), Some(MAX_CONTAINERS));
+    }
+
+    #[test]
+    fn member_keys_are_matched_escaped_or_not_and_must_be_utf8() {
+        let pod = from_bytes(r#"{"spec":{"service\u0041ccountName":"a","containers":[]}}"#);
+        let spec = pod.get("spec").unwrap();
+        assert_eq!(
+            spec.get("serviceAccountName").and_then(Node::as_str),
+            Some("a")
+        );
+        assert!(spec.get("containers").is_some());
+        let mut bytes = br#"{"spec":{"x":1}}"#.to_vec();
+        bytes[10] = 0xff;
+        let read = read_pod(&mut serde_json::Deserializer::from_slice(&bytes));
+        assert!(read.is_err(), "a key that is not UTF-8 is refused");
     }
 
     #[test]

@@ -279,15 +279,16 @@ async fn watch_service_accounts(
                     .set(i64::try_from(store.len()).unwrap_or(i64::MAX));
             }
             Err(error) => {
-                metrics.watch_errors.with_label_values(&[RESOURCE]).inc();
-                let next = retry.on_error();
-                tracing::warn!(
-                    attempt = next.attempt,
-                    retry_in = ?next.delay,
-                    %error,
-                    "cannot list or watch ServiceAccounts on the API server; retrying, lookups are answered from the cache meanwhile"
-                );
-                tokio::time::sleep(next.delay).await;
+                let meanwhile = "lookups are answered from the cache meanwhile";
+                retry
+                    .back_off(
+                        &error,
+                        &metrics.watch_errors,
+                        RESOURCE,
+                        "ServiceAccounts",
+                        meanwhile,
+                    )
+                    .await;
             }
         }
     }
