@@ -18,17 +18,21 @@
 //! settings can be compared with the same run. Without `--bench` (as under
 //! `cargo test --benches`) nothing is run.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::Api;
+
+use common::{certificate, free_port, Guard};
 
 const DEFAULT_SERVICE_ACCOUNTS: usize = 100_000;
 const NAMESPACES: usize = 1_000;
@@ -429,36 +433,4 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     Some(response)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
-}
-
-/// Kills the webhook when its measurement ends, however it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A self-signed serving certificate for 127.0.0.1.
-fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let key = rcgen::KeyPair::generate().expect("a key pair");
-    let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("certificate params");
-    params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
-    let cert = params.self_signed(&key).expect("a self-signed certificate");
-    let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
-    std::fs::write(&cert_path, cert.pem()).expect("the certificate written");
-    std::fs::write(&key_path, key.serialize_pem()).expect("the key written");
-    (cert_path, key_path)
 }

@@ -18,6 +18,7 @@
 //! Without `--bench` (as under `cargo test --benches`) nothing is measured.
 
 // The integration tests' stand-in API server; the benchmark uses part of it.
+mod common;
 #[allow(dead_code)]
 #[path = "../tests/it/support/fake_api.rs"]
 mod fake_api;
@@ -25,7 +26,7 @@ mod fake_api;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::pem::PemObject as _;
 use serde_json::{json, Value};
+
+use common::{certificate, free_port, Guard};
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/payments-api";
 const NULL_ANSWER: &[u8] =
@@ -390,37 +393,6 @@ fn wait_until(mut ready: impl FnMut() -> bool) -> Result<(), ()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
-}
-
-/// Kills the child when the benchmark ends, however it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A self-signed serving certificate for 127.0.0.1 (h2load does not verify it).
-fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
-    let cert = params.self_signed(&key).unwrap();
-    let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (cert_path, key_path)
 }
 
 fn review(pod: Value) -> Vec<u8> {

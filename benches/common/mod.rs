@@ -1,0 +1,39 @@
+//! What the benchmarks that run the webhook as a process share: a loopback port, a serving
+//! certificate, and a guard that stops the process however the benchmark ends.
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+
+/// A loopback port free at the time of the call.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
+/// Kills the child when the benchmark ends, however it ends.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A self-signed serving certificate for 127.0.0.1 (the load generators do not verify it),
+/// written to `dir` as tls.crt and tls.key.
+pub fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().expect("a key pair");
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("certificate params");
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+    let cert = params.self_signed(&key).expect("a self-signed certificate");
+    let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert_path, cert.pem()).expect("the certificate written");
+    std::fs::write(&key_path, key.serialize_pem()).expect("the key written");
+    (cert_path, key_path)
+}
