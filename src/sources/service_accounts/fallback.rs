@@ -381,7 +381,7 @@ pub(crate) mod tests {
         metrics.lookup_fallbacks.with_label_values(&[outcome]).get()
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn concurrent_misses_for_one_key_share_one_get() {
         let fetch = FakeFetch::new(Duration::from_millis(50), Ok(Some(role("r"))));
         let (lookups, metrics) = lookups(fetch.clone(), FallbackLimits::default());
@@ -399,7 +399,7 @@ pub(crate) mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn not_found_and_errors_leave_no_state_behind() {
         for (reply, label) in [
             (Ok(None), "not_found"),
@@ -445,7 +445,7 @@ pub(crate) mod tests {
             .starts_with("no usable answer from the API server: "));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_get_slower_than_the_bound_times_out_and_is_forgotten() {
         let fetch = FakeFetch::new(Duration::from_secs(30), Ok(Some(role("r"))));
         let (lookups, metrics) = lookups(fetch, FallbackLimits::default());
@@ -455,7 +455,7 @@ pub(crate) mod tests {
         assert_eq!(outcomes(&metrics, "timeout"), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_waiter_giving_up_does_not_cancel_the_get_or_leak_its_entry() {
         let fetch = FakeFetch::new(Duration::from_millis(50), Ok(Some(role("r"))));
         let (lookups, _metrics) = lookups(fetch, FallbackLimits::default());
@@ -471,7 +471,7 @@ pub(crate) mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn gets_beyond_the_rate_limit_are_not_sent() {
         let fetch = FakeFetch::new(Duration::from_millis(1), Ok(None));
         let limits = FallbackLimits {
@@ -499,7 +499,7 @@ pub(crate) mod tests {
         assert_eq!(lookups.in_flight(), 0);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn no_more_gets_run_at_once_than_the_concurrency_limit() {
         #[derive(Default)]
         struct Gauge {

@@ -317,7 +317,16 @@ mod tests {
         )
     }
 
-    #[tokio::test]
+    /// A lookup of `ns/sa` answers "unknown" once `grace` has passed, not before and not
+    /// much later (virtual time: exact whatever the machine's load).
+    async fn assert_gives_up_at_the_grace_period(cache: &KubeServiceAccountCache, grace: Duration) {
+        let started = tokio::time::Instant::now();
+        assert!(cache.lookup("ns", "sa").await.is_none());
+        let waited = started.elapsed();
+        assert!(waited >= grace && waited < grace * 2, "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_hit_answers_without_any_get() {
         let fetch = FakeFetch::new(Duration::ZERO, Ok(None));
         let cache = cache(fetch.clone(), Duration::from_secs(1));
@@ -326,7 +335,7 @@ mod tests {
         assert_eq!(fetch.calls(), 0);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn zero_grace_period_answers_a_miss_at_once_without_a_get() {
         let fetch = FakeFetch::new(Duration::ZERO, Ok(Some(role("r"))));
         let cache = cache(fetch.clone(), Duration::ZERO);
@@ -334,18 +343,18 @@ mod tests {
         assert_eq!(fetch.calls(), 0);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_watch_delivering_during_the_wait_wins_over_a_slow_get() {
         let fetch = FakeFetch::new(Duration::from_secs(10), Ok(None));
         let cache = Arc::new(cache(fetch, Duration::from_secs(2)));
         deliver_by_watch_soon(cache.store().clone());
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let found = cache.lookup("ns", "sa").await;
         assert_eq!(found.unwrap().role(), Some("from-watch"));
         assert!(started.elapsed() < Duration::from_secs(1));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_rate_limited_miss_still_waits_for_the_watch() {
         let fetch = FakeFetch::new(Duration::ZERO, Ok(None));
         let limits = FallbackLimits {
@@ -369,7 +378,7 @@ mod tests {
         assert_eq!(fetch.calls(), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_failed_get_still_waits_for_the_watch() {
         let fetch = FakeFetch::new(Duration::ZERO, Err(api_error(503, "ServiceUnavailable")));
         let cache = Arc::new(cache(fetch.clone(), Duration::from_secs(2)));
@@ -382,42 +391,30 @@ mod tests {
         assert_eq!(cache.in_flight_lookups(), 0);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_failed_get_with_nothing_from_the_watch_gives_up_at_the_grace_period() {
         let fetch = FakeFetch::new(Duration::ZERO, Err(api_error(429, "TooManyRequests")));
         let cache = cache(fetch.clone(), Duration::from_millis(100));
-        let started = std::time::Instant::now();
-        assert!(cache.lookup("ns", "sa").await.is_none());
-        let waited = started.elapsed();
-        assert!(
-            waited >= Duration::from_millis(100) && waited < Duration::from_secs(1),
-            "{waited:?}"
-        );
+        assert_gives_up_at_the_grace_period(&cache, Duration::from_millis(100)).await;
         assert_eq!(fetch.calls(), 1);
         assert_eq!(cache.in_flight_lookups(), 0);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_not_found_get_answers_at_once() {
         let fetch = FakeFetch::new(Duration::ZERO, Ok(None));
         let cache = cache(fetch.clone(), Duration::from_secs(5));
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         assert!(cache.lookup("ns", "sa").await.is_none());
         assert!(started.elapsed() < Duration::from_secs(1));
         assert_eq!(fetch.calls(), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_miss_nobody_answers_gives_up_at_the_grace_period() {
         let fetch = FakeFetch::new(Duration::from_secs(10), Ok(None));
         let cache = cache(fetch, Duration::from_millis(100));
-        let started = std::time::Instant::now();
-        assert!(cache.lookup("ns", "sa").await.is_none());
-        let waited = started.elapsed();
-        assert!(
-            waited >= Duration::from_millis(100) && waited < Duration::from_secs(1),
-            "{waited:?}"
-        );
+        assert_gives_up_at_the_grace_period(&cache, Duration::from_millis(100)).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(cache.in_flight_lookups(), 0);
     }
