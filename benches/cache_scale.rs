@@ -21,8 +21,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,7 +30,7 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::Api;
 
-use common::{certificate, free_port, Guard};
+use common::{certificate, free_port, http_get, metric, Guard};
 
 const DEFAULT_SERVICE_ACCOUNTS: usize = 100_000;
 const NAMESPACES: usize = 1_000;
@@ -414,23 +412,4 @@ impl Drop for ControlPlane {
                 .status();
         }
     }
-}
-
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-}
-
-/// A plain HTTP/1.1 GET on the admin port.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
 }

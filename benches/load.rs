@@ -23,7 +23,6 @@ mod common;
 #[path = "../tests/it/support/fake_api.rs"]
 mod fake_api;
 
-use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -37,7 +36,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::pem::PemObject as _;
 use serde_json::{json, Value};
 
-use common::{certificate, free_port, Guard};
+use common::{certificate, free_port, http_get, metric, Guard};
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/payments-api";
 const NULL_ANSWER: &[u8] =
@@ -363,25 +362,6 @@ fn mutated_count(metrics_port: u16) -> u64 {
             )
         })
         .unwrap_or(0.0) as u64
-}
-
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-}
-
-/// A plain HTTP/1.1 GET on the admin port.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
 }
 
 fn wait_until(mut ready: impl FnMut() -> bool) -> Result<(), ()> {

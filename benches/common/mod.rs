@@ -1,8 +1,12 @@
 //! What the benchmarks that run the webhook as a process share: a loopback port, a serving
-//! certificate, and a guard that stops the process however the benchmark ends.
+//! certificate, a guard that stops the process however the benchmark ends, and reading its
+//! admin port.
 
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::time::Duration;
 
 /// A loopback port free at the time of the call.
 pub fn free_port() -> u16 {
@@ -36,4 +40,24 @@ pub fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(&cert_path, cert.pem()).expect("the certificate written");
     std::fs::write(&key_path, key.serialize_pem()).expect("the key written");
     (cert_path, key_path)
+}
+
+/// The value of the Prometheus sample `name` (with its labels, as printed) in `text`.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+}
+
+/// A plain HTTP/1.1 GET on the admin port; `None` when it does not answer within 5 s.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
 }
