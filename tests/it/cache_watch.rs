@@ -75,6 +75,14 @@ impl Running {
             .with_label_values(&[outcome])
             .get()
     }
+
+    /// Failed lists and watches of ServiceAccounts counted so far.
+    fn watch_errors(&self) -> u64 {
+        self.metrics
+            .watch_errors
+            .with_label_values(&["serviceaccounts"])
+            .get()
+    }
 }
 
 #[tokio::test]
@@ -191,13 +199,8 @@ async fn readiness_turns_true_only_after_the_first_list_and_list_errors_are_coun
     api.put(service_account("ns", "app", Some(ROLE_A)));
     api.fail(Verb::List, "serviceaccounts", 500, 1);
     let running = start(api, Duration::ZERO).await;
-    let metrics = running.metrics.clone();
-    eventually_async("the failed list to be counted", WAIT, move || {
-        metrics
-            .watch_errors
-            .with_label_values(&["serviceaccounts"])
-            .get()
-            == 1
+    eventually_async("the failed list to be counted", WAIT, || {
+        running.watch_errors() == 1
     })
     .await;
     assert!(
@@ -216,13 +219,8 @@ async fn watch_errors_are_retried_while_lookups_keep_answering_from_the_cache() 
     running.synced().await;
     running.api.fail(Verb::Watch, "serviceaccounts", 500, 2);
     running.api.cut_watches();
-    let metrics = running.metrics.clone();
-    eventually_async("the watch failures to be counted", WAIT, move || {
-        metrics
-            .watch_errors
-            .with_label_values(&["serviceaccounts"])
-            .get()
-            >= 2
+    eventually_async("the watch failures to be counted", WAIT, || {
+        running.watch_errors() >= 2
     })
     .await;
     assert_eq!(

@@ -134,9 +134,8 @@ async fn unknown_service_account_is_allowed_unchanged_and_counted_missing() {
         .contains("pod_identity_webhook_missing_sa_count 1"));
 }
 
-#[tokio::test]
-async fn service_account_listed_for_container_credentials_gets_pod_identity() {
-    let components = components(FixedServiceAccounts::default());
+/// Lists payments/worker in the container-credentials file, as its watch would.
+fn list_worker_for_container_credentials(components: &Components) {
     let config = ContainerCredentialsConfig::parse(
         br#"{"identities":[{"namespace":"payments","serviceAccount":"worker"}]}"#,
     )
@@ -144,6 +143,12 @@ async fn service_account_listed_for_container_credentials_gets_pod_identity() {
     components
         .watched_config
         .set_container_credentials(Some(config));
+}
+
+#[tokio::test]
+async fn service_account_listed_for_container_credentials_gets_pod_identity() {
+    let components = components(FixedServiceAccounts::default());
+    list_worker_for_container_credentials(&components);
     let request = pod_review("worker");
     let answer = admit(&components, &request).await;
     let pod = apply_patch(&answer["response"], &request["request"]["object"]);
@@ -562,13 +567,7 @@ async fn listed_service_account_missing_from_the_cache_sends_no_get() {
         cache_metrics.clone(),
         &Readiness::default(),
     );
-    let config = ContainerCredentialsConfig::parse(
-        br#"{"identities":[{"namespace":"payments","serviceAccount":"worker"}]}"#,
-    )
-    .unwrap();
-    components
-        .watched_config
-        .set_container_credentials(Some(config));
+    list_worker_for_container_credentials(&components);
     let request = pod_review("worker");
     let answer = admit(&components, &request).await;
     let pod = apply_patch(&answer["response"], &request["request"]["object"]);

@@ -209,15 +209,19 @@ impl Node {
         &self.env["TEST_IMAGE"]
     }
 
+    /// Whether the shared chart release is installed; taken after `DISRUPTION`.
+    fn chart_state(&self) -> std::sync::MutexGuard<'_, ChartState> {
+        self.chart
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The shared chart release, installed (again) when needed.
     pub fn with_chart(&self) -> WithChart {
         let guard = DISRUPTION
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut installed = self
-            .chart
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut installed = self.chart_state();
         if *installed == ChartState::Absent {
             *installed = match self.install_chart(&[]) {
                 Ok(()) => ChartState::Installed,
@@ -236,10 +240,7 @@ impl Node {
         let guard = DISRUPTION
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut installed = self
-            .chart
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut installed = self.chart_state();
         if without_chart && *installed != ChartState::Absent {
             self.uninstall_chart()
                 .unwrap_or_else(|e| panic!("chart uninstall failed: {e}"));
@@ -256,10 +257,7 @@ impl Node {
         let guard = DISRUPTION
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut installed = self
-            .chart
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut installed = self.chart_state();
         if *installed != ChartState::Installed {
             self.install_chart(&[]).unwrap_or_else(|e| {
                 panic!(
