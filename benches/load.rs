@@ -120,7 +120,7 @@ fn run() -> Result<(), String> {
     std::thread::spawn(move || runtime.block_on(std::future::pending::<()>()));
 
     let null_port = free_port();
-    let _null = Guard(
+    let null_server = Guard(
         Command::new("taskset")
             .args(["-c", "0"])
             .arg(std::env::current_exe().unwrap())
@@ -132,7 +132,7 @@ fn run() -> Result<(), String> {
     );
     let (port, metrics_port) = (free_port(), free_port());
     let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-    let _real = Guard(
+    let real_server = Guard(
         Command::new("taskset")
             .args(["-c", "0"])
             .arg(&binary)
@@ -170,21 +170,27 @@ fn run() -> Result<(), String> {
     // Idle: ready, the ServiceAccount cached, nothing served yet.
     std::thread::sleep(Duration::from_secs(1));
     println!("webhook RSS when idle: {:.1} MiB", rss_mib(metrics_port));
-    println!("| protocol | pod | null webhook (req/s) | webhook (req/s) | ratio |");
-    println!("|---|---|---:|---:|---:|");
+    println!(
+        "| protocol | pod | null webhook (req/s) | webhook (req/s) | ratio | CPU: null, webhook, h2load |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
     let mutated_before = mutated_count(metrics_port);
     let mut real_requests = 0;
     for scenario in &scenarios {
-        let null = h2load(scenario, null_port)?;
-        let real = h2load(scenario, port)?;
+        let null = h2load(scenario, null_port, null_server.0.id())?;
+        let real = h2load(scenario, port, real_server.0.id())?;
         real_requests += real.succeeded;
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.1}% |",
+            "| {} | {} | {:.0} | {:.0} | {:.1}% | {:.0}%, {:.0}%, {:.0}% / {:.0}% |",
             scenario.protocol,
             scenario.pod,
             null.rate,
             real.rate,
-            100.0 * real.rate / null.rate
+            100.0 * real.rate / null.rate,
+            100.0 * null.server_cpu,
+            100.0 * real.server_cpu,
+            100.0 * null.client_cpu,
+            100.0 * real.client_cpu,
         );
     }
     println!(
@@ -238,10 +244,56 @@ fn rss_mib(metrics_port: u16) -> f64 {
 struct Rate {
     rate: f64,
     succeeded: u64,
+    /// CPU time the server used during the run, per second of the run: near 1 (its one
+    /// core) when the server limits the rate. Well below 1 means something else did (the
+    /// load generator, or other work on the core), and the ratio does not measure the server.
+    server_cpu: f64,
+    /// The same for h2load on its core.
+    client_cpu: f64,
 }
 
-/// One h2load run on CPU 1; every request must get a 2xx.
-fn h2load(scenario: &Scenario, port: u16) -> Result<Rate, String> {
+/// CPU seconds used so far by process `pid` (all its threads), from `/proc/PID/stat`.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / clock_ticks_per_second()
+}
+
+/// CPU seconds used so far by this process's finished children (h2load runs).
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        ticks if ticks > 0 => ticks as f64,
+        _ => 100.0,
+    }
+}
+
+/// One h2load run on CPU 1 against the server `pid` listening on `port`; every request must
+/// get a 2xx.
+fn h2load(scenario: &Scenario, port: u16, pid: u32) -> Result<Rate, String> {
+    let (started, server_before, client_before) = (
+        Instant::now(),
+        process_cpu_seconds(pid),
+        children_cpu_seconds(),
+    );
     let output = Command::new("taskset")
         .args(["-c", "1", "h2load"])
         .args(&scenario.h2load)
@@ -252,6 +304,9 @@ fn h2load(scenario: &Scenario, port: u16) -> Result<Rate, String> {
         .arg(format!("https://127.0.0.1:{port}/mutate"))
         .output()
         .map_err(|err| format!("cannot run h2load: {err}"))?;
+    let wall = started.elapsed().as_secs_f64();
+    let server_cpu = (process_cpu_seconds(pid) - server_before) / wall;
+    let client_cpu = (children_cpu_seconds() - client_before) / wall;
     let text = String::from_utf8_lossy(&output.stdout);
     let field = |line_start: &str, before: &str| -> Option<f64> {
         let line = text.lines().find(|line| line.starts_with(line_start))?;
@@ -267,6 +322,8 @@ fn h2load(scenario: &Scenario, port: u16) -> Result<Rate, String> {
             Ok(Rate {
                 rate,
                 succeeded: succeeded as u64,
+                server_cpu,
+                client_cpu,
             })
         }
         _ => Err(format!(

@@ -61,6 +61,15 @@ pub async fn return_freed_memory() {
     }
 }
 
+/// Hands back, now, all the memory freed so far, whatever its purge delay. For a burst whose
+/// garbage would otherwise pile up faster than the delay lets it go: the initial list of a
+/// large cluster frees one page of objects every few milliseconds (docs/benchmarks.md).
+/// Costs a few system calls; call it every few hundred objects, not per object.
+pub fn return_freed_memory_now() {
+    // SAFETY: collects the calling thread's heap and purges every freed page; safe at any time.
+    unsafe { mi_collect(true) };
+}
+
 /// For the Tokio runtime's `on_thread_park`: a worker that runs out of work returns its empty
 /// pages. mimalloc otherwise keeps a thread's emptied pages (and the blocks other threads freed
 /// into them) until that thread allocates again, which an idle worker never does. It visits
