@@ -7,6 +7,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use axum::extract::Request;
@@ -285,17 +286,15 @@ async fn serve_connection<I>(
         mut stop,
         rejections,
     } = context;
-    let (in_flight, mut activity) = watch::channel(0usize);
+    let activity = Arc::new(Activity::new(accepted_at));
     let service = TowerToHyperService::new(Tracked {
         inner: router,
         peer: Peer(peer),
-        in_flight: Arc::new(in_flight),
+        activity: activity.clone(),
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let mut deadline = accepted_at + limits.first_request_timeout;
-    let mut idle = true;
-    let mut tracking = true;
     let closing = loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -304,19 +303,14 @@ async fn serve_connection<I>(
                 }
                 return;
             }
-            _ = tokio::time::sleep_until(deadline), if idle => {
-                rejections.reject(Rejection::Idle, Some(peer), "no request within the connection deadline; closed");
-                break "idle";
-            }
-            changed = activity.changed(), if tracking => {
-                if changed.is_err() {
-                    // The service (and with it the counter) is gone: nothing more to track.
-                    tracking = false;
-                    continue;
-                }
-                idle = *activity.borrow_and_update() == 0;
-                if idle {
-                    deadline = tokio::time::Instant::now() + limits.idle_timeout;
+            _ = tokio::time::sleep_until(deadline) => {
+                let now = tokio::time::Instant::now();
+                match activity.quiet_until(now, limits.idle_timeout) {
+                    Some(later) if later > now => deadline = later,
+                    _ => {
+                        rejections.reject(Rejection::Idle, Some(peer), "no request within the connection deadline; closed");
+                        break "idle";
+                    }
                 }
             }
             _ = stop.wait_for(|stopped| *stopped) => break "shutdown",
@@ -333,13 +327,68 @@ async fn serve_connection<I>(
     let _ = tokio::time::timeout(grace, connection.as_mut()).await;
 }
 
-/// The router with the connection's peer address added to each request, and a count of the
-/// requests in progress for the idle deadline.
+/// The requests in progress on one connection and when the last one ended. The connection's
+/// deadline reads them only when it fires, so a request costs two atomic updates and wakes
+/// nothing (a channel here woke the connection task twice per request).
+struct Activity {
+    in_flight: AtomicUsize,
+    /// When a request last ended with none left in progress, in ms after `epoch`;
+    /// [`Activity::NEVER`] until then.
+    idle_since_ms: AtomicU64,
+    epoch: tokio::time::Instant,
+}
+
+impl Activity {
+    const NEVER: u64 = u64::MAX;
+
+    fn new(epoch: tokio::time::Instant) -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(Self::NEVER),
+            epoch,
+        }
+    }
+
+    fn started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn ended(&self) {
+        // Stamped before the count falls, so a deadline that sees no request in progress
+        // also sees when the last one ended.
+        let ms = (tokio::time::Instant::now() - self.epoch).as_millis();
+        self.idle_since_ms.store(
+            u64::try_from(ms).unwrap_or(Self::NEVER - 1),
+            Ordering::Release,
+        );
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Until when the connection may stay open without a new request: `idle_timeout` after
+    /// the last request ended, or after `now` while one is in progress; `None` if it has
+    /// never had a request (the first-request deadline has passed).
+    fn quiet_until(
+        &self,
+        now: tokio::time::Instant,
+        idle_timeout: Duration,
+    ) -> Option<tokio::time::Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Some(now + idle_timeout);
+        }
+        match self.idle_since_ms.load(Ordering::Acquire) {
+            Self::NEVER => None,
+            ms => Some(self.epoch + Duration::from_millis(ms) + idle_timeout),
+        }
+    }
+}
+
+/// The router with the connection's peer address added to each request, and the
+/// connection's [`Activity`] kept up to date for its idle deadline.
 #[derive(Clone)]
 struct Tracked {
     inner: Router,
     peer: Peer,
-    in_flight: Arc<watch::Sender<usize>>,
+    activity: Arc<Activity>,
 }
 
 impl tower::Service<http::Request<hyper::body::Incoming>> for Tracked {
@@ -357,8 +406,8 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for Tracked {
     fn call(&mut self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
         let mut request: Request = request.map(axum::body::Body::new);
         request.extensions_mut().insert(self.peer);
-        self.in_flight.send_modify(|n| *n += 1);
-        let guard = InFlight(self.in_flight.clone());
+        self.activity.started();
+        let guard = InFlight(self.activity.clone());
         let future = self.inner.call(request);
         Box::pin(async move {
             let response = future.await;
@@ -368,17 +417,50 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for Tracked {
     }
 }
 
-struct InFlight(Arc<watch::Sender<usize>>);
+/// Marks the end of a request when dropped, however its future ends.
+struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
+        self.0.ended();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_quiet_from_its_last_answer_and_never_while_a_request_runs() {
+        let idle = Duration::from_secs(90);
+        let accepted = tokio::time::Instant::now();
+        let activity = Activity::new(accepted);
+        assert_eq!(activity.quiet_until(accepted, idle), None, "no request yet");
+
+        tokio::time::advance(Duration::from_secs(3)).await;
+        activity.started();
+        activity.started();
+        tokio::time::advance(Duration::from_secs(200)).await;
+        let now = tokio::time::Instant::now();
+        assert_eq!(
+            activity.quiet_until(now, idle),
+            Some(now + idle),
+            "in progress"
+        );
+        activity.ended();
+        assert_eq!(
+            activity.quiet_until(now, idle),
+            Some(now + idle),
+            "one left"
+        );
+
+        tokio::time::advance(Duration::from_secs(5)).await;
+        activity.ended();
+        let last_answer = tokio::time::Instant::now();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let now = tokio::time::Instant::now();
+        assert_eq!(activity.quiet_until(now, idle), Some(last_answer + idle));
+    }
 
     #[tokio::test]
     async fn without_ipv6_the_default_falls_back_to_ipv4() {
