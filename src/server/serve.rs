@@ -332,8 +332,8 @@ async fn serve_connection<I>(
 /// nothing (a channel here woke the connection task twice per request).
 struct Activity {
     in_flight: AtomicUsize,
-    /// When a request last ended with none left in progress, in ms after `epoch`;
-    /// [`Activity::NEVER`] until then.
+    /// When a request last ended, in ms after `epoch` ([`Activity::NEVER`] until one has):
+    /// read only when none is in progress, so it is when the connection went quiet.
     idle_since_ms: AtomicU64,
     epoch: tokio::time::Instant,
 }

@@ -182,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn a_relist_of_several_pages_keeps_every_object_while_memory_is_handed_back() {
+    fn a_relist_of_several_pages_keeps_every_object() {
         let (store, mut reflector) = reflector();
         let count = 3 * RETURN_MEMORY_EVERY + 7;
         reflector.apply(Event::Init);
