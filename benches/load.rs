@@ -330,8 +330,9 @@ fn h2load(scenario: &Scenario, port: u16, pid: u32) -> Result<Rate, String> {
     let succeeded = field("requests:", " succeeded");
     // Every request done succeeded, and no answer was anything but a 2xx. The status counts
     // also include answers to warm-up requests, so they are not compared with `done`.
-    let all_answered = field("requests:", " done") > Some(0.0)
-        && field("requests:", " done") == succeeded
+    let done = field("requests:", " done");
+    let all_answered = done > Some(0.0)
+        && done == succeeded
         && [" 3xx", " 4xx", " 5xx"]
             .iter()
             .all(|status| field("status codes:", status) == Some(0.0));
