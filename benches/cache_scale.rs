@@ -1,6 +1,7 @@
 //! The webhook's memory against a real API server: idle, and with 100,000 annotated
 //! ServiceAccounts cached (steady state, the peak while the initial list is read, and the
-//! time until `/readyz` answers).
+//! time until `/readyz` answers), and the peak of a relist after the watch expired (`410 Gone`,
+//! forced by restarting the API server once writes have moved its resource version on).
 //!
 //! `cargo bench --bench cache_scale` runs the release binary `target/release/pod-identity-webhook`
 //! (build it first; `PIW_WEBHOOK_BINARY=path` measures another build) against a local etcd +
@@ -10,7 +11,8 @@
 //! skips creating the ServiceAccounts. `PIW_CACHE_SCALE_SERVICE_ACCOUNTS=N` changes the count
 //! (default 100,000, in 1,000 namespaces). The whole run is bounded: creating the
 //! ServiceAccounts (about 140 s on 2 cores) must finish within 10 minutes, and each webhook
-//! run takes 10 s after it is ready, and at most 60 s before.
+//! run takes 10 s after it is ready, and at most 60 s before; the relist at most 60 s from
+//! the API server's restart until the watch reconnects, then 10 s.
 //!
 //! The webhook's RSS is read from `/proc/PID/status` every 10 ms from its start (and `VmHWM`,
 //! the kernel's own high-water mark, catches peaks between samples). The environment passes
@@ -26,8 +28,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::Api;
 
 use common::{certificate, free_port, http_get, metric, Guard};
@@ -42,6 +44,9 @@ const READY_DEADLINE: Duration = Duration::from_secs(60);
 /// How long the webhook runs after it is ready before its steady RSS is read: long enough
 /// for the allocator to return what the initial list freed.
 const SETTLE: Duration = Duration::from_secs(10);
+/// How long the webhook may take to see its watch expire and list again after the API server
+/// restarts.
+const RELIST_DEADLINE: Duration = Duration::from_secs(60);
 
 fn main() {
     if !std::env::args().any(|arg| arg == "--bench") {
@@ -92,7 +97,7 @@ fn run() -> Result<(), String> {
 
     println!("binary: {}", binary.display());
     if existing.is_empty() {
-        let idle = webhook("idle.log").measure(0)?;
+        let idle = webhook("idle.log").measure(0)?.1;
         println!(
             "idle (no ServiceAccounts): ready in {:.2} s; RSS {:.1} MiB steady, peak {:.1} MiB (VmHWM {:.1} MiB)",
             idle.ready.as_secs_f64(),
@@ -117,9 +122,8 @@ fn run() -> Result<(), String> {
         started.elapsed().as_secs_f64(),
         wanted - created
     );
-    drop(runtime);
 
-    let loaded = webhook("loaded.log").measure(wanted)?;
+    let (mut running, loaded) = webhook("loaded.log").measure(wanted)?;
     println!(
         "{wanted} annotated ServiceAccounts: ready in {:.2} s; RSS {:.1} MiB steady, peak {:.1} MiB \
          sampled (VmHWM {:.1} MiB), peak/steady {:.0}%",
@@ -129,6 +133,44 @@ fn run() -> Result<(), String> {
         mib(loaded.high_water),
         100.0 * loaded.high_water.max(loaded.peak_sampled) as f64 / loaded.steady as f64,
     );
+
+    runtime.block_on(move_resource_version_on(&client))?;
+    let relist = running.relist(&control_plane)?;
+    println!(
+        "relist after 410 Gone: peak {:.1} MiB sampled (VmHWM {:.1} MiB), {:.0}% of the steady \
+         state before; RSS {:.1} MiB {} s after the watch reconnected",
+        mib(relist.peak_sampled),
+        mib(relist.high_water),
+        100.0 * relist.high_water.max(relist.peak_sampled) as f64 / loaded.steady as f64,
+        mib(relist.steady),
+        SETTLE.as_secs(),
+    );
+    Ok(())
+}
+
+/// Writes that move the API server's resource version past the last one the webhook saw, so
+/// that a watch cache started afresh no longer holds it.
+async fn move_resource_version_on(client: &kube::Client) -> Result<(), String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let name = "piw-bench-resource-version";
+    let map = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &map).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(err) => return Err(format!("cannot create ConfigMap default/{name}: {err}")),
+    }
+    for step in 0..20 {
+        let patch = serde_json::json!({ "data": { "step": step.to_string() } });
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|err| format!("cannot update ConfigMap default/{name}: {err}"))?;
+    }
     Ok(())
 }
 
@@ -268,6 +310,12 @@ struct Webhook<'a> {
     log: PathBuf,
 }
 
+/// A webhook started by [`Webhook::measure`], still running.
+struct Running {
+    child: Guard,
+    log: PathBuf,
+}
+
 struct Footprint {
     ready: Duration,
     /// Highest RSS sampled from start until the end of the settling time.
@@ -281,11 +329,11 @@ struct Footprint {
 impl Webhook<'_> {
     /// Starts the webhook, waits until it is ready and has cached at least `service_accounts`,
     /// lets it settle, and reads its memory.
-    fn measure(&self, service_accounts: usize) -> Result<Footprint, String> {
+    fn measure(&self, service_accounts: usize) -> Result<(Running, Footprint), String> {
         let (port, metrics_port) = (free_port(), free_port());
         let log = std::fs::File::create(&self.log).map_err(|err| err.to_string())?;
         let started = Instant::now();
-        let child = Guard(
+        let mut child = Guard(
             Command::new(self.binary)
                 .arg(format!("--port={port}"))
                 .arg(format!("--metrics-port={metrics_port}"))
@@ -298,11 +346,10 @@ impl Webhook<'_> {
                 .spawn()
                 .map_err(|err| format!("cannot start {}: {err}", self.binary.display()))?,
         );
-        let pid = child.0.id();
         let mut peak = 0;
         let mut last_poll = Instant::now();
         let ready = loop {
-            peak = peak.max(status_kib(pid, "VmRSS:")? * 1024);
+            peak = peak.max(status_kib(&mut child, &self.log, "VmRSS:")? * 1024);
             if last_poll.elapsed() >= Duration::from_millis(50) {
                 last_poll = Instant::now();
                 if http_get(metrics_port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
@@ -329,20 +376,96 @@ impl Webhook<'_> {
         }
         let settled = Instant::now() + SETTLE;
         while Instant::now() < settled {
-            peak = peak.max(status_kib(pid, "VmRSS:")? * 1024);
+            peak = peak.max(status_kib(&mut child, &self.log, "VmRSS:")? * 1024);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let footprint = Footprint {
+            ready,
+            peak_sampled: peak,
+            high_water: status_kib(&mut child, &self.log, "VmHWM:")? * 1024,
+            steady: status_kib(&mut child, &self.log, "VmRSS:")? * 1024,
+        };
+        let running = Running {
+            child,
+            log: self.log.clone(),
+        };
+        Ok((running, footprint))
+    }
+}
+
+impl Running {
+    /// Restarts the API server and reads the webhook's memory while its watch, resumed from a
+    /// resource version the new watch cache no longer holds, expires and lists everything again
+    /// beside the set it serves from. The peak counts from the restart (`VmHWM` is reset).
+    fn relist(&mut self, control_plane: &ControlPlane) -> Result<Footprint, String> {
+        let pid = self.child.0.id();
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+            .map_err(|err| format!("cannot reset the webhook's VmHWM: {err}"))?;
+        let started = Instant::now();
+        let mut restart = Guard(
+            Command::new(&control_plane.script)
+                .arg("restart-apiserver")
+                .arg("--dir")
+                .arg(&control_plane.dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|err| format!("cannot run {}: {err}", control_plane.script.display()))?,
+        );
+        let mut peak = 0;
+        let mut restarted = false;
+        let mut settled: Option<Instant> = None;
+        while settled.is_none_or(|at| Instant::now() < at) {
+            peak = peak.max(status_kib(&mut self.child, &self.log, "VmRSS:")? * 1024);
+            if !restarted {
+                if let Some(status) = restart.0.try_wait().map_err(|err| err.to_string())? {
+                    if !status.success() {
+                        return Err(format!("restarting the API server failed ({status})"));
+                    }
+                    restarted = true;
+                }
+            }
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if settled.is_none() && restarted && log.contains("ServiceAccount watch reconnected") {
+                if !log.contains("too old resource version") {
+                    return Err(format!(
+                        "the watch reconnected without expiring, so nothing was listed again; \
+                         see {}",
+                        self.log.display()
+                    ));
+                }
+                settled = Some(Instant::now() + SETTLE);
+            }
+            if settled.is_none() && started.elapsed() > RELIST_DEADLINE {
+                return Err(format!(
+                    "the watch did not reconnect within {} s of the API server's restart; see {}",
+                    RELIST_DEADLINE.as_secs(),
+                    self.log.display()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(Footprint {
-            ready,
+            ready: started.elapsed(),
             peak_sampled: peak,
-            high_water: status_kib(pid, "VmHWM:")? * 1024,
-            steady: status_kib(pid, "VmRSS:")? * 1024,
+            high_water: status_kib(&mut self.child, &self.log, "VmHWM:")? * 1024,
+            steady: status_kib(&mut self.child, &self.log, "VmRSS:")? * 1024,
         })
     }
 }
 
-/// A `kB` field of `/proc/PID/status`.
-fn status_kib(pid: u32, field: &str) -> Result<u64, String> {
+/// A `kB` field of the running webhook's `/proc/PID/status`; if it has exited, the error says
+/// how and ends with its log (which is deleted with the benchmark's temporary directory).
+fn status_kib(child: &mut Guard, log: &Path, field: &str) -> Result<u64, String> {
+    let pid = child.0.id();
+    if let Ok(Some(status)) = child.0.try_wait() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail = text.lines().rev().take(20).collect::<Vec<_>>();
+        return Err(format!(
+            "the webhook (pid {pid}) exited ({status}); the end of its log:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|err| format!("the webhook (pid {pid}) is gone: {err}"))?;
     status
