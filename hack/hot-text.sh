@@ -8,12 +8,12 @@
 #
 # The webhook runs under valgrind's callgrind against a throw-away control plane three times:
 # the image's static binary with the deployment's flags (built-in certificate mode) and with
-# certificate files, and the release binary (`cargo build --release`, what the benchmarks
-# run) with certificate files. Each run starts, lists and watches, serves reviews over h2 and HTTP/1.1 (small, large,
-# over the inline size, not for a pod, malformed), answers health and metrics, and shuts
-# down on SIGTERM. Every function callgrind saw is written as a pattern without the parts of
-# a symbol that change between builds (crate hashes), so the file stays useful as code
-# changes; functions added later and missing from it only lie outside the gathered block.
+# certificate files, and the release binary (`cargo build --release`, what the benchmarks run)
+# with certificate files. Each run starts, lists and watches, serves reviews over h2 and
+# HTTP/1.1 (small, large, over the inline size, a pod update, a malformed one), answers
+# health and metrics, and shuts down on SIGTERM. Every function callgrind saw is written as a
+# pattern without the part of a symbol that changes between builds (the crate hash), so the
+# file stays useful as code changes: a function added later only lies outside the block.
 # Rerun it after large changes and commit the result.
 set -euo pipefail
 export LC_ALL=C
