@@ -47,10 +47,15 @@ stage_rootfs() {
   file -b "$bin" 2>/dev/null | grep -q 'static' ||
     { ldd "$bin" 2>&1 | grep -q 'not a dynamic' || die "$bin is not statically linked"; }
   # build.rs gathers the functions the webhook runs (link/hot-text.ld); without that block
-  # about 4 MiB more of the binary becomes resident. A linker that ignored the script is an
-  # error, not a silent loss (PIW_HOT_TEXT=0 builds without it, on purpose).
-  if [ "${PIW_HOT_TEXT:-1}" != 0 ] && ! readelf -SW "$bin" | grep -q ' \.text\.hot '; then
-    die "$bin has no .text.hot section: was link/hot-text.ld passed to the linker? (build.rs)"
+  # about 4 MiB more of the binary becomes resident. A linker that ignored the script, or
+  # symbol names its patterns do not match, is an error rather than a silent loss
+  # (PIW_HOT_TEXT=0 builds without it, on purpose).
+  if [ "${PIW_HOT_TEXT:-1}" != 0 ]; then
+    local hot
+    hot="$(readelf -SW "$bin" |
+      sed -n 's/.* \.text\.hot  *PROGBITS  *[0-9a-f]*  *[0-9a-f]*  *\([0-9a-f]*\) .*/\1/p')"
+    [ $((16#${hot:-0})) -ge 1048576 ] ||
+      die "$bin gathers $((16#${hot:-0})) bytes in .text.hot, not the megabytes expected: was link/hot-text.ld passed to the linker, with v0 symbol names? (build.rs)"
   fi
   rm -rf "$dir"
   mkdir -p "$dir/usr/local/bin"
