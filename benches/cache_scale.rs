@@ -137,8 +137,10 @@ fn run() -> Result<(), String> {
     runtime.block_on(move_resource_version_on(&client))?;
     let relist = running.relist(&control_plane)?;
     println!(
-        "relist after 410 Gone: peak {:.1} MiB sampled (VmHWM {:.1} MiB), {:.0}% of the steady \
-         state before; RSS {:.1} MiB {} s after the watch reconnected",
+        "relist after 410 Gone: the watch reconnected {:.1} s after the API server's restart \
+         began; peak {:.1} MiB sampled (VmHWM {:.1} MiB), {:.0}% of the steady state before; \
+         RSS {:.1} MiB {} s after it reconnected",
+        relist.ready.as_secs_f64(),
         mib(relist.peak_sampled),
         mib(relist.high_water),
         100.0 * relist.high_water.max(relist.peak_sampled) as f64 / loaded.steady as f64,
@@ -317,6 +319,7 @@ struct Running {
 }
 
 struct Footprint {
+    /// Until `/readyz` answered; for a relist, until the watch reconnected after the restart.
     ready: Duration,
     /// Highest RSS sampled from start until the end of the settling time.
     peak_sampled: u64,
@@ -359,9 +362,9 @@ impl Webhook<'_> {
             }
             if started.elapsed() > READY_DEADLINE {
                 return Err(format!(
-                    "the webhook was not ready within {} s; see {}",
+                    "the webhook was not ready within {} s; the end of its log:\n{}",
                     READY_DEADLINE.as_secs(),
-                    self.log.display()
+                    log_tail(&self.log)
                 ));
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -415,6 +418,7 @@ impl Running {
         let mut peak = 0;
         let mut restarted = false;
         let mut settled: Option<Instant> = None;
+        let mut reconnected = Duration::ZERO;
         while settled.is_none_or(|at| Instant::now() < at) {
             peak = peak.max(status_kib(&mut self.child, &self.log, "VmRSS:")? * 1024);
             if !restarted {
@@ -430,23 +434,25 @@ impl Running {
                 if !log.contains("too old resource version") {
                     return Err(format!(
                         "the watch reconnected without expiring, so nothing was listed again; \
-                         see {}",
-                        self.log.display()
+                         the end of the webhook's log:\n{}",
+                        log_tail(&self.log)
                     ));
                 }
+                reconnected = started.elapsed();
                 settled = Some(Instant::now() + SETTLE);
             }
             if settled.is_none() && started.elapsed() > RELIST_DEADLINE {
                 return Err(format!(
-                    "the watch did not reconnect within {} s of the API server's restart; see {}",
+                    "the watch did not reconnect within {} s of the API server's restart; \
+                     the end of the webhook's log:\n{}",
                     RELIST_DEADLINE.as_secs(),
-                    self.log.display()
+                    log_tail(&self.log)
                 ));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(Footprint {
-            ready: started.elapsed(),
+            ready: reconnected,
             peak_sampled: peak,
             high_water: status_kib(&mut self.child, &self.log, "VmHWM:")? * 1024,
             steady: status_kib(&mut self.child, &self.log, "VmRSS:")? * 1024,
@@ -454,16 +460,23 @@ impl Running {
     }
 }
 
+/// The last 20 lines of a webhook's log, for an error: the log itself is deleted with the
+/// benchmark's temporary directory.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut tail = text.lines().rev().take(20).collect::<Vec<_>>();
+    tail.reverse();
+    tail.join("\n")
+}
+
 /// A `kB` field of the running webhook's `/proc/PID/status`; if it has exited, the error says
-/// how and ends with its log (which is deleted with the benchmark's temporary directory).
+/// how and ends with its log.
 fn status_kib(child: &mut Guard, log: &Path, field: &str) -> Result<u64, String> {
     let pid = child.0.id();
     if let Ok(Some(status)) = child.0.try_wait() {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let tail = text.lines().rev().take(20).collect::<Vec<_>>();
         return Err(format!(
             "the webhook (pid {pid}) exited ({status}); the end of its log:\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            log_tail(log)
         ));
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
