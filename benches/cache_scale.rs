@@ -329,6 +329,18 @@ struct Footprint {
     steady: u64,
 }
 
+impl Footprint {
+    /// The webhook's memory now, beside the time and the peak its caller measured.
+    fn read(child: &mut Guard, log: &Path, ready: Duration, peak: u64) -> Result<Self, String> {
+        Ok(Self {
+            ready,
+            peak_sampled: peak,
+            high_water: status_kib(child, log, "VmHWM:")? * 1024,
+            steady: status_kib(child, log, "VmRSS:")? * 1024,
+        })
+    }
+}
+
 impl Webhook<'_> {
     /// Starts the webhook, waits until it is ready and has cached at least `service_accounts`,
     /// lets it settle, and reads its memory.
@@ -382,12 +394,7 @@ impl Webhook<'_> {
             peak = peak.max(status_kib(&mut child, &self.log, "VmRSS:")? * 1024);
             std::thread::sleep(Duration::from_millis(10));
         }
-        let footprint = Footprint {
-            ready,
-            peak_sampled: peak,
-            high_water: status_kib(&mut child, &self.log, "VmHWM:")? * 1024,
-            steady: status_kib(&mut child, &self.log, "VmRSS:")? * 1024,
-        };
+        let footprint = Footprint::read(&mut child, &self.log, ready, peak)?;
         let running = Running {
             child,
             log: self.log.clone(),
@@ -451,12 +458,7 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Ok(Footprint {
-            ready: reconnected,
-            peak_sampled: peak,
-            high_water: status_kib(&mut self.child, &self.log, "VmHWM:")? * 1024,
-            steady: status_kib(&mut self.child, &self.log, "VmRSS:")? * 1024,
-        })
+        Footprint::read(&mut self.child, &self.log, reconnected, peak)
     }
 }
 
