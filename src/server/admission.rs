@@ -1,11 +1,12 @@
-//! One AdmissionReview in, one out: decode the review once, borrowing from the body and
-//! reading only the fields the engine needs; look up the ServiceAccount; decide in the pure
-//! core (`pipeline::decide`); encode the answer in one pass. No HTTP here; the router turns a
-//! `BadReview` into a 400.
+//! One AdmissionReview in, one out: decode the review, borrowing from the body and reading
+//! only the fields the engine needs (the pod by the engine's scanner, the rest by serde; see
+//! `decode`); look up the ServiceAccount; decide in the pure core (`decision::decide`);
+//! encode the answer in one pass. No HTTP here; the router turns a `BadReview` into a 400.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
+use std::ops::Range;
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
@@ -21,7 +22,7 @@ use tracing::Instrument;
 use crate::core::decision::{
     decide, node_service_account, pod_names, random_jitter, Admit, Decision, Method,
 };
-use crate::core::engine::{read_pod, Node};
+use crate::core::engine::{read_pod, Node, Scanner, POD};
 use crate::core::identity::{IdentityInputs, ServiceAccountAnnotations, ServiceAccountNeed};
 use crate::core::json::{bound_owned, bounded, bounded_list, MAX_ECHO};
 use crate::core::settings::MutationSettings;
@@ -73,7 +74,8 @@ impl Admission {
     }
 
     async fn answer(&self, body: &[u8]) -> Result<Vec<u8>, BadReview> {
-        let review = decode(body)?;
+        let mut remainder = String::new();
+        let review = decode(body, &mut remainder)?;
         let request = &review.request;
         let span = tracing::info_span!(
             "admission",
@@ -272,19 +274,39 @@ impl Request<'_> {
     }
 }
 
-/// Reads the review in one pass when it is well formed. When it is not, reads it again in
-/// two steps to say what is wrong: the envelope (apiVersion, kind, a request object) first, so
-/// the first thing wrong is what the message names, then the request with its field path.
-fn decode(body: &[u8]) -> Result<Review<'_>, BadReview> {
+/// Reads the review, fastest way first:
+/// 1. The scanner reads the pod (the bulk of the body) and checks the whole body; serde then
+///    reads the rest of the review from a copy with the pod cut out (`remainder`).
+/// 2. Where the scanner declines (escapes where it keeps strings, say), serde reads it all in
+///    one pass.
+/// 3. A review that is not well formed is read again in two steps to say what is wrong: the
+///    envelope (apiVersion, kind, a request object) first, so the first thing wrong is what
+///    the message names, then the request with its field path.
+fn decode<'a>(body: &'a [u8], remainder: &'a mut String) -> Result<Review<'a>, BadReview> {
     // One vectorised UTF-8 check of the whole body is cheaper than serde_json's check of
     // every string read from a byte slice; a body that is not UTF-8 gets the slow path's
     // message.
     if let Ok(text) = simdutf8::basic::from_utf8(body) {
-        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let scanned = scan_review(text);
+        let (rest, pod) = match scanned {
+            Some(Some((span, pod))) => {
+                remainder.clear();
+                remainder.reserve(text.len() - span.len() + 4);
+                remainder.push_str(text.get(..span.start).unwrap_or_default());
+                remainder.push_str("null");
+                remainder.push_str(text.get(span.end..).unwrap_or_default());
+                (remainder.as_str(), Some(pod))
+            }
+            _ => (text, None),
+        };
+        let mut deserializer = serde_json::Deserializer::from_str(rest);
         if let Ok(Top::Object(envelope)) =
             read_envelope::<ObjectOnly<Request<'_>>, _>(&mut deserializer)
         {
-            if let Ok((api_version, ObjectOnly(request))) = check_envelope(envelope) {
+            if let Ok((api_version, ObjectOnly(mut request))) = check_envelope(envelope) {
+                if let Some(pod) = pod {
+                    request.object = Some(pod).filter(|pod| *pod != Node::Null);
+                }
                 return Ok(Review {
                     api_version,
                     request,
@@ -319,6 +341,35 @@ fn decode(body: &[u8]) -> Result<Review<'_>, BadReview> {
         api_version,
         request,
     })
+}
+
+/// The pod of a review and where it lies in the text, read by the scanner: `None` when it
+/// declines, `Some(None)` for a review without a pod. It checks the whole text, so the part
+/// serde reads after the pod is cut out is what serde would have read. A repeated `request`,
+/// or `object` in it, is declined: serde keeps or refuses those in ways not worth repeating.
+fn scan_review(text: &str) -> Option<Option<(Range<usize>, Node<'_>)>> {
+    let mut scanner = Scanner::new(text);
+    let (mut requests, mut pod) = (0, None);
+    scanner.object(|scanner, key| {
+        if key != "request" {
+            return scanner.skip_value();
+        }
+        requests += 1;
+        let mut objects = 0;
+        scanner.object(|scanner, key| {
+            if key != "object" {
+                return scanner.skip_value();
+            }
+            objects += 1;
+            let start = scanner.value_start()?;
+            let node = scanner.shaped(&POD)?;
+            pod = Some((start..scanner.position(), node));
+            Some(())
+        })?;
+        (requests == 1 && objects <= 1).then_some(())
+    })?;
+    scanner.end()?;
+    Some(pod)
 }
 
 fn not_review(why: String) -> BadReview {
@@ -596,7 +647,8 @@ mod tests {
     #[test]
     fn decode_keeps_v1beta1_api_version_and_the_object() {
         let body = String::from_utf8_lossy(POD_REVIEW).replace("/v1\"", "/v1beta1\"");
-        let review = decode(body.as_bytes()).unwrap();
+        let mut remainder = String::new();
+        let review = decode(body.as_bytes(), &mut remainder).unwrap();
         assert_eq!(review.api_version, "admission.k8s.io/v1beta1");
         assert_eq!(review.request.uid, "u\"1");
         assert!(review.request.is_pod_creation());
@@ -618,7 +670,7 @@ mod tests {
             (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":1}}", "request.uid"),
             (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{}}", "request: missing field `uid`"),
         ] {
-            let err = decode(body).err().unwrap().0;
+            let err = decode(body, &mut String::new()).err().unwrap().0;
             assert!(err.contains(expected), "{err} lacks {expected}");
             assert!(!err.contains('\n'), "one line: {err}");
         }
@@ -634,7 +686,7 @@ mod tests {
         while let Some(i) = body.windows(3).position(|w| w == b"BAD") {
             body[i] = 0xff;
         }
-        let err = decode(&body).err().expect("refused").0;
+        let err = decode(&body, &mut String::new()).err().expect("refused").0;
         assert!(
             err.contains("invalid JSON: invalid unicode code point"),
             "{err}"
@@ -642,7 +694,10 @@ mod tests {
         body = String::from_utf8_lossy(&body)
             .replace('\u{fffd}', "O")
             .into_bytes();
-        assert!(decode(&body).is_ok(), "the same review in UTF-8 is read");
+        assert!(
+            decode(&body, &mut String::new()).is_ok(),
+            "the same review in UTF-8 is read"
+        );
     }
 
     #[test]
@@ -666,7 +721,7 @@ mod tests {
                 "got \"Pod\"",
             ),
         ] {
-            let err = decode(body).err().unwrap().0;
+            let err = decode(body, &mut String::new()).err().unwrap().0;
             assert!(
                 err.ends_with(expected),
                 "{err} does not end with {expected}"
@@ -701,7 +756,7 @@ mod tests {
         ];
         for (request, ok) in cases {
             let body = review(&request);
-            let ours = decode(body.as_bytes()).is_ok();
+            let ours = decode(body.as_bytes(), &mut String::new()).is_ok();
             let kube = serde_json::from_str::<AdmissionReview<DynamicObject>>(&body)
                 .map(drop)
                 .is_ok();
@@ -716,11 +771,11 @@ mod tests {
             r#"{{"apiVersion":"{}","kind":"AdmissionReview"}}"#,
             "v".repeat(1 << 20)
         );
-        let err = decode(body.as_bytes()).err().unwrap().0;
+        let err = decode(body.as_bytes(), &mut String::new()).err().unwrap().0;
         assert!(err.len() <= MAX_ECHO, "{}", err.len());
         let body = String::from_utf8_lossy(POD_REVIEW)
             .replace("\"CREATE\"", &format!("\"{}\"", "X".repeat(1 << 20)));
-        let err = decode(body.as_bytes()).err().unwrap().0;
+        let err = decode(body.as_bytes(), &mut String::new()).err().unwrap().0;
         assert!(
             err.len() <= MAX_ECHO && err.contains("request.operation"),
             "{err}"

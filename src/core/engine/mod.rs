@@ -10,6 +10,7 @@ mod json_fields;
 mod node;
 mod patch;
 mod pod_view;
+mod scan;
 
 use std::collections::HashSet;
 use std::ops::RangeInclusive;
@@ -21,11 +22,12 @@ use crate::core::identity::{parse_expiration, CredentialKind, Identity};
 use crate::core::settings::MutationSettings;
 use container::{mutate_container, ContainerPlan};
 pub use json_fields::{string as string_member, Object, PodShapeError};
-pub(crate) use node::read_pod;
 #[cfg(test)]
 pub(crate) use node::MAX_CONTAINERS;
+pub(crate) use node::{read_pod, POD};
 pub use node::{Fields, Node};
 use pod_view::PodView;
+pub(crate) use scan::Scanner;
 
 /// Label set on pods that get EKS Pod Identity credentials; it ignores `--annotation-prefix`.
 pub const POD_IDENTITY_LABEL: &str = "eks.amazonaws.com/pod-identity";

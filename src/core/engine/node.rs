@@ -5,6 +5,10 @@
 //! Each kept position records the JSON type it met, so the engine's shape checks name the
 //! offending field exactly as they would on a full tree. Lists longer than a cap are not kept:
 //! they are counted and reported, which bounds the engine's work per pod.
+//!
+//! [`read_pod`] reads through serde, from any source. The request path reads with the
+//! faster [`Scanner`](super::scan::Scanner) first, which builds the same tree or declines;
+//! `scan`'s tests hold the two to the same answers.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -42,6 +46,11 @@ pub enum Node<'a> {
 pub struct Fields<'a>(Vec<(Cow<'a, str>, Node<'a>)>);
 
 impl<'a> Fields<'a> {
+    /// Members as read, in input order.
+    pub(crate) fn from_members(members: Vec<(Cow<'a, str>, Node<'a>)>) -> Self {
+        Self(members)
+    }
+
     pub fn get(&self, key: &str) -> Option<&Node<'a>> {
         self.0
             .iter()
@@ -143,7 +152,7 @@ const VOLUME: Shape = Shape::Object(&[
 ]);
 
 /// Every field of a pod the webhook reads.
-pub static POD: Shape = Shape::Object(&[
+pub(crate) static POD: Shape = Shape::Object(&[
     (
         "metadata",
         Shape::Object(&[
