@@ -88,42 +88,47 @@ impl<'a> Scanner<'a> {
 
     /// The members of an object whose `{` has been read.
     fn members(&mut self, each: &mut impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
-        if self.peek()? == b'}' {
-            self.at += 1;
-            return Some(());
-        }
-        loop {
+        let mut more = !self.closes(b'}')?;
+        while more {
             self.eat(b'"')?;
             let key = self.kept_string()?;
             self.eat(b':')?;
             each(self, key)?;
-            match self.peek()? {
-                b',' => self.at += 1,
-                b'}' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
+            more = self.comma_or(b'}')?;
         }
+        Some(())
     }
 
     /// The elements of an array whose `[` has been read; `each` reads one element.
     fn elements(&mut self, mut each: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        if self.peek()? == b']' {
-            self.at += 1;
-            return Some(());
-        }
-        loop {
+        let mut more = !self.closes(b']')?;
+        while more {
             each(self)?;
-            match self.peek()? {
-                b',' => self.at += 1,
-                b']' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
+            more = self.comma_or(b']')?;
+        }
+        Some(())
+    }
+
+    /// Right after an opening bracket: whether `close` follows (and is consumed).
+    fn closes(&mut self, close: u8) -> Option<bool> {
+        let closed = self.peek()? == close;
+        self.at += usize::from(closed);
+        Some(closed)
+    }
+
+    /// After a member or element: `true` at a comma (another follows), `false` at `close`;
+    /// either is consumed.
+    fn comma_or(&mut self, close: u8) -> Option<bool> {
+        match self.peek()? {
+            b',' => {
+                self.at += 1;
+                Some(true)
             }
+            byte if byte == close => {
+                self.at += 1;
+                Some(false)
+            }
+            _ => None,
         }
     }
 
