@@ -19,7 +19,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 rustup run nightly true 2>/dev/null || { echo "fuzz.sh: the nightly toolchain is needed (rustup toolchain install nightly)" >&2; exit 1; }
 
-targets="${FUZZ_TARGETS:-review engine manifests config_map container_credentials flags}"
+targets="${FUZZ_TARGETS:-review engine pod_scan manifests config_map container_credentials flags}"
 jobs="${FUZZ_JOBS:-1}"
 sanitizer="${FUZZ_SANITIZER:-address}"
 build_flags=(-O -s "$sanitizer")
@@ -28,6 +28,22 @@ if [ "$sanitizer" != address ]; then
   build_flags+=(--target-dir "fuzz/target/sanitizer-$sanitizer")
 fi
 
+# The pods of the engine's fixtures, one file each in CORPUS; with "identity-byte", each after a
+# zero byte.
+fixture_pods() {
+  local corpus="$1" prefix="${2:-}"
+  for pod in tests/fixtures/mutate/*.json; do
+    case "$pod" in *.expected.json) continue ;; esac
+    python3 - "$pod" "$corpus/$(basename "$pod" .json)" "$prefix" <<'PY'
+import json, sys
+case = json.load(open(sys.argv[1]))
+pod = case.get("pod", case) if isinstance(case, dict) else case
+prefix = b"\x00" if sys.argv[3] == "identity-byte" else b""
+open(sys.argv[2], "wb").write(prefix + json.dumps(pod).encode())
+PY
+  done
+}
+
 # Seeds: every fixture whose format the target reads. Copied, so the fixtures stay as they are.
 seed() {
   local target="$1"
@@ -35,18 +51,9 @@ seed() {
   mkdir -p "$corpus"
   case "$target" in
     review) cp tests/fixtures/admission/*.json "$corpus/" ;;
-    engine)
-      # The engine target's first byte picks the identity; the rest is the pod.
-      for pod in tests/fixtures/mutate/*.json; do
-        case "$pod" in *.expected.json) continue ;; esac
-        name="$(basename "$pod" .json)"
-        python3 - "$pod" "$corpus/$name" <<'PY'
-import json, sys
-case = json.load(open(sys.argv[1]))
-pod = case.get("pod", case) if isinstance(case, dict) else case
-open(sys.argv[2], "wb").write(b"\x00" + json.dumps(pod).encode())
-PY
-      done ;;
+    # The engine target's first byte picks the identity; the rest is the pod.
+    engine) fixture_pods "$corpus" identity-byte ;;
+    pod_scan) fixture_pods "$corpus" ;;
     manifests) cp examples/*.yaml "$corpus/" 2>/dev/null || true; cp tests/fixtures/admission/*.json "$corpus/" ;;
     config_map) printf '%s' '{"payments/api":{"RoleARN":"arn:aws:iam::111122223333:role/r","Audience":"sts.amazonaws.com","UseRegionalSTS":true,"TokenExpiration":3600},"*/default":{}}' > "$corpus/seed.json" ;;
     container_credentials) printf '%s' '{"identities":[{"namespace":"payments","serviceAccount":"api"}]}' > "$corpus/seed.json" ;;

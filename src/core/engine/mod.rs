@@ -27,6 +27,8 @@ pub(crate) use node::MAX_CONTAINERS;
 pub(crate) use node::{read_pod, POD};
 pub use node::{Fields, Node};
 use pod_view::PodView;
+#[doc(hidden)]
+pub use scan::check_scanner_against_serde;
 pub(crate) use scan::Scanner;
 
 /// Label set on pods that get EKS Pod Identity credentials; it ignores `--annotation-prefix`.
