@@ -680,6 +680,38 @@ mod tests {
     }
 
     #[test]
+    fn a_scanned_review_is_read_as_serde_alone_reads_it() {
+        let body = String::from_utf8_lossy(POD_REVIEW).replace(r#"{"a":1}"#, r#"{"a":"b"}"#);
+        assert!(matches!(scan_review(&body), Some(Some(_))), "scanned");
+        let mut remainder = String::new();
+        let review = decode(body.as_bytes(), &mut remainder).unwrap();
+        let whole: Value = serde_json::from_str(&body).unwrap();
+        let object = serde_json::to_string(&whole["request"]["object"]).unwrap();
+        let by_serde = read_pod(&mut serde_json::Deserializer::from_str(&object)).unwrap();
+        assert_eq!(review.request.object.as_ref(), Some(&by_serde));
+        assert_eq!(review.request.uid, "u\"1");
+        assert!(review.request.is_pod_creation());
+
+        let null = body.replace(
+            r#""object":{"metadata":{"labels":{"a":"b"}},"spec":{}}"#,
+            r#""object":null"#,
+        );
+        assert_ne!(null, body);
+        assert!(decode(null.as_bytes(), &mut String::new())
+            .unwrap()
+            .request
+            .object
+            .is_none());
+        let twice = body.replace(r#""object":"#, r#""object":{},"object":"#);
+        assert_eq!(scan_review(&twice), None, "declined");
+        let err = decode(twice.as_bytes(), &mut String::new())
+            .err()
+            .unwrap()
+            .0;
+        assert!(err.contains("duplicate field `object`"), "{err}");
+    }
+
+    #[test]
     fn decode_names_what_is_wrong() {
         for (body, expected) in [
             (&b"{"[..], "invalid JSON"),
