@@ -6,7 +6,8 @@
 //! caller then reads with serde, whose answer, errors and messages included, stays the
 //! reference:
 //! - invalid JSON;
-//! - an escape in a key it reads, or in a string it keeps (serde decodes those);
+//! - a `\u` escape of a surrogate in a key it reads or a string it keeps (serde pairs or
+//!   refuses those; other escapes are decoded as serde decodes them);
 //! - a number where a value is kept (serde refuses one out of range);
 //! - skipped containers nested deeper than [`MAX_SKIP_DEPTH`].
 //!
@@ -77,17 +78,20 @@ impl<'a> Scanner<'a> {
     }
 
     /// Reads an object, calling `each` with every key, positioned at its value, which `each`
-    /// must read. Keys are read as kept strings: one with an escape is declined.
+    /// must read. Keys are read as kept strings.
     pub(crate) fn object(
         &mut self,
-        mut each: impl FnMut(&mut Self, &'a str) -> Option<()>,
+        mut each: impl FnMut(&mut Self, Cow<'a, str>) -> Option<()>,
     ) -> Option<()> {
         self.eat(b'{')?;
         self.members(&mut each)
     }
 
     /// The members of an object whose `{` has been read.
-    fn members(&mut self, each: &mut impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+    fn members(
+        &mut self,
+        each: &mut impl FnMut(&mut Self, Cow<'a, str>) -> Option<()>,
+    ) -> Option<()> {
         let mut more = !self.closes(b'}')?;
         while more {
             self.eat(b'"')?;
@@ -137,7 +141,7 @@ impl<'a> Scanner<'a> {
         match self.peek()? {
             b'"' => {
                 self.at += 1;
-                Some(Node::Str(Cow::Borrowed(self.kept_string()?)))
+                Some(Node::Str(self.kept_string()?))
             }
             b'n' => self.literal(b"null").map(|()| Node::Null),
             b't' => self.literal(b"true").map(|()| Node::Bool),
@@ -182,7 +186,7 @@ impl<'a> Scanner<'a> {
                         })?;
                     }
                     Shape::Map => self.members(&mut |scanner, key| {
-                        fields.push((Cow::Borrowed(key), scanner.shaped(&Shape::Scalar)?));
+                        fields.push((key, scanner.shaped(&Shape::Scalar)?));
                         Some(())
                     })?,
                     Shape::Scalar | Shape::Array(..) => {
@@ -315,17 +319,65 @@ impl<'a> Scanner<'a> {
         Some(())
     }
 
-    /// A string whose opening quote has been read, returned as it stands; declined if it has
-    /// an escape (or a control character, which is invalid).
+    /// A string whose opening quote has been read: borrowed as it stands, or decoded if it has
+    /// escapes. Declined for a control character (invalid) and for a `\u` escape of a
+    /// surrogate, which serde pairs or refuses.
     #[inline]
-    fn kept_string(&mut self) -> Option<&'a str> {
+    fn kept_string(&mut self) -> Option<Cow<'a, str>> {
+        let bytes = self.text.as_bytes();
         let start = self.at;
-        let end = special_byte(self.text.as_bytes(), start);
-        if self.text.as_bytes().get(end) != Some(&b'"') {
-            return None;
+        let end = special_byte(bytes, start);
+        match bytes.get(end)? {
+            b'"' => {
+                self.at = end + 1;
+                self.text.get(start..end).map(Cow::Borrowed)
+            }
+            b'\\' => self.decoded_string(start, end).map(Cow::Owned),
+            _ => None,
         }
-        self.at = end + 1;
-        self.text.get(start..end)
+    }
+
+    /// The rest of [`Scanner::kept_string`] from the first escape, at `at`.
+    #[cold]
+    fn decoded_string(&mut self, start: usize, mut at: usize) -> Option<String> {
+        let bytes = self.text.as_bytes();
+        let mut decoded = String::from(self.text.get(start..at)?);
+        loop {
+            match bytes.get(at)? {
+                b'"' => {
+                    self.at = at + 1;
+                    return Some(decoded);
+                }
+                b'\\' => {
+                    let (character, length) = match bytes.get(at + 1)? {
+                        b'"' => ('"', 2),
+                        b'\\' => ('\\', 2),
+                        b'/' => ('/', 2),
+                        b'b' => ('\u{8}', 2),
+                        b'f' => ('\u{c}', 2),
+                        b'n' => ('\n', 2),
+                        b'r' => ('\r', 2),
+                        b't' => ('\t', 2),
+                        b'u' => {
+                            let hex = bytes.get(at + 2..at + 6)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            let code = u32::from_str_radix(self.text.get(at + 2..at + 6)?, 16);
+                            (char::from_u32(code.ok()?)?, 6)
+                        }
+                        _ => return None,
+                    };
+                    decoded.push(character);
+                    at += length;
+                }
+                // A control character.
+                _ => return None,
+            }
+            let next = special_byte(bytes, at);
+            decoded.push_str(self.text.get(at..next)?);
+            at = next;
+        }
     }
 
     /// Skips a string whose opening quote has been read, checking its escapes.
@@ -458,10 +510,27 @@ mod tests {
     }
 
     #[test]
-    fn what_serde_refuses_or_decodes_is_declined() {
+    fn escapes_in_kept_strings_and_keys_are_decoded_as_serde_decodes_them() {
+        let text = r#"{"metadata":{"labels":{"a\/b":"c\"d\\e\u00e9\n\t\b\f\r\u0000"}},
+            "spec":{"serviceAccount\u004eame":"s\u2028"}}"#;
+        let scanned = scan_pod(text).expect("accepted");
+        let labels = scanned.get("metadata").unwrap().get("labels").unwrap();
+        assert_eq!(
+            labels.get("a/b").and_then(Node::as_str),
+            Some("c\"d\\e\u{e9}\n\t\u{8}\u{c}\r\0")
+        );
+        assert_eq!(Some(scanned), by_serde(text));
+    }
+
+    #[test]
+    fn what_serde_refuses_or_pairs_is_declined() {
         for text in [
-            r#"{"spec":{"serviceAccountName":"a\"b"}}"#,
-            r#"{"spec":{"serviceAccount\u004eame":"a"}}"#,
+            r#"{"spec":{"serviceAccountName":"\ud83d\ude00"}}"#,
+            r#"{"spec":{"serviceAccountName":"\ud800"}}"#,
+            r#"{"metadata":{"labels":{"\udfff":"a"}}}"#,
+            r#"{"spec":{"serviceAccountName":"\u00e"}}"#,
+            r#"{"spec":{"serviceAccountName":"\u+0e9"}}"#,
+            r#"{"spec":{"serviceAccountName":"\x"}}"#,
             r#"{"metadata":{"labels":{"a":1}}}"#,
             r#"{"x":"\u12"}"#,
             r#"{"x":"\q"}"#,
@@ -537,7 +606,7 @@ mod tests {
             2 => any::<bool>().prop_map(Value::Bool),
             1 => any::<i64>().prop_map(|n| json!(n)),
             1 => any::<f64>().prop_map(|n| json!(n)),
-            1 => "[a-z\"\\\u{1}\u{e9}/]{0,5}".prop_map(Value::String),
+            2 => "[a-z\"\\\u{1}\u{e9}/\n\t\r\u{8}\u{c}]{0,5}".prop_map(Value::String),
             12 => "[a-z\u{e9}/]{0,5}".prop_map(Value::String),
         ];
         let key = prop_oneof![
