@@ -299,7 +299,7 @@ impl Request<'_> {
 /// Reads the review, fastest way first:
 /// 1. The scanner reads the pod (the bulk of the body) and checks the whole body; serde then
 ///    reads the rest of the review from a copy with the pod cut out (`remainder`).
-/// 2. Where the scanner declines (escapes where it keeps strings, say), serde reads it all in
+/// 2. Where the scanner declines (a number where it keeps a value, say), serde reads it all in
 ///    one pass.
 /// 3. A review that is not well formed is read again in two steps to say what is wrong: the
 ///    envelope (apiVersion, kind, a request object) first, so the first thing wrong is what
