@@ -120,7 +120,7 @@ pub fn add(pod: &mut Value, volume: Value, env: &[Value], mount: &Value, contain
 }
 
 /// A stored pod with what differs between two creations of the same manifest removed: name,
-/// uid, timestamps, managed fields, the opt-out label of the twin, and the random suffix of
+/// uid, timestamps (the status conditions' too), managed fields, the opt-out label of the twin, and the random suffix of
 /// the API server's `kube-api-access-xxxxx` volume.
 pub fn normalize(pod: &Value) -> Value {
     let mut pod = pod.clone();
@@ -141,6 +141,17 @@ pub fn normalize(pod: &Value) -> Value {
             if labels.is_empty() {
                 meta.remove("labels");
             }
+        }
+    }
+    // Set at creation for a pod with scheduling gates (PodScheduled false): two creations
+    // may fall in different seconds.
+    for condition in pod["status"]["conditions"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(condition) = condition.as_object_mut() {
+            condition.remove("lastTransitionTime");
         }
     }
     rename_api_access(&mut pod);
