@@ -322,7 +322,7 @@ impl<'a> Scanner<'a> {
     /// A string whose opening quote has been read: borrowed as it stands, or decoded if it has
     /// escapes. Declined for a control character (invalid) and for a `\u` escape of a
     /// surrogate, which serde pairs or refuses.
-    #[inline]
+    #[inline(always)]
     fn kept_string(&mut self) -> Option<Cow<'a, str>> {
         let bytes = self.text.as_bytes();
         let start = self.at;
@@ -339,6 +339,7 @@ impl<'a> Scanner<'a> {
 
     /// The rest of [`Scanner::kept_string`] from the first escape, at `at`.
     #[cold]
+    #[inline(never)]
     fn decoded_string(&mut self, start: usize, mut at: usize) -> Option<String> {
         let bytes = self.text.as_bytes();
         let mut decoded = String::from(self.text.get(start..at)?);
