@@ -350,26 +350,8 @@ impl<'a> Scanner<'a> {
                     return Some(decoded);
                 }
                 b'\\' => {
-                    let (character, length) = match bytes.get(at + 1)? {
-                        b'"' => ('"', 2),
-                        b'\\' => ('\\', 2),
-                        b'/' => ('/', 2),
-                        b'b' => ('\u{8}', 2),
-                        b'f' => ('\u{c}', 2),
-                        b'n' => ('\n', 2),
-                        b'r' => ('\r', 2),
-                        b't' => ('\t', 2),
-                        b'u' => {
-                            let hex = bytes.get(at + 2..at + 6)?;
-                            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                                return None;
-                            }
-                            let code = u32::from_str_radix(self.text.get(at + 2..at + 6)?, 16);
-                            (char::from_u32(code.ok()?)?, 6)
-                        }
-                        _ => return None,
-                    };
-                    decoded.push(character);
+                    let (code, length) = escape(bytes, at)?;
+                    decoded.push(char::from_u32(code)?);
                     at += length;
                 }
                 // A control character.
@@ -391,22 +373,38 @@ impl<'a> Scanner<'a> {
                     self.at = at + 1;
                     return Some(());
                 }
-                b'\\' => match bytes.get(at + 1)? {
-                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at = at + 2,
-                    b'u' => {
-                        let hex = bytes.get(at + 2..at + 6)?;
-                        if !hex.iter().all(u8::is_ascii_hexdigit) {
-                            return None;
-                        }
-                        self.at = at + 6;
-                    }
-                    _ => return None,
-                },
+                b'\\' => self.at = at + escape(bytes, at)?.1,
                 // A control character.
                 _ => return None,
             }
         }
     }
+}
+
+/// The escape whose backslash is at `at`: the code it stands for (for `\u`, a UTF-16 unit,
+/// which may be half a surrogate pair) and its length; `None` if it is not one of JSON's.
+fn escape(bytes: &[u8], at: usize) -> Option<(u32, usize)> {
+    let code = match bytes.get(at + 1)? {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        b'u' => {
+            let unit = bytes
+                .get(at + 2..at + 6)?
+                .iter()
+                .try_fold(0, |unit, &digit| {
+                    Some(unit * 16 + char::from(digit).to_digit(16)?)
+                })?;
+            return Some((unit, 6));
+        }
+        _ => return None,
+    };
+    Some((u32::from(code), 2))
 }
 
 /// The offset of the first `"`, `\` or control character at or after `from`, or the length.
