@@ -120,8 +120,8 @@ pub fn add(pod: &mut Value, volume: Value, env: &[Value], mount: &Value, contain
 }
 
 /// A stored pod with what differs between two creations of the same manifest removed: name,
-/// uid, timestamps (the status conditions' too), managed fields, the opt-out label of the twin, and the random suffix of
-/// the API server's `kube-api-access-xxxxx` volume.
+/// uid, timestamps (the status conditions' too), managed fields, the opt-out label of the
+/// twin, and the random suffix of the API server's `kube-api-access-xxxxx` volume.
 pub fn normalize(pod: &Value) -> Value {
     let mut pod = pod.clone();
     if let Some(meta) = pod["metadata"].as_object_mut() {
@@ -144,12 +144,13 @@ pub fn normalize(pod: &Value) -> Value {
         }
     }
     // Set at creation for a pod with scheduling gates (PodScheduled false): two creations
-    // may fall in different seconds.
-    for condition in pod["status"]["conditions"]
-        .as_array_mut()
-        .into_iter()
-        .flatten()
-    {
+    // may fall in different seconds. Looked up with `get_mut`, as indexing would add a
+    // `status` to a pod that has none.
+    let conditions = pod
+        .get_mut("status")
+        .and_then(|status| status.get_mut("conditions"))
+        .and_then(Value::as_array_mut);
+    for condition in conditions.into_iter().flatten() {
         if let Some(condition) = condition.as_object_mut() {
             condition.remove("lastTransitionTime");
         }
