@@ -50,9 +50,18 @@ export GOTOOLCHAIN=local
 export GOFLAGS="-mod=mod -buildvcs=false"
 export CGO_ENABLED=0
 
-# go_module_dir NAME: a throw-away module directory, removed when the caller returns.
+# new_module_dir: a throw-away module directory, removed when the build ends.
 new_module_dir() {
   mktemp -d "${TMPDIR:-/tmp}/piw-go-build.XXXXXX"
+}
+
+# go_build_in DIR ARGS...: `go build ARGS` in the module DIR, with Go's build cache inside DIR
+# so it goes with it: the binaries are cached by version, and the 7 GB of compiled packages a
+# Kubernetes build leaves would otherwise stay on the disk for nothing.
+go_build_in() {
+  local dir="$1"
+  shift
+  (cd "$dir" && GOCACHE="$dir/go-build-cache" go build "$@")
 }
 
 build_etcd() {
@@ -61,7 +70,7 @@ build_etcd() {
   log "building etcd $ETCD_VERSION with $(go version) (one time, about 40 s)"
   printf 'module local.invalid/etcd-build\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 %s\n' \
     "$ETCD_VERSION" >"$tmp/go.mod"
-  (cd "$tmp" && go build -trimpath -ldflags="-s -w" -o "$PIW_ETCD_BIN.tmp" go.etcd.io/etcd/server/v3) ||
+  go_build_in "$tmp" -trimpath -ldflags="-s -w" -o "$PIW_ETCD_BIN.tmp" go.etcd.io/etcd/server/v3 ||
     { rm -rf "$tmp"; die "etcd $ETCD_VERSION did not build (see the go output above)"; }
   rm -rf "$tmp"
   "$PIW_ETCD_BIN.tmp" --version >/dev/null
@@ -103,7 +112,7 @@ build_kubernetes() {
   local out="$tmp/out" pkgs=() b
   mkdir -p "$out"
   for b in "${KUBE_BINARIES[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
-  (cd "$tmp" && go build -trimpath -ldflags="$ldflags" -o "$out/" "${pkgs[@]}") ||
+  go_build_in "$tmp" -trimpath -ldflags="$ldflags" -o "$out/" "${pkgs[@]}" ||
     { rm -rf "$tmp"; die "Kubernetes $v did not build (see the go output above)"; }
   for b in "${KUBE_BINARIES[@]}"; do
     "$out/$b" --version >/dev/null 2>&1 || [ "$b" = kubectl ] ||
