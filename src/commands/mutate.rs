@@ -135,15 +135,21 @@ pub fn render(args: &MutateArgs) -> Result<(String, Vec<String>), ManifestError>
     .map_err(as_pod_error)?;
     warnings.extend(outcome.mutation.warnings.iter().cloned());
 
+    let operations = outcome.mutation.patch.operations().map_err(|err| {
+        ManifestError::new(
+            &pod_file,
+            format!("the patch written for it does not read back as a JSON patch ({err}); this is a bug, please report it with the pod"),
+        )
+    })?;
     let patched = || {
         let mut patched = pod.clone();
-        json_patch::patch(&mut patched, &outcome.mutation.patch).map_err(|err| {
+        json_patch::patch(&mut patched, &operations).map_err(|err| {
             ManifestError::new(&pod_file, format!("the patch does not apply: {err}"))
         })?;
         Ok::<_, ManifestError>(patched)
     };
     let output = match args.output {
-        OutputFormat::Patch => json_text(&outcome.mutation.patch),
+        OutputFormat::Patch => json_text(&operations),
         OutputFormat::Pod => json_text(&patched()?),
         OutputFormat::Yaml => yaml_text(&patched()?),
     };

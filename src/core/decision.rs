@@ -3,10 +3,9 @@
 
 use std::ops::RangeInclusive;
 
-use json_patch::Patch;
 use serde_json::Value;
 
-use crate::core::engine::{self, mutate_node, Mutation, Node, PodContext, PodShapeError};
+use crate::core::engine::{self, mutate_node, Mutation, Node, Patch, PodContext, PodShapeError};
 use crate::core::identity::{resolve_identity, CredentialKind, Identity, IdentityInputs};
 use crate::core::json::{bound_owned, bounded_warnings, MAX_ECHO};
 use crate::core::settings::MutationSettings;
@@ -179,7 +178,7 @@ pub(crate) fn decide(
         containers,
     } = outcome.mutation;
     let warnings = bounded_warnings(warnings);
-    let Some(identity) = outcome.identity.filter(|_| !patch.0.is_empty()) else {
+    let Some(identity) = outcome.identity.filter(|_| !patch.is_empty()) else {
         return Decision::Admit(Admit {
             patch: None,
             warnings,

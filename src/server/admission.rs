@@ -625,16 +625,13 @@ fn encode(api_version: &str, uid: &str, decision: &Decision) -> Vec<u8> {
             }
             if let Some(patch) = &admit.patch {
                 out.extend_from_slice(b",\"patch\":\"");
-                // The patch's JSON, then its base64 straight into the answer: serde writes in
-                // many small pieces, which base64 is slow to take one at a time.
-                let mut json = Vec::with_capacity(1024);
-                write_json(&mut json, patch);
+                let json = patch.as_json().as_bytes();
                 let start = out.len();
                 out.resize(
                     start + base64::encoded_len(json.len(), true).unwrap_or(0),
                     0,
                 );
-                let written = STANDARD.encode_slice(&json, &mut out[start..]).unwrap_or(0);
+                let written = STANDARD.encode_slice(json, &mut out[start..]).unwrap_or(0);
                 out.truncate(start + written);
                 out.push(b'"');
             }
@@ -659,6 +656,7 @@ mod tests {
 
     use super::*;
     use crate::core::decision::Mutated;
+    use crate::core::engine::{Json, Patch};
 
     const POD_REVIEW: &[u8] =
         br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
@@ -981,7 +979,7 @@ mod tests {
             }
             Decision::Admit(admit) => {
                 if let Some(patch) = &admit.patch {
-                    response = response.with_patch(patch.clone()).unwrap();
+                    response = response.with_patch(patch.operations().unwrap()).unwrap();
                     patch_text = response.patch.take();
                 }
                 if !admit.warnings.is_empty() {
@@ -1001,8 +999,8 @@ mod tests {
 
     #[test]
     fn encode_writes_what_kube_writes_with_the_patch_as_base64_last() {
-        let patch: json_patch::Patch =
-            serde_json::from_str(r#"[{"op":"add","path":"/a","value":"é\"x"}]"#).unwrap();
+        let mut patch = Patch::default();
+        patch.add(&["a"], Json::Str("é\"x"));
         let mutated = Mutated {
             method: Method::StsWebIdentity,
             role: String::new(),
@@ -1036,7 +1034,7 @@ mod tests {
             }
         }
         let empty = Decision::Admit(Admit {
-            patch: Some(json_patch::Patch(vec![])),
+            patch: Some(Patch::default()),
             ..Admit::default()
         });
         let text = String::from_utf8(encode("admission.k8s.io/v1", "u", &empty)).unwrap();

@@ -232,7 +232,7 @@ proptest! {
         let context = PodContext { identity: &identity, settings: &settings };
         let mutation = mutate_pod(&pod, &context, &mut |range| *range.start()).unwrap();
         let mut patched = pod.clone();
-        json_patch::patch(&mut patched, &mutation.patch).unwrap();
+        json_patch::patch(&mut patched, &mutation.patch.operations().unwrap()).unwrap();
         let (token_var, mount, token_path) = if container_credentials {
             ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", CC_MOUNT, "eks-pod-identity-token")
         } else {

@@ -168,11 +168,11 @@ fn every_fixture_patch_applies_and_a_second_pass_is_empty() {
         let pod = &fixture.input["pod"];
         let outcome = fixture.run(pod);
         let mut patched = pod.clone();
-        json_patch::patch(&mut patched, &outcome.mutation.patch)
+        json_patch::patch(&mut patched, &outcome.mutation.patch.operations().unwrap())
             .unwrap_or_else(|err| panic!("{}: patch does not apply: {err}", fixture.name()));
         let again = fixture.run(&patched);
         assert!(
-            again.mutation.patch.0.is_empty(),
+            again.mutation.patch.is_empty(),
             "{}: second pass not empty: {:?}",
             fixture.name(),
             again.mutation.patch

@@ -1,14 +1,17 @@
 //! One container's share of the mutation: the environment variables and the token mount, and
 //! the conflicts that make part of it unsafe to add.
 
-use json_patch::PatchOperation;
-use serde_json::json;
-
-use super::patch;
+use super::patch::{Json, Patch};
 use super::pod_view::ContainerView;
 
 const REGIONAL_STS: &str = "AWS_STS_REGIONAL_ENDPOINTS";
 const REGION_VARIABLES: [&str; 2] = ["AWS_DEFAULT_REGION", "AWS_REGION"];
+const REGIONAL_STS_ENTRY: [(&str, Json<'_>); 2] = env_entry(REGIONAL_STS, "regional");
+
+/// The members of an env entry setting `name` to `value`.
+const fn env_entry<'a>(name: &'a str, value: &'a str) -> [(&'static str, Json<'a>); 2] {
+    [("name", Json::Str(name)), ("value", Json::Str(value))]
+}
 
 /// What every mutated container receives; the same for all containers of a pod.
 pub(crate) struct ContainerPlan<'a> {
@@ -46,7 +49,7 @@ pub(crate) struct ContainerOutcome {
 /// mounts the token volume somewhere else gets it at the mount path too when it gets the
 /// identity pair from us, so the token file is where the pair points.
 pub(crate) fn mutate_container(
-    ops: &mut Vec<PatchOperation>,
+    patch: &mut Patch,
     container: &ContainerView<'_>,
     plan: &ContainerPlan<'_>,
 ) -> ContainerOutcome {
@@ -62,34 +65,36 @@ pub(crate) fn mutate_container(
     }
 
     let mount = mount_decision(container, plan, identity_defined);
-    let mut additions = Vec::new();
+    // The entries' members, kept here for the additions to borrow.
+    let region_entries = plan
+        .region
+        .map(|region| REGION_VARIABLES.map(|name| env_entry(name, region)));
+    let identity_entries = plan
+        .env_pair
+        .each_ref()
+        .map(|(name, value)| env_entry(name, value));
+    let mut additions = Vec::with_capacity(5);
     if plan.regional_sts && !sts_defined {
-        additions.push(json!({"name": REGIONAL_STS, "value": "regional"}));
+        additions.push(Json::Object(&REGIONAL_STS_ENTRY));
     }
-    if let (Some(region), false) = (plan.region, region_defined) {
-        for name in REGION_VARIABLES {
-            additions.push(json!({"name": name, "value": region}));
-        }
+    if let (Some(entries), false) = (&region_entries, region_defined) {
+        additions.extend(entries.iter().map(|entry| Json::Object(entry)));
     }
     if !identity_defined && mount.token_reachable {
-        for (name, value) in &plan.env_pair {
-            additions.push(json!({"name": name, "value": value}));
-        }
+        additions.extend(identity_entries.iter().map(|entry| Json::Object(entry)));
     }
     let index = container.index.to_string();
     let path = |field| ["spec", container.list, index.as_str(), field];
     let mut changed = !additions.is_empty();
-    patch::append_all(ops, &path("env"), container.has_env, additions);
+    patch.append_all(&path("env"), container.has_env, &additions);
 
     if mount.add {
-        let mount =
-            json!({"name": plan.volume_name, "mountPath": plan.mount_path, "readOnly": true});
-        patch::append_all(
-            ops,
-            &path("volumeMounts"),
-            container.has_mounts,
-            vec![mount],
-        );
+        let mount = Json::Object(&[
+            ("name", Json::Str(plan.volume_name)),
+            ("mountPath", Json::Str(plan.mount_path)),
+            ("readOnly", Json::Bool(true)),
+        ]);
+        patch.append_all(&path("volumeMounts"), container.has_mounts, &[mount]);
         changed = true;
     }
     let warning = mount.conflict.map(|conflict| {

@@ -15,8 +15,7 @@ mod scan;
 use std::collections::HashSet;
 use std::ops::RangeInclusive;
 
-use json_patch::{Patch, PatchOperation};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::core::identity::{parse_expiration, CredentialKind, Identity};
 use crate::core::settings::MutationSettings;
@@ -26,6 +25,8 @@ pub use json_fields::{string as string_member, Object, PodShapeError};
 pub(crate) use node::MAX_CONTAINERS;
 pub(crate) use node::{read_pod, POD};
 pub use node::{Fields, Node};
+pub(crate) use patch::Json;
+pub use patch::Patch;
 use pod_view::PodView;
 #[doc(hidden)]
 pub use scan::check_scanner_against_serde;
@@ -135,7 +136,7 @@ pub(crate) fn mutate_node(
         .unwrap_or_default();
 
     let projection = TokenProjection::new(identity, settings, pod.windows);
-    let mut ops: Vec<PatchOperation> = Vec::new();
+    let mut patch = Patch::default();
 
     // Volumes that already hold a token where the identity variables point: the pod's own
     // volume of our name (reinvocation, or a hand-made setup), or another one a container
@@ -161,26 +162,30 @@ pub(crate) fn mutate_node(
 
     // The volume, prepended as the reference does, unless one of that name exists.
     if existing.is_none() {
-        let volume = json!({
-            "name": projection.volume_name,
-            "projected": {"sources": [{"serviceAccountToken": {
-                "audience": projection.audience,
-                "expirationSeconds": token_expiration,
-                "path": projection.token_path,
-            }}]},
-        });
-        ops.push(if pod.has_volumes {
-            patch::add(["spec", "volumes", "0"], volume)
+        let token = [
+            ("audience", Json::Str(projection.audience)),
+            ("expirationSeconds", Json::Int(token_expiration)),
+            ("path", Json::Str(projection.token_path)),
+        ];
+        let source = [("serviceAccountToken", Json::Object(&token))];
+        let sources = [Json::Object(&source)];
+        let projected = [("sources", Json::Array(&sources))];
+        let volume = Json::Object(&[
+            ("name", Json::Str(projection.volume_name)),
+            ("projected", Json::Object(&projected)),
+        ]);
+        if pod.has_volumes {
+            patch.add(&["spec", "volumes", "0"], volume);
         } else {
-            patch::add(["spec", "volumes"], Value::Array(vec![volume]))
-        });
+            patch.add(&["spec", "volumes"], Json::Array(&[volume]));
+        }
     }
 
     if container_credentials
         && volume_usable
         && pod.pod_identity_label != Some(POD_IDENTITY_LABEL_VALUE)
     {
-        ops.push(label_operation(&pod));
+        add_label(&mut patch, &pod);
     }
 
     let plan = ContainerPlan {
@@ -197,7 +202,7 @@ pub(crate) fn mutate_node(
         if skip.contains(container.name) {
             continue;
         }
-        let outcome = mutate_container(&mut ops, container, &plan);
+        let outcome = mutate_container(&mut patch, container, &plan);
         if outcome.changed {
             containers.push(container.name.to_string());
         }
@@ -205,7 +210,7 @@ pub(crate) fn mutate_node(
     }
 
     Ok(Mutation {
-        patch: Patch(ops),
+        patch,
         warnings,
         containers,
     })
@@ -296,13 +301,17 @@ impl<'a> TokenProjection<'a> {
 }
 
 /// Sets the pod-identity label, creating `labels` (or `metadata`) only where absent.
-fn label_operation(pod: &PodView<'_>) -> PatchOperation {
-    let value = Value::String(POD_IDENTITY_LABEL_VALUE.into());
+fn add_label(patch: &mut Patch, pod: &PodView<'_>) {
+    let value = Json::Str(POD_IDENTITY_LABEL_VALUE);
+    let labels = [(POD_IDENTITY_LABEL, value)];
     if pod.has_labels {
-        patch::add(["metadata", "labels", POD_IDENTITY_LABEL], value)
+        patch.add(&["metadata", "labels", POD_IDENTITY_LABEL], value);
     } else if pod.has_metadata {
-        patch::add(["metadata", "labels"], json!({POD_IDENTITY_LABEL: value}))
+        patch.add(&["metadata", "labels"], Json::Object(&labels));
     } else {
-        patch::add(["metadata"], json!({"labels": {POD_IDENTITY_LABEL: value}}))
+        patch.add(
+            &["metadata"],
+            Json::Object(&[("labels", Json::Object(&labels))]),
+        );
     }
 }

@@ -62,7 +62,7 @@ pub(crate) fn running_pods(
         // Fixed jitter: whether anything is missing does not depend on the drawn lifetime.
         let outcome = mutate_pod(pod, &context, &mut |range| *range.start());
         match outcome {
-            Ok(mutation) if !mutation.patch.0.is_empty() => {
+            Ok(mutation) if !mutation.patch.is_empty() => {
                 stale.push(format!(
                     "{name}{owner}: lacks {}",
                     missing_in(&mutation.containers)
@@ -152,7 +152,7 @@ mod tests {
             &mut |r| *r.start(),
         )
         .unwrap();
-        json_patch::patch(&mut p, &m.patch).unwrap();
+        json_patch::patch(&mut p, &m.patch.operations().unwrap()).unwrap();
         p
     }
 
