@@ -136,7 +136,8 @@ pub(crate) fn mutate_node(
         .unwrap_or_default();
 
     let projection = TokenProjection::new(identity, settings, pod.windows);
-    let mut patch = Patch::default();
+    // About what a container's env entries and mount take, and the volume.
+    let mut patch = Patch::with_capacity(512 + 512 * pod.containers.len());
 
     // Volumes that already hold a token where the identity variables point: the pod's own
     // volume of our name (reinvocation, or a hand-made setup), or another one a container

@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use super::scan::special_byte;
+
 /// A value to add, borrowed: written into the patch without being built as a tree first.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Json<'a> {
@@ -37,6 +39,13 @@ impl Default for Patch {
 }
 
 impl Patch {
+    /// An empty patch with room for about `bytes` of operations, so writing them seldom grows it.
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        let mut json = String::with_capacity(bytes);
+        json.push_str("[]");
+        Self { json, len: 0 }
+    }
+
     /// How many operations it holds.
     pub fn len(&self) -> usize {
         self.len
@@ -168,35 +177,35 @@ fn pointer_token(out: &mut String, token: &str) {
     escaped(out, rest);
 }
 
-/// The characters of `text` with JSON's escapes; runs that need none are copied whole.
+/// The characters of `text` with JSON's escapes; runs that need none are copied whole, found
+/// eight bytes at a time as the scanner finds them.
 fn escaped(out: &mut String, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = text.as_bytes();
     let mut start = 0;
-    for (at, &byte) in bytes.iter().enumerate() {
-        let escape = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
+    loop {
+        let at = special_byte(bytes, start);
         // Only ASCII bytes end a run, so both slices fall on character boundaries.
         out.push_str(&text[start..at]);
-        if escape.is_empty() {
-            out.push_str("\\u00");
-            out.push(HEX[usize::from(byte >> 4)] as char);
-            out.push(HEX[usize::from(byte & 0xf)] as char);
-        } else {
-            out.push_str(escape);
+        let Some(&byte) = bytes.get(at) else {
+            return;
+        };
+        match byte {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            _ => {
+                out.push_str("\\u00");
+                out.push(HEX[usize::from(byte >> 4)] as char);
+                out.push(HEX[usize::from(byte & 0xf)] as char);
+            }
         }
         start = at + 1;
     }
-    out.push_str(&text[start..]);
 }
 
 #[cfg(test)]

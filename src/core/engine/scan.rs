@@ -407,11 +407,12 @@ fn escape(bytes: &[u8], at: usize) -> Option<(u32, usize)> {
     Some((u32::from(code), 2))
 }
 
-/// The offset of the first `"`, `\` or control character at or after `from`, or the length.
+/// The offset of the first `"`, `\` or control character at or after `from`, or the length:
+/// where a JSON string ends or escapes, in reading it and (the patch) in writing it.
 /// Eight bytes at a time: each test below flags the first matching byte of a word exactly
 /// (a borrow only runs towards higher bytes), so the lowest flag is the first match.
 #[inline]
-fn special_byte(bytes: &[u8], from: usize) -> usize {
+pub(super) fn special_byte(bytes: &[u8], from: usize) -> usize {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     let mut at = from;
