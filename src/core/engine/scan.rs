@@ -136,13 +136,22 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// One value read with `shape`, as `read_pod`'s visitor reads it.
+    /// One value read with `shape`, as `read_pod`'s visitor reads it. Most kept values are
+    /// strings (names, label and annotation values): those are read here, inlined into the
+    /// caller, rather than through a call to the whole reader per string.
+    #[inline(always)]
     pub(crate) fn shaped(&mut self, shape: &'static Shape) -> Option<Node<'a>> {
+        if self.peek()? == b'"' {
+            self.at += 1;
+            return Some(Node::Str(self.kept_string()?));
+        }
+        self.shaped_other(shape)
+    }
+
+    /// [`Scanner::shaped`] for anything but a string.
+    #[inline(never)]
+    fn shaped_other(&mut self, shape: &'static Shape) -> Option<Node<'a>> {
         match self.peek()? {
-            b'"' => {
-                self.at += 1;
-                Some(Node::Str(self.kept_string()?))
-            }
             b'n' => self.literal(b"null").map(|()| Node::Null),
             b't' => self.literal(b"true").map(|()| Node::Bool),
             b'f' => self.literal(b"false").map(|()| Node::Bool),
