@@ -96,11 +96,7 @@ impl Admission {
         };
         let service_account = match node_service_account(pod) {
             Ok(name) => name,
-            Err(err) => {
-                let message = bound_owned(err.to_string(), MAX_ECHO);
-                review_event!(Level::WARN, about, "rejected: {message}");
-                return Decision::Deny(message);
-            }
+            Err(err) => return rejected(&about, bound_owned(err.to_string(), MAX_ECHO)),
         };
         about.service_account = service_account;
 
@@ -122,11 +118,9 @@ impl Admission {
             &self.settings,
             &mut random_jitter,
         );
-        let Decision::Admit(admit) = &decision else {
-            if let Decision::Deny(message) = &decision {
-                review_event!(Level::WARN, about, "rejected: {message}");
-            }
-            return decision;
+        let admit = match decision {
+            Decision::Admit(admit) => admit,
+            Decision::Deny(message) => return rejected(&about, message),
         };
         for warning in &admit.warnings {
             review_event!(Level::WARN, about, "{warning}");
@@ -151,7 +145,7 @@ impl Admission {
                 "pod not mutated: no identity for its ServiceAccount, or already mutated"
             ),
         }
-        decision
+        Decision::Admit(admit)
     }
 
     /// The ServiceAccount's annotations, waited for only when the rule in
@@ -193,6 +187,12 @@ struct About<'a> {
     pod: &'a str,
     /// Empty until read from the pod.
     service_account: &'a str,
+}
+
+/// The denial of a review with `message`, logged as every denial is.
+fn rejected(about: &About<'_>, message: String) -> Decision {
+    review_event!(Level::WARN, about, "rejected: {message}");
+    Decision::Deny(message)
 }
 
 /// A log event at `level` about one review ([`About`]); further fields and the message follow.
