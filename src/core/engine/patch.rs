@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use json_patch::jsonptr::Token;
+
 use super::scan::special_byte;
 
 /// A value to add, borrowed: written into the patch without being built as a tree first.
@@ -74,9 +76,10 @@ impl Patch {
             self.json.push(',');
         }
         self.json.push_str(r#"{"op":"add","path":""#);
-        for token in tokens {
+        for &token in tokens {
             self.json.push('/');
-            pointer_token(&mut self.json, token);
+            // JSON Pointer's own escapes (`~0`, `~1`) first, then JSON's.
+            escaped(&mut self.json, Token::new(token).encoded());
         }
         self.json.push_str(r#"","value":"#);
         value.write(&mut self.json);
@@ -160,21 +163,6 @@ fn string(out: &mut String, text: &str) {
     out.push('"');
     escaped(out, text);
     out.push('"');
-}
-
-/// A JSON Pointer token (`~` as `~0`, `/` as `~1`), inside a JSON string.
-fn pointer_token(out: &mut String, token: &str) {
-    let mut rest = token;
-    while let Some(at) = rest.find(['~', '/']) {
-        escaped(out, &rest[..at]);
-        out.push_str(if rest.as_bytes()[at] == b'~' {
-            "~0"
-        } else {
-            "~1"
-        });
-        rest = &rest[at + 1..];
-    }
-    escaped(out, rest);
 }
 
 /// The characters of `text` with JSON's escapes; runs that need none are copied whole, found
