@@ -12,14 +12,14 @@ use pod_identity_webhook::core::identity::ServiceAccountAnnotations;
 use pod_identity_webhook::core::settings::MutationSettings;
 use pod_identity_webhook::ops::health::Readiness;
 use pod_identity_webhook::ops::metrics::Metrics;
-use pod_identity_webhook::server::{webhook_router, Components, Limits};
+use pod_identity_webhook::server::{webhook_router, Components, Limits, Routes};
 use pod_identity_webhook::sources::service_accounts::FixedServiceAccounts;
 use pod_identity_webhook::sources::WatchedConfig;
 use tower::ServiceExt;
 
 struct Setup {
     runtime: tokio::runtime::Runtime,
-    router: axum::Router,
+    router: Routes,
 }
 
 fn setup() -> &'static Setup {

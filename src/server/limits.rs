@@ -9,11 +9,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::body::{Bytes, HttpBody};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
 use http_body_util::BodyExt;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -255,10 +254,6 @@ impl Drop for HandshakePermit {
     }
 }
 
-/// The client's address, put in each request's extensions by the connection that carried it.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Peer(pub IpAddr);
-
 /// Memory for request bodies in flight, in bytes: a budget for the whole server and a smaller
 /// one per peer address for bodies still arriving, so that one peer holding its bodies open
 /// cannot spend what the others need.
@@ -408,8 +403,16 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// State of the [`read_body`] layer.
-#[derive(Clone)]
+/// The answer to a request not completed within the request timeout, `limit`.
+pub(crate) fn request_timed_out(limit: Duration) -> Response {
+    (
+        StatusCode::REQUEST_TIMEOUT,
+        format!("request not completed within {limit:?}"),
+    )
+        .into_response()
+}
+
+/// How a request body is read: [`BodyReading::read`].
 pub(crate) struct BodyReading {
     pub budget: Arc<BodyBudget>,
     pub rejections: Arc<RejectionLog>,
@@ -417,6 +420,12 @@ pub(crate) struct BodyReading {
     pub deadline: Duration,
     pub min_rate: u64,
     pub min_rate_grace: Duration,
+}
+
+/// A whole request body, and the memory it holds in the budget until dropped.
+pub(crate) struct WholeBody<'a> {
+    pub bytes: Bytes,
+    _reservation: Reservation<'a>,
 }
 
 impl BodyReading {
@@ -430,114 +439,143 @@ impl BodyReading {
             min_rate_grace: limits.min_body_rate_grace,
         }
     }
-}
 
-/// Reads the whole body before the handler runs: within `deadline`, at `min_rate` bytes per
-/// second or faster once `min_rate_grace` has passed, and inside the memory budget. The
-/// handler then gets the bytes in memory, so nothing after this layer (the review
-/// concurrency limit in particular) ever waits on the client's network. A client too slow,
-/// too large or arriving when the budget is spent loses its own request (408, 413, 503).
-pub(crate) async fn read_body(
-    State(reading): State<BodyReading>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let peer = request.extensions().get::<Peer>().map(|peer| peer.0);
-    let (parts, mut body) = request.into_parts();
-    let mut reservation = Reservation {
-        budget: &reading.budget,
-        peer: reading.budget.peer(peer),
-        total: 0,
-        from_peer: 0,
-    };
-    let started = tokio::time::Instant::now();
-    let deadline = started + reading.deadline;
-    // Chunks as they came (no copying, no doubling of a growing buffer); joined once at the end.
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut received_len = 0usize;
-    let reject = |reason: Rejection, status: StatusCode, message: String| {
-        reading.rejections.reject(reason, peer, &message);
-        (status, message).into_response()
-    };
-    loop {
-        // Wake at least once a second to check the rate even when nothing arrives.
-        let check_at = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
-        let frame = match tokio::time::timeout_at(check_at, body.frame()).await {
-            Ok(None) => break,
-            Ok(Some(Ok(frame))) => Some(frame),
-            Ok(Some(Err(err))) => {
-                let source: &(dyn std::error::Error + 'static) = &*err.into_inner();
-                if source.is::<http_body_util::LengthLimitError>() {
-                    return reject(
-                        Rejection::BodyTooLarge,
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("request body exceeds the {} byte limit", reading.max_bytes),
-                    );
-                }
-                return (
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the request body: {source}"),
-                )
-                    .into_response();
-            }
-            Err(_) => None,
+    /// Reads the whole body, from `started` (when its head arrived): within `deadline`, at
+    /// `min_rate` bytes per second or faster once `min_rate_grace` has passed, and inside the
+    /// memory budget. The caller then has the bytes in memory, so nothing after this (the
+    /// review concurrency limit in particular) ever waits on the client's network. A client
+    /// too slow, too large or arriving when the budget is spent loses its own request: the
+    /// `Err` is its answer (408, 413, 503; 400 when the body breaks off).
+    pub async fn read<B>(
+        &self,
+        mut body: B,
+        peer: Option<IpAddr>,
+        started: tokio::time::Instant,
+    ) -> Result<WholeBody<'_>, Response>
+    where
+        B: HttpBody<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let mut reservation = Reservation {
+            budget: &self.budget,
+            peer: self.budget.peer(peer),
+            total: 0,
+            from_peer: 0,
         };
-        if let Some(data) = frame.and_then(|frame| frame.into_data().ok()) {
-            if received_len + data.len() > reading.max_bytes {
-                return reject(
-                    Rejection::BodyTooLarge,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body exceeds the {} byte limit", reading.max_bytes),
-                );
+        let deadline = started + self.deadline;
+        // Chunks as they came (no copying, no doubling of a growing buffer); joined once at the end.
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut received_len = 0usize;
+        loop {
+            // What has arrived is taken without a clock read or a timer; only a wait is timed,
+            // and the deadline and rate are checked after each one.
+            let (frame, waited) = match body.frame().now_or_never() {
+                Some(frame) => (Some(frame), false),
+                None => {
+                    // Wake at least once a second to check the rate even when nothing arrives.
+                    let check_at =
+                        deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
+                    let frame = tokio::time::timeout_at(check_at, body.frame()).await;
+                    (frame.ok(), true)
+                }
+            };
+            match frame {
+                Some(None) => break,
+                Some(Some(Err(err))) => {
+                    return Err((
+                        StatusCode::BAD_REQUEST,
+                        format!("cannot read the request body: {err}"),
+                    )
+                        .into_response())
+                }
+                Some(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        if received_len + data.len() > self.max_bytes {
+                            return Err(self.too_large(peer));
+                        }
+                        if !reservation.arriving(data.len(), received_len + data.len()) {
+                            return Err(self.out_of_memory(peer));
+                        }
+                        received_len += data.len();
+                        chunks.push(data);
+                    }
+                }
+                // Nothing arrived by the time the pace is due for a check.
+                None => {}
             }
-            if !reservation.arriving(data.len(), received_len + data.len()) {
-                return reject(
-                    Rejection::Memory,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the server's memory for request bodies is in use; retry".into(),
-                );
-            }
-            received_len += data.len();
-            chunks.push(data);
-        }
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return reject(
-                Rejection::SlowBody,
-                StatusCode::REQUEST_TIMEOUT,
-                format!("request body not received within {:?}", reading.deadline),
-            );
-        }
-        let elapsed = now - started;
-        if let Some(rated) = elapsed.checked_sub(reading.min_rate_grace) {
-            let expected = (reading.min_rate as f64 * rated.as_secs_f64()) as usize;
-            if received_len < expected {
-                return reject(
+            if let Some(problem) = waited
+                .then(|| self.too_slow(started, received_len))
+                .flatten()
+            {
+                return Err(self.reject(
                     Rejection::SlowBody,
+                    peer,
                     StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "request body arriving slower than {} bytes per second",
-                        reading.min_rate
-                    ),
-                );
+                    problem,
+                ));
             }
         }
+        if !reservation.arrived(received_len) {
+            return Err(self.out_of_memory(peer));
+        }
+        let bytes = match chunks.len() {
+            1 => chunks.pop().unwrap_or_default(),
+            _ => Bytes::from(chunks.concat()),
+        };
+        Ok(WholeBody {
+            bytes,
+            _reservation: reservation,
+        })
     }
-    if !reservation.arrived(received_len) {
-        return reject(
+
+    /// The answer to a body over `max_bytes`, declared or found so while reading.
+    pub fn too_large(&self, peer: Option<IpAddr>) -> Response {
+        self.reject(
+            Rejection::BodyTooLarge,
+            peer,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds the {} byte limit", self.max_bytes),
+        )
+    }
+
+    fn out_of_memory(&self, peer: Option<IpAddr>) -> Response {
+        self.reject(
             Rejection::Memory,
+            peer,
             StatusCode::SERVICE_UNAVAILABLE,
             "the server's memory for request bodies is in use; retry".into(),
-        );
+        )
     }
-    let body = match chunks.len() {
-        1 => chunks.pop().unwrap_or_default(),
-        _ => Bytes::from(chunks.concat()),
-    };
-    let request = Request::from_parts(parts, Body::from(body));
-    let response = next.run(request).await;
-    drop(reservation);
-    response
+
+    /// What is wrong when the body is past its deadline, or arriving slower than `min_rate`.
+    fn too_slow(&self, started: tokio::time::Instant, received_len: usize) -> Option<String> {
+        let elapsed = tokio::time::Instant::now() - started;
+        if elapsed >= self.deadline {
+            return Some(format!(
+                "request body not received within {:?}",
+                self.deadline
+            ));
+        }
+        let rated = elapsed.checked_sub(self.min_rate_grace)?;
+        let expected = (self.min_rate as f64 * rated.as_secs_f64()) as usize;
+        (received_len < expected).then(|| {
+            format!(
+                "request body arriving slower than {} bytes per second",
+                self.min_rate
+            )
+        })
+    }
+
+    fn reject(
+        &self,
+        reason: Rejection,
+        peer: Option<IpAddr>,
+        status: StatusCode,
+        message: String,
+    ) -> Response {
+        self.rejections.reject(reason, peer, &message);
+        (status, message).into_response()
+    }
 }
 
 #[cfg(test)]

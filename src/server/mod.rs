@@ -6,6 +6,7 @@ pub mod admission;
 mod h2_guard;
 pub mod limits;
 mod low_port;
+mod mutate;
 pub mod router;
 mod serve;
 pub mod tls;
@@ -23,7 +24,7 @@ use crate::ops::metrics::Metrics;
 use crate::sources::service_accounts::ServiceAccountLookup;
 use crate::sources::WatchedConfig;
 pub use admission::Admission;
-pub use router::{admin_router, webhook_router, CacheDumper};
+pub use router::{admin_router, webhook_router, CacheDumper, Routes};
 
 /// Largest accepted AdmissionReview body: 4 MiB. The API server caps stored objects near
 /// 3 MiB (etcd's 1.5 MiB request limit, plus the review envelope), so a real review always
@@ -233,13 +234,13 @@ impl Server {
                 serve::Listener {
                     listener: self.webhook,
                     tls: Some(tokio_rustls::TlsAcceptor::from(tls)),
-                    router: webhook,
+                    routes: webhook,
                     gate: webhook_gate,
                 },
                 serve::Listener {
                     listener: self.admin,
                     tls: None,
-                    router: admin,
+                    routes: admin,
                     gate: admin_gate,
                 },
             ],

@@ -1,5 +1,5 @@
 //! Listening sockets and accept loops: TCP (both IP families by default), optionally TLS, then
-//! HTTP/1.1 or HTTP/2 (by ALPN) serving of an axum router, with connection caps, per-connection
+//! HTTP/1.1 or HTTP/2 (by ALPN) serving of a port's [`Routes`], with connection caps, per-connection
 //! deadlines and a graceful drain at shutdown.
 
 use std::future::Future;
@@ -10,18 +10,23 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use axum::extract::Request;
-use axum::Router;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::response::Response;
+use futures::future::BoxFuture;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::h2_guard::ControlFrameGuard;
-use super::limits::{ConnectionGate, Peer, Rejection, RejectionLog};
+use super::limits::{ConnectionGate, Rejection, RejectionLog};
+use super::router::Routes;
 use super::Limits;
 
 /// A listener on `port`: at `ip` when given; otherwise on every address of both families, as
@@ -85,7 +90,7 @@ fn bind_socket(address: SocketAddr, dual_stack: bool) -> io::Result<TcpListener>
 pub(crate) struct Listener {
     pub listener: TcpListener,
     pub tls: Option<TlsAcceptor>,
-    pub router: Router,
+    pub routes: Routes,
     /// Connections (overall, per peer) and handshakes this listener may hold.
     pub gate: Arc<ConnectionGate>,
 }
@@ -161,7 +166,7 @@ async fn accept_loop(
     let Listener {
         listener,
         tls,
-        router,
+        routes,
         gate,
     } = listener;
     let builder = connection_builder(limits);
@@ -194,7 +199,7 @@ async fn accept_loop(
         let connection = ConnectionContext {
             peer: ip,
             accepted_at,
-            router: router.clone(),
+            routes: routes.clone(),
             limits: limits.clone(),
             stop: stop.clone(),
             rejections: rejections.clone(),
@@ -261,7 +266,7 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
 struct ConnectionContext {
     peer: IpAddr,
     accepted_at: tokio::time::Instant,
-    router: Router,
+    routes: Routes,
     limits: Limits,
     stop: watch::Receiver<bool>,
     rejections: Arc<RejectionLog>,
@@ -281,17 +286,17 @@ async fn serve_connection<I>(
     let ConnectionContext {
         peer,
         accepted_at,
-        router,
+        routes,
         limits,
         mut stop,
         rejections,
     } = context;
     let activity = Arc::new(Activity::new(accepted_at));
-    let service = TowerToHyperService::new(Tracked {
-        inner: router,
-        peer: Peer(peer),
+    let service = Tracked {
+        routes,
+        peer,
         activity: activity.clone(),
-    });
+    };
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let mut deadline = accepted_at + limits.first_request_timeout;
@@ -382,47 +387,47 @@ impl Activity {
     }
 }
 
-/// The router with the connection's peer address added to each request, and the
-/// connection's [`Activity`] kept up to date for its idle deadline.
-#[derive(Clone)]
+/// A connection's service: each request answered by the port's [`Routes`], with the
+/// connection's peer address, and the connection's [`Activity`] kept up to date for its idle
+/// deadline.
 struct Tracked {
-    inner: Router,
-    peer: Peer,
+    routes: Routes,
+    peer: IpAddr,
     activity: Arc<Activity>,
 }
 
-impl tower::Service<http::Request<hyper::body::Incoming>> for Tracked {
-    type Response = axum::response::Response;
-    type Error = std::convert::Infallible;
-    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+impl hyper::service::Service<http::Request<Incoming>> for Tracked {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = InFlight;
 
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        tower::Service::<Request>::poll_ready(&mut self.inner, cx)
-    }
-
-    fn call(&mut self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
-        let mut request: Request = request.map(axum::body::Body::new);
-        request.extensions_mut().insert(self.peer);
+    fn call(&self, request: http::Request<Incoming>) -> InFlight {
         self.activity.started();
-        let guard = InFlight(self.activity.clone());
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let response = future.await;
-            drop(guard);
-            response
-        })
+        InFlight {
+            answer: self.routes.answer(request, Some(self.peer)),
+            activity: self.activity.clone(),
+        }
     }
 }
 
-/// Marks the end of a request when dropped, however its future ends.
-struct InFlight(Arc<Activity>);
+/// A request's answer in progress; its end is marked in the connection's [`Activity`] when
+/// dropped, however it ends.
+struct InFlight {
+    answer: BoxFuture<'static, Response>,
+    activity: Arc<Activity>,
+}
+
+impl Future for InFlight {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.answer.as_mut().poll(cx).map(Ok)
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.ended();
+        self.activity.ended();
     }
 }
 

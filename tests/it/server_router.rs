@@ -9,7 +9,7 @@ use crate::support::eventually_async;
 use crate::support::fake_api::{FakeApi, Verb};
 use crate::support::server::*;
 use axum::body::Body;
-use axum::Router;
+
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{Request, StatusCode};
@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 use pod_identity_webhook::core::identity::{ContainerCredentialsConfig, ServiceAccountAnnotations};
 use pod_identity_webhook::ops::health::Readiness;
 use pod_identity_webhook::ops::metrics::Metrics;
-use pod_identity_webhook::server::{admin_router, webhook_router, Components, Limits};
+use pod_identity_webhook::server::{admin_router, webhook_router, Components, Limits, Routes};
 use pod_identity_webhook::sources::service_accounts::{
     CacheSettings, FixedServiceAccounts, KubeServiceAccountCache, ServiceAccountLookup,
 };
@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-async fn call(router: Router, request: Request<Body>) -> (StatusCode, Bytes) {
+async fn call(router: Routes, request: Request<Body>) -> (StatusCode, Bytes) {
     let response = router.oneshot(request).await.unwrap();
     let status = response.status();
     (
