@@ -15,6 +15,8 @@
 //! loop from an h2load timing script), and the latency percentiles of every request are
 //! printed from h2load's per-request log: throughput shows the cost of a request, this shows
 //! what one waits at a load a cluster would actually send.
+//! `PIW_WEBHOOK_BINARY=path` measures another build; `PIW_NULL_NO_LIFO=1` runs the null
+//! webhook with the webhook's runtime setting (the LIFO slot off, see main.rs).
 //! Without `--bench` (as under `cargo test --benches`) nothing is measured.
 
 // The integration tests' stand-in API server; the benchmark uses part of it.
@@ -558,10 +560,14 @@ fn null_webhook(cert: &str, key: &str, port: u16) {
         .expect("certificate and key match");
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // PIW_NULL_NO_LIFO=1 gives the null webhook the webhook's own runtime setting (main.rs),
+    // to see how much of the webhook's ratio that setting alone is worth.
+    #[cfg(tokio_unstable)]
+    if std::env::var_os("PIW_NULL_NO_LIFO").is_some() {
+        runtime.disable_lifo_slot();
+    }
+    let runtime = runtime.enable_all().build().unwrap();
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
             .await

@@ -39,9 +39,9 @@ stage_rootfs() {
   command -v setcap >/dev/null 2>&1 || apt_install libcap2-bin
   log "compiling a static release binary for $triple"
   # --target keeps crt-static away from build scripts and proc macros. RUSTFLAGS replaces
-  # .cargo/config.toml's flags, so its v0 symbol names (which link/hot-text.ld matches) are
-  # asked for again.
-  (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C symbol-mangling-version=v0" \
+  # .cargo/config.toml's flags, so its v0 symbol names (which link/hot-text.ld matches) and
+  # `tokio_unstable` (the runtime's LIFO slot off, see main.rs) are asked for again.
+  (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C symbol-mangling-version=v0 --cfg tokio_unstable" \
     cargo build --release --locked --target "$triple" --bin pod-identity-webhook)
   bin="$ROOT/target/$triple/release/pod-identity-webhook"
   file -b "$bin" 2>/dev/null | grep -q 'static' ||
