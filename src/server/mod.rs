@@ -7,6 +7,7 @@ mod h2_guard;
 pub mod limits;
 mod low_port;
 mod mutate;
+pub mod review;
 pub mod router;
 mod serve;
 pub mod tls;

@@ -40,17 +40,6 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// The byte offset of the next non-whitespace byte.
-    pub(crate) fn value_start(&mut self) -> Option<usize> {
-        self.peek()?;
-        Some(self.at)
-    }
-
-    /// The byte offset just past what has been read.
-    pub(crate) fn position(&self) -> usize {
-        self.at
-    }
-
     /// Only whitespace is left.
     pub(crate) fn end(&mut self) -> Option<()> {
         match self.peek() {
@@ -75,6 +64,36 @@ impl<'a> Scanner<'a> {
     #[inline]
     fn eat(&mut self, expected: u8) -> Option<()> {
         (self.peek()? == expected).then(|| self.at += 1)
+    }
+
+    /// A string value, kept.
+    pub(crate) fn string(&mut self) -> Option<Cow<'a, str>> {
+        self.eat(b'"')?;
+        self.kept_string()
+    }
+
+    /// `true` if the next value is `null` (then read), `false` if it is anything else (left
+    /// to be read).
+    pub(crate) fn null(&mut self) -> Option<bool> {
+        if self.peek()? != b'n' {
+            return Some(false);
+        }
+        self.literal(b"null").map(|()| true)
+    }
+
+    /// `true` or `false`.
+    pub(crate) fn boolean(&mut self) -> Option<bool> {
+        match self.peek()? {
+            b't' => self.literal(b"true").map(|()| true),
+            b'f' => self.literal(b"false").map(|()| false),
+            _ => None,
+        }
+    }
+
+    /// Reads an array, `each` reading every element.
+    pub(crate) fn array(&mut self, each: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.eat(b'[')?;
+        self.elements(each)
     }
 
     /// Reads an object, calling `each` with every key, positioned at its value, which `each`
