@@ -238,51 +238,27 @@ fn scan_request<'a>(scanner: &mut Scanner<'a>) -> Option<Request<'a>> {
             }
             "kind" => {
                 once.first(1)?;
-                let [group, version, kind_name] = scan_group_version(scanner, "kind")?;
-                kind = Some(Gvk {
-                    group,
-                    version,
-                    kind: kind_name,
-                });
+                kind = Some(scan_gvk(scanner)?);
             }
             "resource" => {
                 once.first(2)?;
-                let [group, version, resource_name] = scan_group_version(scanner, "resource")?;
-                resource = Some(Gvr {
-                    group,
-                    version,
-                    resource: resource_name,
-                });
+                resource = Some(scan_gvr(scanner)?);
             }
             "subResource" => {
                 once.first(3)?;
-                sub_resource = optional_string(scanner)?;
+                sub_resource = nullable(scanner, Scanner::string)?;
             }
             "requestKind" => {
                 once.first(4)?;
-                if !scanner.null()? {
-                    let [group, version, kind] = scan_group_version(scanner, "kind")?;
-                    request_kind = Some(Gvk {
-                        group,
-                        version,
-                        kind,
-                    });
-                }
+                request_kind = nullable(scanner, scan_gvk)?;
             }
             "requestResource" => {
                 once.first(5)?;
-                if !scanner.null()? {
-                    let [group, version, resource] = scan_group_version(scanner, "resource")?;
-                    request_resource = Some(Gvr {
-                        group,
-                        version,
-                        resource,
-                    });
-                }
+                request_resource = nullable(scanner, scan_gvr)?;
             }
             "requestSubResource" => {
                 once.first(6)?;
-                request_sub_resource = optional_string(scanner)?;
+                request_sub_resource = nullable(scanner, Scanner::string)?;
             }
             "name" => {
                 once.first(7)?;
@@ -290,7 +266,7 @@ fn scan_request<'a>(scanner: &mut Scanner<'a>) -> Option<Request<'a>> {
             }
             "namespace" => {
                 once.first(8)?;
-                namespace = optional_string(scanner)?;
+                namespace = nullable(scanner, Scanner::string)?;
             }
             "operation" => {
                 once.first(9)?;
@@ -332,6 +308,24 @@ fn scan_request<'a>(scanner: &mut Scanner<'a>) -> Option<Request<'a>> {
         user_info: user_info?,
         object,
         dry_run,
+    })
+}
+
+fn scan_gvk<'a>(scanner: &mut Scanner<'a>) -> Option<Gvk<'a>> {
+    let [group, version, kind] = scan_group_version(scanner, "kind")?;
+    Some(Gvk {
+        group,
+        version,
+        kind,
+    })
+}
+
+fn scan_gvr<'a>(scanner: &mut Scanner<'a>) -> Option<Gvr<'a>> {
+    let [group, version, resource] = scan_group_version(scanner, "resource")?;
+    Some(Gvr {
+        group,
+        version,
+        resource,
     })
 }
 
@@ -380,12 +374,15 @@ fn scan_user_info(scanner: &mut Scanner<'_>) -> Option<()> {
     })
 }
 
-/// A string or `null`: `Some(None)` for `null`.
-fn optional_string<'a>(scanner: &mut Scanner<'a>) -> Option<Option<Cow<'a, str>>> {
+/// `null` as `Some(None)`; anything else read by `read`, as serde reads an `Option`.
+fn nullable<'a, T>(
+    scanner: &mut Scanner<'a>,
+    read: impl FnOnce(&mut Scanner<'a>) -> Option<T>,
+) -> Option<Option<T>> {
     if scanner.null()? {
         return Some(None);
     }
-    scanner.string().map(Some)
+    read(scanner).map(Some)
 }
 
 /// The members of one object read so far, by number, so that a repeated one is declined.
