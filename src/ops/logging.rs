@@ -170,6 +170,11 @@ fn write_batches<W: Write>(shared: &Shared, output: impl Fn() -> W) {
             let _ = out.write_all(&batch);
             let _ = out.flush();
             batch.clear();
+            // A buffer grown by a stall or a burst is not kept: the two that take turns
+            // would otherwise hold up to MAX_PENDING_BYTES each for good.
+            if batch.capacity() > 4 * WRITE_AT_BYTES {
+                batch = Vec::new();
+            }
         }
         if closed {
             return;
