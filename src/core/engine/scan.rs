@@ -172,8 +172,7 @@ impl<'a> Scanner<'a> {
     fn shaped_other(&mut self, shape: &'static Shape) -> Option<Node<'a>> {
         match self.peek()? {
             b'n' => self.literal(b"null").map(|()| Node::Null),
-            b't' => self.literal(b"true").map(|()| Node::Bool),
-            b'f' => self.literal(b"false").map(|()| Node::Bool),
+            b't' | b'f' => self.boolean().map(|_| Node::Bool),
             b'[' => {
                 self.at += 1;
                 let Shape::Array(inner, cap) = shape else {
