@@ -11,6 +11,7 @@ pub mod review;
 pub mod router;
 mod serve;
 pub mod tls;
+mod write_batch;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

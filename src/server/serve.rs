@@ -1,6 +1,7 @@
 //! Listening sockets and accept loops: TCP (both IP families by default), optionally TLS, then
 //! HTTP/1.1 or HTTP/2 (by ALPN) serving of a port's [`Routes`], with connection caps, per-connection
-//! deadlines and a graceful drain at shutdown.
+//! deadlines and a graceful drain at shutdown. Each HTTP/2 connection's writes during one poll
+//! go out together ([`super::write_batch`]).
 
 use std::future::Future;
 use std::io;
@@ -27,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 use super::h2_guard::ControlFrameGuard;
 use super::limits::{ConnectionGate, Rejection, RejectionLog};
 use super::router::Routes;
+use super::write_batch::{batched_writes, HeldWrites, Unbatched};
 use super::Limits;
 
 /// A listener on `port`: at `ip` when given; otherwise on every address of both families, as
@@ -208,7 +210,7 @@ async fn accept_loop(
             None => {
                 let http1 = http1.clone();
                 tokio::spawn(async move {
-                    serve_connection(stream, &http1, connection).await;
+                    serve_connection(stream, Unbatched, &http1, connection).await;
                     drop(slot);
                 });
             }
@@ -238,9 +240,12 @@ async fn accept_loop(
                                 connection.rejections.clone(),
                                 ip,
                             );
-                            serve_connection(guarded, &http2, connection).await;
+                            let (io, held) = batched_writes(guarded);
+                            serve_connection(io, held, &http2, connection).await;
                         }
-                        Ok(Ok(stream)) => serve_connection(stream, &http1, connection).await,
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, Unbatched, &http1, connection).await
+                        }
                         Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
                         Err(_) => connection.rejections.reject(
                             Rejection::HandshakeTimeout,
@@ -275,13 +280,16 @@ struct ConnectionContext {
 /// Serves one connection until it ends, the server stops, or it goes without a request for
 /// too long: `first_request_timeout` from accept, then `idle_timeout` after each response.
 /// Either deadline, and the stop, start a graceful close (HTTP/2 GOAWAY), cut off after one
-/// second.
-async fn serve_connection<I>(
+/// second. `held` sends what `io` held back from each poll of the connection (HTTP/2's
+/// gathered writes, [`super::write_batch`]).
+async fn serve_connection<I, H>(
     io: I,
+    held: H,
     builder: &auto::Builder<TokioExecutor>,
     context: ConnectionContext,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: HeldWrites,
 {
     let ConnectionContext {
         peer,
@@ -302,7 +310,7 @@ async fn serve_connection<I>(
     let mut deadline = accepted_at + limits.first_request_timeout;
     let closing = loop {
         tokio::select! {
-            result = connection.as_mut() => {
+            result = drive(connection.as_mut(), &held) => {
                 if let Err(err) = result {
                     tracing::debug!(%peer, "connection ended with an error: {err}");
                 }
@@ -329,8 +337,29 @@ async fn serve_connection<I>(
         // At shutdown, in-flight requests get the drain timeout, which `serve` bounds.
         limits.request_timeout
     };
-    let _ = tokio::time::timeout(grace, connection.as_mut()).await;
+    let _ = tokio::time::timeout(grace, drive(connection.as_mut(), &held)).await;
 }
+
+/// Polls the connection, then sends what it wrote during that poll in one write
+/// ([`super::write_batch`]). A failed write ends the connection, as it would inside hyper.
+fn drive<'a, C, H>(
+    mut connection: Pin<&'a mut C>,
+    held: &'a H,
+) -> impl Future<Output = Result<(), BoxError>> + 'a
+where
+    C: Future<Output = Result<(), BoxError>>,
+    H: HeldWrites,
+{
+    std::future::poll_fn(move |cx| {
+        let result = connection.as_mut().poll(cx);
+        if let Poll::Ready(Err(err)) = held.poll_send(cx) {
+            return Poll::Ready(Err(err.into()));
+        }
+        result
+    })
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The requests in progress on one connection and when the last one ended. The connection's
 /// deadline reads them only when it fires, so a request costs two atomic updates and wakes

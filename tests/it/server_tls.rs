@@ -64,6 +64,48 @@ async fn http2_and_http1_round_trip_v1_and_v1beta1_reviews_over_tls_on_kept_aliv
     server.stop().await;
 }
 
+/// Many reviews at once on one HTTP/2 connection, with answers from a few hundred bytes to
+/// over 100 KB: the server sends the answers that are ready together in one write (see
+/// `server::write_batch`), and each must still arrive whole, on its own stream.
+#[tokio::test]
+async fn concurrent_http2_reviews_of_every_size_each_get_their_own_whole_answer() {
+    let ca = TestCa::new();
+    let server = TestServer::start(components(service_accounts()), Limits::default(), &ca).await;
+    let mut client = Client::connect(server.webhook, &ca, Protocol::Http2)
+        .await
+        .unwrap();
+    // One review first, so the client has the server's SETTINGS and queues the streams over
+    // its concurrency limit instead of having them refused.
+    let (status, body) = client.mutate(pod_review("api").to_string()).await.unwrap();
+    assert_mutated(status, &body);
+    let sizes = (0..60).map(|i| 1 + i % 12).chain([40, 250]);
+    let requests = sizes.enumerate().map(|(i, containers)| {
+        let mut client = client.try_clone().unwrap();
+        async move {
+            let mut review = pod_review("api");
+            let uid = format!("00000000-0000-4000-8000-{i:012}");
+            review["request"]["uid"] = uid.clone().into();
+            let containers: Vec<Value> = (0..containers)
+                .map(|c| serde_json::json!({"name": format!("c{c}"), "image": "app:1"}))
+                .collect();
+            review["request"]["object"]["spec"]["containers"] = containers.clone().into();
+            let (status, body) = client.mutate(review.to_string()).await.unwrap();
+            assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+            let answer: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(answer["response"]["uid"], uid.as_str());
+            let pod = apply_patch(&answer["response"], &review["request"]["object"]);
+            for c in 0..containers.len() {
+                assert_eq!(env(&pod, c, "AWS_ROLE_ARN").as_deref(), Some(ROLE), "{uid}");
+            }
+            body.len()
+        }
+    });
+    let lengths = futures::future::join_all(requests).await;
+    assert!(lengths.iter().any(|&n| n > 100_000), "{lengths:?}");
+    assert!(lengths.iter().any(|&n| n < 2_000), "{lengths:?}");
+    server.stop().await;
+}
+
 /// How long a test waits for what the server is expected to do.
 const WAIT: Duration = Duration::from_secs(10);
 
