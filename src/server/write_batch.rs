@@ -8,8 +8,9 @@
 //!
 //! Nothing waits on a write that has not been made: the connection is polled only through
 //! `drive`, which flushes after every poll, so the task never sleeps with bytes held here.
-//! The buffer is bounded; past [`HIGH_WATER`] bytes a write first sends what is held, and waits
-//! for the socket like any other write would.
+//! At most [`HELD_BYTES`] are held: a write that finds the buffer full first sends it, and
+//! waits for the socket like any other write would: a client that does not read its answers
+//! holds this buffer's 16 KiB more than it would without it, and no more.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -18,13 +19,9 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Bytes held before a write sends them rather than waiting for the end of the poll. A full
-/// TLS record is 16 KiB; four of them go out in one system call.
-const HIGH_WATER: usize = 64 * 1024;
-
-/// A buffer that grew past this (a large answer, a burst) is let go after it is sent, so an
-/// idle connection keeps at most this much.
-const KEPT_CAPACITY: usize = 16 * 1024;
+/// The most bytes held, and the buffer's largest capacity (it is kept between polls): one
+/// full TLS record, about eight small answers.
+const HELD_BYTES: usize = 16 * 1024;
 
 struct Shared<I> {
     io: I,
@@ -80,23 +77,28 @@ impl<I: AsyncWrite + Unpin> Shared<I> {
             }
         };
         self.held.drain(..sent);
-        if self.held.is_empty() && self.held.capacity() > KEPT_CAPACITY {
-            self.held = Vec::new();
-        }
         ready!(result)?;
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         self.unflushed = false;
         Poll::Ready(Ok(()))
     }
 
-    fn hold(&mut self, buf: &[u8]) {
-        self.held.extend_from_slice(buf);
-        self.unflushed = true;
+    /// Takes as much of `buf` as fits; how much that was.
+    fn hold(&mut self, buf: &[u8]) -> usize {
+        let taken = buf.len().min(HELD_BYTES - self.held.len());
+        let wanted = self.held.len() + taken;
+        if wanted > self.held.capacity() {
+            let capacity = (self.held.capacity() * 2).clamp(wanted, HELD_BYTES);
+            self.held.reserve_exact(capacity - self.held.len());
+        }
+        self.held.extend_from_slice(&buf[..taken]);
+        self.unflushed |= taken > 0;
+        taken
     }
 
-    /// Room for more: below the high-water mark, or after sending what is held.
+    /// Room for more: the buffer is not full, or what it held has been sent.
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.held.len() >= HIGH_WATER {
+        if self.held.len() == HELD_BYTES {
             ready!(self.poll_send(cx))?;
         }
         Poll::Ready(Ok(()))
@@ -148,8 +150,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<I> {
     ) -> Poll<io::Result<usize>> {
         let mut shared = lock(&self.shared);
         ready!(shared.poll_room(cx))?;
-        shared.hold(buf);
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(Ok(shared.hold(buf)))
     }
 
     fn poll_write_vectored(
@@ -159,12 +160,15 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<I> {
     ) -> Poll<io::Result<usize>> {
         let mut shared = lock(&self.shared);
         ready!(shared.poll_room(cx))?;
-        let mut written = 0;
+        let mut taken = 0;
         for buf in bufs {
-            shared.hold(buf);
-            written += buf.len();
+            let n = shared.hold(buf);
+            taken += n;
+            if n < buf.len() {
+                break;
+            }
         }
-        Poll::Ready(Ok(written))
+        Poll::Ready(Ok(taken))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -285,24 +289,39 @@ mod tests {
     }
 
     #[test]
-    fn past_the_high_water_mark_a_write_waits_for_the_socket() {
+    fn a_full_buffer_is_sent_before_more_is_taken_and_waits_for_the_socket() {
         let (wire, mut io, flusher) = wire();
         wire.lock().unwrap().writes_blocked = true;
-        let chunk = vec![7u8; 16 * 1024];
-        for _ in 0..HIGH_WATER / chunk.len() {
-            assert!(write(&mut io, &chunk).is_ready(), "below the mark");
-        }
-        assert!(write(&mut io, &chunk).is_pending(), "at the mark");
+        let chunk = vec![7u8; 10 * 1024];
+        assert!(matches!(write(&mut io, &chunk), Poll::Ready(Ok(n)) if n == chunk.len()));
+        let rest = HELD_BYTES - chunk.len();
+        assert!(matches!(write(&mut io, &chunk), Poll::Ready(Ok(n)) if n == rest));
+        assert!(
+            write(&mut io, &chunk).is_pending(),
+            "full, and the socket takes nothing"
+        );
         assert!(flusher.poll_send(&mut cx()).is_pending());
+        assert_eq!(lock(&flusher.shared).held.capacity(), HELD_BYTES);
         wire.lock().unwrap().writes_blocked = false;
         assert!(matches!(write(&mut io, b"next"), Poll::Ready(Ok(4))));
-        let sent: usize = wire.lock().unwrap().writes.iter().map(Vec::len).sum();
-        assert_eq!(
-            sent, HIGH_WATER,
-            "what was held went out before `next` was taken"
-        );
+        assert_eq!(wire.lock().unwrap().writes.concat().len(), HELD_BYTES);
         assert!(flusher.poll_send(&mut cx()).is_ready());
         assert_eq!(wire.lock().unwrap().writes.last().unwrap(), b"next");
+    }
+
+    #[test]
+    fn a_vectored_write_takes_what_fits_in_order() {
+        let (wire, mut io, flusher) = wire();
+        let big = vec![1u8; HELD_BYTES - 2];
+        let slices = [
+            IoSlice::new(&big),
+            IoSlice::new(b"abcd"),
+            IoSlice::new(b"ef"),
+        ];
+        let taken = Pin::new(&mut io).poll_write_vectored(&mut cx(), &slices);
+        assert!(matches!(taken, Poll::Ready(Ok(n)) if n == HELD_BYTES));
+        assert!(flusher.poll_send(&mut cx()).is_ready());
+        assert!(wire.lock().unwrap().writes[0].ends_with(&[1, b'a', b'b']));
     }
 
     #[test]
@@ -313,19 +332,5 @@ mod tests {
         let wire = wire.lock().unwrap();
         assert_eq!(wire.writes, vec![b"goaway".to_vec()]);
         assert!(wire.shut_down);
-    }
-
-    #[test]
-    fn a_large_buffer_is_let_go_once_sent() {
-        let (_wire, mut io, flusher) = wire();
-        assert!(write(&mut io, &vec![1u8; 100 * 1024]).is_ready());
-        assert!(flusher.poll_send(&mut cx()).is_ready());
-        assert_eq!(lock(&flusher.shared).held.capacity(), 0);
-        assert!(write(&mut io, &[1u8; 1024]).is_ready());
-        assert!(flusher.poll_send(&mut cx()).is_ready());
-        assert!(
-            lock(&flusher.shared).held.capacity() >= 1024,
-            "a small one is kept"
-        );
     }
 }
