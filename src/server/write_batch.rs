@@ -9,8 +9,8 @@
 //! Nothing waits on a write that has not been made: the connection is polled only through
 //! `drive`, which flushes after every poll, so the task never sleeps with bytes held here.
 //! At most [`HELD_BYTES`] are held: a write that finds the buffer full first sends it, and
-//! waits for the socket like any other write would: a client that does not read its answers
-//! holds this buffer's 16 KiB more than it would without it, and no more.
+//! waits for the socket like any other write would. So a client that does not read its
+//! answers holds at most 16 KiB more than it would without this buffer.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;

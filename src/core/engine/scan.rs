@@ -288,8 +288,7 @@ impl<'a> Scanner<'a> {
                 self.skip_string().map(|()| false)
             }
             b'n' => self.literal(b"null").map(|()| false),
-            b't' => self.literal(b"true").map(|()| false),
-            b'f' => self.literal(b"false").map(|()| false),
+            b't' | b'f' => self.boolean().map(|_| false),
             b'-' | b'0'..=b'9' => self.skip_number().map(|()| false),
             _ => None,
         }
