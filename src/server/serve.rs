@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::response::Response;
+use axum::BoxError;
 use futures::future::BoxFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -358,8 +359,6 @@ where
         result
     })
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The requests in progress on one connection and when the last one ended. The connection's
 /// deadline reads them only when it fires, so a request costs two atomic updates and wakes
