@@ -560,14 +560,10 @@ fn null_webhook(cert: &str, key: &str, port: u16) {
         .expect("certificate and key match");
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    // PIW_NULL_NO_LIFO=1 gives the null webhook the webhook's own runtime setting (main.rs),
-    // to see how much of the webhook's ratio that setting alone is worth.
-    #[cfg(tokio_unstable)]
-    if std::env::var_os("PIW_NULL_NO_LIFO").is_some() {
-        runtime.disable_lifo_slot();
-    }
-    let runtime = runtime.enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
             .await

@@ -38,25 +38,12 @@ stage_rootfs() {
   triple="$(uname -m)-unknown-linux-gnu"
   command -v setcap >/dev/null 2>&1 || apt_install libcap2-bin
   log "compiling a static release binary for $triple"
-  # --target keeps crt-static away from build scripts and proc macros. RUSTFLAGS replaces
-  # .cargo/config.toml's flags, so its v0 symbol names (which link/hot-text.ld matches) and
-  # `tokio_unstable` (the runtime's LIFO slot off, see main.rs) are asked for again.
-  (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C symbol-mangling-version=v0 --cfg tokio_unstable" \
+  # --target keeps crt-static away from build scripts and proc macros.
+  (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
     cargo build --release --locked --target "$triple" --bin pod-identity-webhook)
   bin="$ROOT/target/$triple/release/pod-identity-webhook"
   file -b "$bin" 2>/dev/null | grep -q 'static' ||
     { ldd "$bin" 2>&1 | grep -q 'not a dynamic' || die "$bin is not statically linked"; }
-  # build.rs gathers the functions the webhook runs (link/hot-text.ld); without that block
-  # about 4 MiB more of the binary becomes resident. A linker that ignored the script, or
-  # symbol names its patterns do not match, is an error rather than a silent loss
-  # (PIW_HOT_TEXT=0 builds without it, on purpose).
-  if [ "${PIW_HOT_TEXT:-1}" != 0 ]; then
-    local hot
-    hot="$(readelf -SW "$bin" |
-      sed -n 's/.* \.text\.hot  *PROGBITS  *[0-9a-f]*  *[0-9a-f]*  *\([0-9a-f]*\) .*/\1/p')"
-    [ $((16#${hot:-0})) -ge 1048576 ] ||
-      die "$bin gathers $((16#${hot:-0})) bytes in .text.hot, not the megabytes expected: was link/hot-text.ld passed to the linker, with v0 symbol names? (build.rs)"
-  fi
   rm -rf "$dir"
   mkdir -p "$dir/usr/local/bin"
   install -m 0755 "$bin" "$dir/usr/local/bin/pod-identity-webhook"

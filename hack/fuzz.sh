@@ -19,7 +19,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 rustup run nightly true 2>/dev/null || { echo "fuzz.sh: the nightly toolchain is needed (rustup toolchain install nightly)" >&2; exit 1; }
 
-targets="${FUZZ_TARGETS:-review engine pod_scan manifests config_map container_credentials flags}"
+targets="${FUZZ_TARGETS:-review engine manifests config_map container_credentials flags}"
 jobs="${FUZZ_JOBS:-1}"
 sanitizer="${FUZZ_SANITIZER:-address}"
 build_flags=(-O -s "$sanitizer")
@@ -53,7 +53,6 @@ seed() {
     review) cp tests/fixtures/admission/*.json "$corpus/" ;;
     # The engine target's first byte picks the identity; the rest is the pod.
     engine) fixture_pods "$corpus" identity-byte ;;
-    pod_scan) fixture_pods "$corpus" ;;
     manifests) cp examples/*.yaml "$corpus/" 2>/dev/null || true; cp tests/fixtures/admission/*.json "$corpus/" ;;
     config_map) printf '%s' '{"payments/api":{"RoleARN":"arn:aws:iam::111122223333:role/r","Audience":"sts.amazonaws.com","UseRegionalSTS":true,"TokenExpiration":3600},"*/default":{}}' > "$corpus/seed.json" ;;
     container_credentials) printf '%s' '{"identities":[{"namespace":"payments","serviceAccount":"api"}]}' > "$corpus/seed.json" ;;

@@ -9,6 +9,8 @@
 //! on top of `irsa`, the pure IRSA tools. `cli` is the command line, read only by `main.rs`
 //! and `commands`, which turn it into plain settings.
 
+#![forbid(unsafe_code)]
+
 pub mod certs;
 pub mod cli;
 pub mod commands;

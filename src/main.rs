@@ -1,5 +1,7 @@
 //! Wiring only: parse the command line, build the parts, run the chosen command.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -15,8 +17,10 @@ use pod_identity_webhook::sources::service_accounts::{CacheSettings, KubeService
 use pod_identity_webhook::sources::WatchedConfig;
 use pod_identity_webhook::sources::{config_map_watch, container_credentials_watch};
 
-// mimalloc, with options that return freed memory promptly (`ops::allocator`).
-pod_identity_webhook::global_allocator!();
+// Faster than the C library's allocator on a request's many small, short-lived allocations
+// (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     match cli::parse_or_exit(std::env::args_os()).into_command() {
@@ -44,18 +48,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             "accepted for compatibility with the reference webhook; no effect here"
         );
     }
-    // One worker per CPU (Tokio's default); an idle worker hands its freed memory back.
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    // Without the LIFO slot, a task woken by another (an HTTP/2 connection woken by a finished
-    // stream) runs after the tasks already queued instead of before them, so the answers of
-    // several streams are ready when the connection runs and leave in one write
-    // (server::write_batch): about 40% more small h2 reviews per second on one core, 0.16
-    // writes per answer instead of 0.71 (docs/benchmarks.md).
-    #[cfg(tokio_unstable)]
-    runtime.disable_lifo_slot();
-    let runtime = match runtime
+    // One worker per CPU (Tokio's default).
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_park(pod_identity_webhook::ops::allocator::on_worker_park)
         .build()
     {
         Ok(runtime) => runtime,
@@ -64,7 +59,6 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.spawn(pod_identity_webhook::ops::allocator::return_freed_memory());
     let result = runtime.block_on(run(args));
     // Background watches end with the runtime; nothing else needs waiting for.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

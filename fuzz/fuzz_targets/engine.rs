@@ -1,11 +1,13 @@
-//! The engine on any JSON pod, with the properties the webhook promises: the patch applies,
-//! holds only `add` operations on the paths the engine may touch, and a second pass over the
-//! patched pod changes nothing. The first byte picks the identity and the jitter.
+//! The pod reader and the engine on any JSON text, with the properties the webhook promises:
+//! whatever reads as a pod gets a patch that applies, holds only `add` operations on the paths
+//! the engine may touch, and a second pass over the patched pod changes nothing. The first
+//! byte picks the identity and the jitter.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pod_identity_webhook::core::engine::{mutate_pod, PodContext};
+use pod_identity_webhook::core::engine;
 use pod_identity_webhook::core::identity::{CredentialKind, Identity};
+use pod_identity_webhook::core::pod::Pod;
 use pod_identity_webhook::core::settings::MutationSettings;
 use serde_json::Value;
 
@@ -13,9 +15,13 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, json)) = data.split_first() else {
         return;
     };
-    let Ok(pod) = serde_json::from_slice::<Value>(json) else {
+    let Ok(text) = std::str::from_utf8(json) else {
         return;
     };
+    let Ok(read) = Pod::from_json(text) else {
+        return;
+    };
+    let pod: Value = serde_json::from_str(text).expect("what reads as a pod is JSON");
     let source = if pick & 1 == 0 {
         CredentialKind::WebIdentity {
             role_arn: "arn:aws:iam::111122223333:role/r".into(),
@@ -33,10 +39,6 @@ fuzz_target!(|data: &[u8]| {
         aws_default_region: (pick & 8 != 0).then(|| "eu-west-1".to_string()),
         ..MutationSettings::default()
     };
-    let context = PodContext {
-        identity: &identity,
-        settings: &settings,
-    };
     let high = pick & 16 != 0;
     let mut jitter = |range: std::ops::RangeInclusive<i64>| {
         if high {
@@ -45,9 +47,7 @@ fuzz_target!(|data: &[u8]| {
             *range.start()
         }
     };
-    let Ok(mutation) = mutate_pod(&pod, &context, &mut jitter) else {
-        return;
-    };
+    let mutation = engine::mutate(&read, &identity, &settings, &mut jitter);
     for operation in &mutation.patch.operations().unwrap().0 {
         let json_patch::PatchOperation::Add(add) = operation else {
             panic!("only add operations: {operation:?}");
@@ -71,7 +71,8 @@ fuzz_target!(|data: &[u8]| {
     let mut patched = pod.clone();
     json_patch::patch(&mut patched, &mutation.patch.operations().unwrap())
         .unwrap_or_else(|err| panic!("the patch does not apply: {err}\n{:?}", mutation.patch));
-    let again = mutate_pod(&patched, &context, &mut jitter).expect("a patched pod is still valid");
+    let patched_pod = Pod::from_value(&patched).expect("a patched pod is still a pod");
+    let again = engine::mutate(&patched_pod, &identity, &settings, &mut jitter);
     assert!(again.patch.is_empty(), "second pass: {:?}", again.patch);
 });
 

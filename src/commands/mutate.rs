@@ -9,11 +9,12 @@ use serde_json::Value;
 
 use crate::cli::{MutateArgs, OutputFormat};
 use crate::commands::manifests::{display_name, read_documents, Document, ManifestError};
-use crate::core::decision::{mutate_with_inputs, random_jitter, service_account_name};
+use crate::core::decision::decide;
 use crate::core::identity::{
     ConfigMapMapping, ContainerCredentialsConfig, IdentityInputs, ServiceAccountAnnotations,
     CONFIG_KEY,
 };
+use crate::core::pod::Pod;
 use crate::core::settings::MutationSettings;
 use crate::sources::service_accounts::FixedServiceAccounts;
 
@@ -105,37 +106,29 @@ pub fn render(args: &MutateArgs) -> Result<(String, Vec<String>), ManifestError>
         None => None,
     };
 
-    let namespace = pod
-        .get("metadata")
-        .and_then(|m| m.get("namespace"))
-        .and_then(Value::as_str)
-        .filter(|ns| !ns.is_empty())
-        .unwrap_or(DEFAULT_NAMESPACE)
-        .to_string();
-    let as_pod_error =
-        |err: crate::core::engine::PodShapeError| ManifestError::new(&pod_file, err.to_string());
-    let service_account = service_account_name(&pod).map_err(as_pod_error)?;
-    let annotations = service_accounts.get(&namespace, service_account);
+    let read =
+        Pod::from_value(&pod).map_err(|err| ManifestError::new(&pod_file, err.to_string()))?;
+    let namespace = match read.namespace() {
+        "" => DEFAULT_NAMESPACE,
+        namespace => namespace,
+    };
+    let service_account = read.service_account();
+    let annotations = service_accounts.get(namespace, service_account);
     if annotations.is_none() {
-        warnings.push(missing_service_account(&namespace, service_account, &given));
+        warnings.push(missing_service_account(namespace, service_account, &given));
     }
     let sources = IdentityInputs {
         service_account: annotations.as_deref(),
         mapping: mapping.as_ref(),
         container_credentials: container_credentials.as_ref(),
     };
-    let outcome = mutate_with_inputs(
-        &pod,
-        &namespace,
-        service_account,
-        sources,
-        &settings,
-        &mut random_jitter,
-    )
-    .map_err(as_pod_error)?;
-    warnings.extend(outcome.mutation.warnings.iter().cloned());
+    let decision = decide(&read, namespace, sources, &settings, &mut |range| {
+        rand::random_range(range)
+    });
+    warnings.extend(decision.warnings);
 
-    let operations = outcome.mutation.patch.operations().map_err(|err| {
+    let patch = decision.patch.unwrap_or_default();
+    let operations = patch.operations().map_err(|err| {
         ManifestError::new(
             &pod_file,
             format!("the patch written for it does not read back as a JSON patch ({err}); this is a bug, please report it with the pod"),

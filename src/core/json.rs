@@ -71,23 +71,63 @@ pub(crate) fn bounded_list<S: AsRef<str>>(names: &[S], max: usize) -> String {
     out
 }
 
-/// Warnings each bounded to [`MAX_ECHO`] bytes and, together, to the 4 KiB the API server
-/// passes on; one last line says how many were dropped.
-pub(crate) fn bounded_warnings(warnings: Vec<String>) -> Vec<String> {
-    const TOTAL: usize = 4096;
-    let count = warnings.len();
-    let mut kept = Vec::with_capacity(count);
-    let mut total = 0;
-    for warning in warnings {
+/// What the API server passes on of a response's warnings, in bytes.
+const WARNINGS_BYTES: usize = 4096;
+
+/// Admission warnings, bounded as they are collected: each to [`MAX_ECHO`] bytes (the API
+/// server cuts longer ones), all together to the 4 KiB the API server passes on, the rest
+/// counted. A pod of thousands of containers in conflict thus costs a counter, not a warning
+/// each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Warnings {
+    kept: Vec<String>,
+    bytes: usize,
+    dropped: usize,
+}
+
+impl Warnings {
+    pub fn push(&mut self, warning: String) {
         let warning = bound_owned(warning, MAX_ECHO);
-        if total + warning.len() > TOTAL - MAX_ECHO {
-            kept.push(format!("{} more warnings not shown", count - kept.len()));
-            break;
+        // Room is left for the line that counts what was dropped.
+        if self.dropped > 0 || self.bytes + warning.len() > WARNINGS_BYTES - MAX_ECHO {
+            self.dropped += 1;
+            return;
         }
-        total += warning.len();
-        kept.push(warning);
+        self.bytes += warning.len();
+        self.kept.push(warning);
     }
-    kept
+
+    /// `other`'s warnings after these.
+    pub fn append(&mut self, other: Warnings) {
+        let dropped = other.dropped;
+        for warning in other.kept {
+            self.push(warning);
+        }
+        self.dropped += dropped;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.kept.is_empty() && self.dropped == 0
+    }
+
+    /// The warnings to send, the last one saying how many were left out.
+    pub fn into_vec(self) -> Vec<String> {
+        let mut warnings = self.kept;
+        if self.dropped > 0 {
+            warnings.push(format!("{} more warnings not shown", self.dropped));
+        }
+        warnings
+    }
+}
+
+impl From<Vec<String>> for Warnings {
+    fn from(warnings: Vec<String>) -> Self {
+        let mut bounded = Self::default();
+        for warning in warnings {
+            bounded.push(warning);
+        }
+        bounded
+    }
 }
 
 #[cfg(test)]
@@ -119,13 +159,20 @@ mod tests {
     }
 
     #[test]
-    fn bounded_warnings_caps_each_and_all() {
-        let warnings = vec!["w".repeat(1 << 20); 1000];
-        let kept = bounded_warnings(warnings);
+    fn warnings_are_bounded_each_and_all_and_the_rest_counted() {
+        let warnings = Warnings::from(vec!["w".repeat(1 << 20); 1000]);
+        let kept = warnings.into_vec();
         assert!(kept.iter().all(|w| w.len() <= MAX_ECHO));
         assert!(kept.iter().map(String::len).sum::<usize>() <= 4096);
-        assert!(kept.last().unwrap().ends_with("more warnings not shown"));
+        let last = kept.last().unwrap();
+        assert_eq!(
+            *last,
+            format!("{} more warnings not shown", 1000 - (kept.len() - 1))
+        );
         let few = vec!["a".to_string(), "b".to_string()];
-        assert_eq!(bounded_warnings(few.clone()), few);
+        assert_eq!(Warnings::from(few.clone()).into_vec(), few);
+        let mut first = Warnings::from(vec!["a".to_string()]);
+        first.append(Warnings::from(vec!["b".to_string()]));
+        assert_eq!(first.into_vec(), ["a", "b"]);
     }
 }

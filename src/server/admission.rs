@@ -1,7 +1,8 @@
 //! One AdmissionReview in, one out: decode the review (`server::review`), look up the
 //! ServiceAccount, decide in the pure core (`decision::decide`), encode the answer in one
-//! pass. No HTTP here; `server::mutate` turns a `BadReview` into a 400.
+//! pass. No HTTP here; the router turns a `BadReview` into a 400.
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
@@ -11,11 +12,8 @@ use tracing::Level;
 
 pub use super::review::BadReview;
 
-use super::review::{decode, Request};
-use crate::core::decision::{
-    decide, node_service_account, pod_names, random_jitter, Admit, Decision, Method,
-};
-use crate::core::engine::Node;
+use super::review::{decode, Object, Review};
+use crate::core::decision::{decide, Decision, Method};
 use crate::core::identity::{IdentityInputs, ServiceAccountAnnotations, ServiceAccountNeed};
 use crate::core::json::{bound_owned, bounded, bounded_list, MAX_ECHO};
 use crate::core::settings::MutationSettings;
@@ -36,6 +34,15 @@ pub struct Admission {
     pub service_accounts: Arc<dyn ServiceAccountLookup>,
     pub watched_config: Arc<WatchedConfig>,
     pub metrics: Arc<Metrics>,
+}
+
+/// The answer to one review.
+#[derive(Debug, Clone, PartialEq)]
+enum Answer {
+    /// The pod is not a valid Pod in a field the webhook reads: `allowed: false` with this
+    /// message (bounded in length). The API server never sends such a pod.
+    Deny(String),
+    Admit(Decision),
 }
 
 impl Admission {
@@ -61,31 +68,48 @@ impl Admission {
 
     async fn answer(&self, body: &[u8]) -> Result<Vec<u8>, BadReview> {
         let review = decode(body)?;
-        let request = &review.request;
-        let decision = self.respond(request).await;
-        Ok(encode(review.api_version, &request.uid, &decision))
+        let answer = self.respond(&review).await;
+        Ok(encode(review.api_version, &review.uid, &answer))
     }
 
     /// The I/O around `decide`: the ServiceAccount lookup before it, logs and counters after.
-    async fn respond(&self, request: &Request<'_>) -> Decision {
-        if !request.is_pod_creation() {
-            return Decision::Admit(Admit::default());
+    async fn respond(&self, review: &Review<'_>) -> Answer {
+        if !review.pod_creation {
+            return Answer::Admit(Decision::default());
         }
-        let pod = request.object.as_ref().unwrap_or(&Node::Null);
-        let (namespace, pod_name) = pod_names(pod, request.namespace.as_deref());
+        let request_namespace = review.namespace.as_deref().filter(|ns| !ns.is_empty());
         let mut about = About {
-            uid: &request.uid,
-            namespace,
-            pod: pod_name,
+            uid: &review.uid,
+            namespace: request_namespace.unwrap_or_default(),
+            pod: "",
             service_account: "",
         };
-        let service_account = match node_service_account(pod) {
-            Ok(name) => name,
-            Err(err) => return rejected(&about, bound_owned(err.to_string(), MAX_ECHO)),
+        let pod = match &review.object {
+            Object::Pod(pod) => pod,
+            Object::Invalid(err) => {
+                return rejected(&about, bound_owned(err.to_string(), MAX_ECHO))
+            }
+            Object::Absent => {
+                return rejected(
+                    &about,
+                    "the review of a pod creation holds no object".into(),
+                )
+            }
+            Object::TooLarge => {
+                let warning = "the pod's lists and maps are too large for this webhook to read: left unchanged, without AWS credentials";
+                review_event!(Level::WARN, about, "{warning}");
+                return Answer::Admit(Decision {
+                    warnings: vec![warning.into()],
+                    ..Decision::default()
+                });
+            }
         };
-        about.service_account = service_account;
+        let namespace = request_namespace.unwrap_or(pod.namespace());
+        about.namespace = namespace;
+        about.pod = pod.name();
+        about.service_account = pod.service_account();
 
-        let annotations = self.annotations(namespace, service_account).await;
+        let annotations = self.annotations(namespace, about.service_account).await;
         // Read after the lookup, which may wait: the answer uses the sources current now,
         // and no guard is held across an await.
         let container_credentials = self.watched_config.container_credentials.load();
@@ -95,22 +119,11 @@ impl Admission {
             mapping: mapping.as_deref(),
             container_credentials: container_credentials.as_deref(),
         };
-        let decision = decide(
-            pod,
-            namespace,
-            service_account,
-            inputs,
-            &self.settings,
-            &mut random_jitter,
-        );
-        let admit = match decision {
-            Decision::Admit(admit) => admit,
-            Decision::Deny(message) => return rejected(&about, message),
-        };
-        for warning in &admit.warnings {
+        let decision = decide(pod, namespace, inputs, &self.settings, &mut random_jitter);
+        for warning in &decision.warnings {
             review_event!(Level::WARN, about, "{warning}");
         }
-        match &admit.mutated {
+        match &decision.mutated {
             Some(mutated) => {
                 review_event!(
                     Level::INFO,
@@ -130,7 +143,7 @@ impl Admission {
                 "pod not mutated: no identity for its ServiceAccount, or already mutated"
             ),
         }
-        Decision::Admit(admit)
+        Answer::Admit(decision)
     }
 
     /// The ServiceAccount's annotations, waited for only when the rule in
@@ -163,6 +176,11 @@ impl Admission {
     }
 }
 
+/// Jitter from the thread-local random generator: the randomness the core is handed.
+fn random_jitter(range: RangeInclusive<i64>) -> i64 {
+    rand::random_range(range)
+}
+
 /// Which review a log line is about. Every line names it in fields of its own rather than
 /// in a span: a span per review cost as much CPU as the review's log line (about 1.5 µs of a
 /// small review's 24).
@@ -175,9 +193,9 @@ struct About<'a> {
 }
 
 /// The denial of a review with `message`, logged as every denial is.
-fn rejected(about: &About<'_>, message: String) -> Decision {
+fn rejected(about: &About<'_>, message: String) -> Answer {
     review_event!(Level::WARN, about, "rejected: {message}");
-    Decision::Deny(message)
+    Answer::Deny(message)
 }
 
 /// A log event at `level` about one review ([`About`]); further fields and the message follow.
@@ -199,19 +217,19 @@ use review_event;
 /// `AdmissionReview` serialization, except the patch: Go's (and the reference webhook's) wire
 /// form of `[]byte` is a base64 string, which is what tools reading audit logs expect and is
 /// half the size of kube's array of numbers (the API server accepts both).
-fn encode(api_version: &str, uid: &str, decision: &Decision) -> Vec<u8> {
+fn encode(api_version: &str, uid: &str, answer: &Answer) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"{\"apiVersion\":\"");
     out.extend_from_slice(api_version.as_bytes());
     out.extend_from_slice(b"\",\"kind\":\"AdmissionReview\",\"response\":{\"uid\":");
     write_json(&mut out, uid);
-    match decision {
-        Decision::Deny(message) => {
+    match answer {
+        Answer::Deny(message) => {
             out.extend_from_slice(b",\"allowed\":false,\"status\":{\"code\":400,\"message\":");
             write_json(&mut out, message);
             out.extend_from_slice(b",\"reason\":\"BadRequest\"}");
         }
-        Decision::Admit(admit) => {
+        Answer::Admit(admit) => {
             out.extend_from_slice(b",\"allowed\":true,\"status\":{}");
             if admit.patch.is_some() {
                 out.extend_from_slice(b",\"patchType\":\"JSONPatch\"");
@@ -222,7 +240,7 @@ fn encode(api_version: &str, uid: &str, decision: &Decision) -> Vec<u8> {
             }
             if let Some(patch) = &admit.patch {
                 out.extend_from_slice(b",\"patch\":\"");
-                let json = patch.as_json().as_bytes();
+                let json = patch.as_bytes();
                 let start = out.len();
                 out.resize(
                     start + base64::encoded_len(json.len(), true).unwrap_or(0),
@@ -301,21 +319,42 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn too_many_containers_get_allowed_false_naming_the_cap() {
-        let containers: Vec<Value> = (0..=crate::core::engine::MAX_CONTAINERS)
-            .map(|i| serde_json::json!({"name": format!("c{i}")}))
+    async fn many_containers_and_variables_are_mutated_not_refused() {
+        let env: Vec<Value> = (0..5000)
+            .map(|i| serde_json::json!({"name": format!("E{i}"), "value": "v"}))
             .collect();
+        let mut containers: Vec<Value> = (0..300)
+            .map(|i| serde_json::json!({"name": format!("c{i}"), "image": "app"}))
+            .collect();
+        containers[0]["env"] = env.into();
         let body = pod_review(serde_json::json!({"spec": {"containers": containers}}));
         let answer = answer_of(&admission().review(&body).await.unwrap());
+        assert_eq!(answer["allowed"], true, "{answer}");
+        assert!(answer["patch"].is_string(), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_pod_of_countless_tiny_entries_is_admitted_unchanged_with_a_warning() {
+        let containers = vec![serde_json::json!({}); 200_000];
+        let body = pod_review(serde_json::json!({"spec": {"containers": containers}}));
+        let answer = answer_of(&admission().review(&body).await.unwrap());
+        assert_eq!(answer["allowed"], true, "{answer}");
+        assert!(answer.get("patch").is_none(), "{answer}");
+        let warning = answer["warnings"][0].as_str().unwrap();
+        assert!(warning.contains("left unchanged"), "{warning}");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_pod_is_refused_naming_the_field() {
+        let body = pod_review(
+            serde_json::json!({"spec": {"containers": [{"name": "a", "env": [{"name": 5}]}]}}),
+        );
+        let answer = answer_of(&admission().review(&body).await.unwrap());
         assert_eq!(answer["allowed"], false);
-        let message = answer["status"]["message"].as_str().unwrap();
+        assert_eq!(answer["status"]["code"], 400);
         assert_eq!(
-            message,
-            format!(
-                "object is not a valid Pod: spec.containers must be an array of at most {} entries (a limit of this webhook), got {} entries",
-                crate::core::engine::MAX_CONTAINERS,
-                crate::core::engine::MAX_CONTAINERS + 1
-            )
+            answer["status"]["message"],
+            "object is not a valid Pod: spec.containers[0].env[0].name: invalid type: integer `5`, expected a string"
         );
     }
 
@@ -374,9 +413,16 @@ mod tests {
         let lines = logs.lines();
         let mutated = lines.lines().find(|line| line.contains("mutated pod"));
         let rejected = lines.lines().find(|line| line.contains("rejected:"));
-        for line in [mutated, rejected] {
+        // A pod that cannot be read is named by its review alone.
+        for (line, fields) in [
+            (
+                mutated,
+                &[r#"uid=u"1"#, "namespace=payments", "pod=web-1"][..],
+            ),
+            (rejected, &[r#"uid=u"1"#, "namespace=payments"]),
+        ] {
             let line = line.unwrap_or_else(|| panic!("a line is missing:\n{lines}"));
-            for field in [r#"uid=u"1"#, "namespace=payments", "pod=web-1"] {
+            for field in fields {
                 assert!(line.contains(field), "{field} not in {line}");
             }
         }
@@ -385,22 +431,20 @@ mod tests {
 
     /// kube's serialization of the same answer, with the patch as base64 appended last: the
     /// form the webhook wrote before it encoded in one pass.
-    fn through_kube(api_version: &str, decision: &Decision) -> Vec<u8> {
+    fn through_kube(api_version: &str, answer: &Answer) -> Vec<u8> {
         use base64::Engine as _;
-        let body = String::from_utf8_lossy(POD_REVIEW)
-            .replace("admission.k8s.io/v1", api_version)
-            .replace(r#"{"a":1}"#, "{}");
+        let body = String::from_utf8_lossy(POD_REVIEW).replace("admission.k8s.io/v1", api_version);
         let review: AdmissionReview<DynamicObject> = serde_json::from_str(&body).unwrap();
         let request: AdmissionRequest<DynamicObject> = review.try_into().unwrap();
         let mut response = AdmissionResponse::from(&request);
         let mut patch_text = None;
-        match decision {
-            Decision::Deny(message) => {
+        match answer {
+            Answer::Deny(message) => {
                 response = response.deny(message);
                 response.result.code = 400;
                 response.result.reason = "BadRequest".into();
             }
-            Decision::Admit(admit) => {
+            Answer::Admit(admit) => {
                 if let Some(patch) = &admit.patch {
                     response = response.with_patch(patch.operations().unwrap()).unwrap();
                     patch_text = response.patch.take();
@@ -429,36 +473,38 @@ mod tests {
             role: String::new(),
             containers: vec![],
         };
-        let decisions = [
-            Decision::Admit(Admit::default()),
-            Decision::Admit(Admit {
+        let answers = [
+            Answer::Admit(Decision::default()),
+            Answer::Admit(Decision {
                 patch: Some(patch.clone()),
                 warnings: vec!["careful \"here\"".into()],
                 mutated: Some(mutated.clone()),
             }),
-            Decision::Admit(Admit {
+            Answer::Admit(Decision {
                 patch: Some(patch),
                 warnings: vec![],
                 mutated: Some(mutated),
             }),
-            Decision::Admit(Admit {
+            Answer::Admit(Decision {
                 patch: None,
                 warnings: vec!["only a warning".into()],
                 mutated: None,
             }),
-            Decision::Deny("object is not a valid Pod: spec must be an object, got null".into()),
+            Answer::Deny(
+                "object is not a valid Pod: spec: invalid type: null, expected an object".into(),
+            ),
         ];
         for api_version in SUPPORTED_API_VERSIONS {
-            for decision in &decisions {
+            for answer in &answers {
                 assert_eq!(
-                    String::from_utf8(encode(api_version, "u\"1", decision)).unwrap(),
-                    String::from_utf8(through_kube(api_version, decision)).unwrap()
+                    String::from_utf8(encode(api_version, "u\"1", answer)).unwrap(),
+                    String::from_utf8(through_kube(api_version, answer)).unwrap()
                 );
             }
         }
-        let empty = Decision::Admit(Admit {
+        let empty = Answer::Admit(Decision {
             patch: Some(Patch::default()),
-            ..Admit::default()
+            ..Decision::default()
         });
         let text = String::from_utf8(encode("admission.k8s.io/v1", "u", &empty)).unwrap();
         assert!(

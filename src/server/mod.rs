@@ -6,7 +6,6 @@ pub mod admission;
 mod h2_guard;
 pub mod limits;
 mod low_port;
-mod mutate;
 pub mod review;
 pub mod router;
 mod serve;
@@ -26,7 +25,7 @@ use crate::ops::metrics::Metrics;
 use crate::sources::service_accounts::ServiceAccountLookup;
 use crate::sources::WatchedConfig;
 pub use admission::Admission;
-pub use router::{admin_router, webhook_router, CacheDumper, Routes};
+pub use router::{admin_router, webhook_router, CacheDumper, PeerAddr};
 
 /// Largest accepted AdmissionReview body: 4 MiB. The API server caps stored objects near
 /// 3 MiB (etcd's 1.5 MiB request limit, plus the review envelope), so a real review always
@@ -236,13 +235,13 @@ impl Server {
                 serve::Listener {
                     listener: self.webhook,
                     tls: Some(tokio_rustls::TlsAcceptor::from(tls)),
-                    routes: webhook,
+                    router: webhook,
                     gate: webhook_gate,
                 },
                 serve::Listener {
                     listener: self.admin,
                     tls: None,
-                    routes: admin,
+                    router: admin,
                     gate: admin_gate,
                 },
             ],

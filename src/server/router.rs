@@ -1,101 +1,78 @@
 //! The HTTP surface: the webhook router (`POST /mutate`, health) served over TLS, and the admin
 //! router (health, readiness, metrics, debugging) served in plain HTTP on the metrics port.
 //! Built by plain functions so tests drive them in-process with `tower::ServiceExt::oneshot`.
+//!
+//! Every request takes the same route through declared layers: counted and timed
+//! (`count_requests`), bounded by the whole-request timeout (`request_timeout`), and for
+//! `/mutate`, the body read whole within its limits ([`read_whole_body`]), then a review slot
+//! (503 at once when all are taken, rather than a queue), then the review.
 
-use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{get, post};
 use axum::{BoxError, Router};
-use futures::future::BoxFuture;
-use tower::ServiceExt;
+use tower::ServiceBuilder;
 
-use super::limits::request_timed_out;
-use super::mutate::{MutateEndpoint, MUTATE_PATH};
+use super::admission::Admission;
+use super::limits::{request_timed_out, BodyBudget, BodyReading, Rejection, RejectionLog};
 use super::{Components, Limits};
 use crate::ops::health::Readiness;
 use crate::ops::metrics::Metrics;
 
-/// What one port serves: an axum router, and on the webhook port the `POST /mutate`
-/// endpoint, which requests reach directly rather than through the router (see
-/// `server::mutate`). A tower service, so tests drive it in-process with `oneshot`.
-#[derive(Clone)]
-pub struct Routes {
-    router: Router,
-    mutate: Option<Arc<MutateEndpoint>>,
-}
+/// The path of the admission endpoint, also its `path` label in the request metrics.
+pub(crate) const MUTATE_PATH: &str = "/mutate";
 
-impl Routes {
-    /// Answers `request` from `peer` (`None` when not known).
-    pub(crate) fn answer<B>(
-        &self,
-        request: http::Request<B>,
-        peer: Option<IpAddr>,
-    ) -> BoxFuture<'static, Response>
-    where
-        B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
-        B::Error: Into<BoxError> + std::fmt::Display + Send,
-    {
-        match &self.mutate {
-            Some(mutate)
-                if request.method() == Method::POST && request.uri().path() == MUTATE_PATH =>
-            {
-                let mutate = mutate.clone();
-                Box::pin(async move { mutate.serve(request, peer).await })
-            }
-            _ => {
-                let routed = self.router.clone().oneshot(request.map(Body::new));
-                Box::pin(async move { routed.await.unwrap_or_else(|never| match never {}) })
-            }
-        }
-    }
-}
-
-impl From<Router> for Routes {
-    fn from(router: Router) -> Self {
-        Self {
-            router,
-            mutate: None,
-        }
-    }
-}
-
-impl<B> tower::Service<http::Request<B>> for Routes
-where
-    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError> + std::fmt::Display + Send,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let answer = self.answer(request, None);
-        Box::pin(async move { Ok(answer.await) })
-    }
-}
+/// The client's address, put on each request by the connection that carried it (absent in
+/// in-process tests): per-peer limits and the refusal log read it.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub IpAddr);
 
 /// Routes of the HTTPS port: `POST /mutate`, `/healthz`, `/readyz`. Anything else is 404, a
-/// wrong method 405. Every request is counted in `http_request_count` and timed, and bounded
-/// by the whole-request timeout; `/mutate` does that itself, with its other limits (see
-/// `server::mutate`).
-pub fn webhook_router(components: &Components, limits: &Limits) -> Routes {
+/// wrong method 405.
+pub fn webhook_router(components: &Components, limits: &Limits) -> Router {
+    let rejections = Arc::new(RejectionLog::new(components.metrics.clone()));
+    let budget = Arc::new(BodyBudget::new(
+        limits.max_inflight_body_bytes,
+        limits.max_inflight_body_bytes_per_peer,
+    ));
+    let reading = Arc::new(BodyReading::new(limits, budget, rejections.clone()));
+    let overloaded = move |_: BoxError| {
+        let rejections = rejections.clone();
+        async move {
+            rejections.reject(
+                Rejection::Overloaded,
+                None,
+                "all review slots busy; answered 503",
+            );
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the webhook is answering as many reviews as it may at once; retry",
+            )
+        }
+    };
+    let mutate = post(review)
+        .fallback(only_post)
+        .with_state(components.admission())
+        .layer(
+            ServiceBuilder::new()
+                .layer(middleware::from_fn_with_state(reading, read_whole_body))
+                .layer(HandleErrorLayer::new(overloaded))
+                .load_shed()
+                .concurrency_limit(limits.max_concurrent_reviews)
+                // The body is already whole and within `max_body_bytes`.
+                .layer(DefaultBodyLimit::disable()),
+        );
     let readiness = components.readiness.clone();
-    let router = Router::new()
-        // `POST` is answered before the router; any other method lands here.
-        .route(MUTATE_PATH, any(only_post))
+    Router::new()
+        .route(MUTATE_PATH, mutate)
         .route("/healthz", get(healthz))
         .route("/readyz", get(move || readyz(readiness.clone())))
         .layer(middleware::from_fn_with_state(
@@ -105,10 +82,21 @@ pub fn webhook_router(components: &Components, limits: &Limits) -> Routes {
         .layer(middleware::from_fn_with_state(
             components.metrics.clone(),
             count_requests,
-        ));
-    Routes {
-        router,
-        mutate: Some(Arc::new(MutateEndpoint::new(components, limits))),
+        ))
+}
+
+/// Answers one review; its body is whole and within the limits ([`read_whole_body`]).
+async fn review(
+    State(admission): State<Arc<Admission>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(problem) = check_content_type(&headers) {
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, problem).into_response();
+    }
+    match admission.review(&body).await {
+        Ok(answer) => ([(header::CONTENT_TYPE, "application/json")], answer).into_response(),
+        Err(bad) => (StatusCode::BAD_REQUEST, bad.0).into_response(),
     }
 }
 
@@ -121,12 +109,58 @@ async fn only_post() -> Response {
         .into_response()
 }
 
+/// Reads the whole body before anything else may wait on it ([`BodyReading::read`]): a
+/// declared length over the limit is answered 413 before anything is read. The memory it takes
+/// stays reserved in the body budget until the answer is made.
+async fn read_whole_body(
+    State(reading): State<Arc<BodyReading>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = tokio::time::Instant::now();
+    let peer = request.extensions().get::<PeerAddr>().map(|peer| peer.0);
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > reading.max_bytes as u64) {
+        return reading.too_large(peer);
+    }
+    let (head, body) = request.into_parts();
+    let whole = match reading.read(body, peer, started).await {
+        Ok(whole) => whole,
+        Err(refused) => return refused,
+    };
+    let request = Request::from_parts(head, whole.bytes.clone().into());
+    next.run(request).await
+}
+
+/// The media type must be `application/json`; parameters such as `charset` are allowed.
+fn check_content_type(headers: &HeaderMap) -> Result<(), String> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err("Content-Type must be application/json, got none".into());
+    };
+    let bytes = value.as_bytes();
+    let media_type = bytes.split(|byte| *byte == b';').next().unwrap_or_default();
+    if media_type
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"application/json")
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "Content-Type must be application/json, got {:?}",
+        String::from_utf8_lossy(bytes)
+    ))
+}
+
 /// A JSON dump of the ServiceAccount cache for `/debug/alpha/cache`.
 pub type CacheDumper = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// Routes of the metrics port: `/healthz`, `/readyz`, `/metrics`, and `/debug/alpha/cache`
 /// when a dumper is given (`--enable-debugging-handlers`).
-pub fn admin_router(components: &Components) -> Routes {
+pub fn admin_router(components: &Components) -> Router {
     let readiness = components.readiness.clone();
     let metrics = components.metrics.clone();
     let mut router = Router::new()
@@ -142,7 +176,7 @@ pub fn admin_router(components: &Components) -> Routes {
             }),
         );
     }
-    router.into()
+    router
 }
 
 async fn healthz() -> &'static str {

@@ -1,5 +1,5 @@
 //! Listening sockets and accept loops: TCP (both IP families by default), optionally TLS, then
-//! HTTP/1.1 or HTTP/2 (by ALPN) serving of a port's [`Routes`], with connection caps, per-connection
+//! HTTP/1.1 or HTTP/2 (by ALPN) serving of a port's router, with connection caps, per-connection
 //! deadlines and a graceful drain at shutdown. Each HTTP/2 connection's writes during one poll
 //! go out together ([`super::write_batch`]).
 
@@ -16,8 +16,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::response::Response;
-use axum::BoxError;
-use futures::future::BoxFuture;
+use axum::{BoxError, Router};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -25,10 +24,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tower::util::Oneshot;
+use tower::ServiceExt;
 
 use super::h2_guard::ControlFrameGuard;
 use super::limits::{ConnectionGate, Rejection, RejectionLog};
-use super::router::Routes;
+use super::router::PeerAddr;
 use super::write_batch::{batched_writes, HeldWrites, Unbatched};
 use super::Limits;
 
@@ -93,7 +94,7 @@ fn bind_socket(address: SocketAddr, dual_stack: bool) -> io::Result<TcpListener>
 pub(crate) struct Listener {
     pub listener: TcpListener,
     pub tls: Option<TlsAcceptor>,
-    pub routes: Routes,
+    pub router: Router,
     /// Connections (overall, per peer) and handshakes this listener may hold.
     pub gate: Arc<ConnectionGate>,
 }
@@ -169,7 +170,7 @@ async fn accept_loop(
     let Listener {
         listener,
         tls,
-        routes,
+        router,
         gate,
     } = listener;
     let builder = connection_builder(limits);
@@ -202,7 +203,7 @@ async fn accept_loop(
         let connection = ConnectionContext {
             peer: ip,
             accepted_at,
-            routes: routes.clone(),
+            router: router.clone(),
             limits: limits.clone(),
             stop: stop.clone(),
             rejections: rejections.clone(),
@@ -272,7 +273,7 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
 struct ConnectionContext {
     peer: IpAddr,
     accepted_at: tokio::time::Instant,
-    routes: Routes,
+    router: Router,
     limits: Limits,
     stop: watch::Receiver<bool>,
     rejections: Arc<RejectionLog>,
@@ -295,14 +296,14 @@ async fn serve_connection<I, H>(
     let ConnectionContext {
         peer,
         accepted_at,
-        routes,
+        router,
         limits,
         mut stop,
         rejections,
     } = context;
     let activity = Arc::new(Activity::new(accepted_at));
     let service = Tracked {
-        routes,
+        router,
         peer,
         activity: activity.clone(),
     };
@@ -415,11 +416,11 @@ impl Activity {
     }
 }
 
-/// A connection's service: each request answered by the port's [`Routes`], with the
-/// connection's peer address, and the connection's [`Activity`] kept up to date for its idle
-/// deadline.
+/// A connection's service: each request answered by the port's router, marked with the
+/// connection's peer address ([`PeerAddr`]), and the connection's [`Activity`] kept up to date
+/// for its idle deadline.
 struct Tracked {
-    routes: Routes,
+    router: Router,
     peer: IpAddr,
     activity: Arc<Activity>,
 }
@@ -429,10 +430,11 @@ impl hyper::service::Service<http::Request<Incoming>> for Tracked {
     type Error = Infallible;
     type Future = InFlight;
 
-    fn call(&self, request: http::Request<Incoming>) -> InFlight {
+    fn call(&self, mut request: http::Request<Incoming>) -> InFlight {
         self.activity.started();
+        request.extensions_mut().insert(PeerAddr(self.peer));
         InFlight {
-            answer: self.routes.answer(request, Some(self.peer)),
+            answer: self.router.clone().oneshot(request),
             activity: self.activity.clone(),
         }
     }
@@ -441,7 +443,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Tracked {
 /// A request's answer in progress; its end is marked in the connection's [`Activity`] when
 /// dropped, however it ends.
 struct InFlight {
-    answer: BoxFuture<'static, Response>,
+    answer: Oneshot<Router, http::Request<Incoming>>,
     activity: Arc<Activity>,
 }
 
@@ -449,7 +451,7 @@ impl Future for InFlight {
     type Output = Result<Response, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.answer.as_mut().poll(cx).map(Ok)
+        Pin::new(&mut self.answer).poll(cx)
     }
 }
 

@@ -5,8 +5,9 @@
 use std::ops::RangeInclusive;
 
 use crate::support::engine::credential_source;
-use pod_identity_webhook::core::engine::{mutate_pod, PodContext, POD_IDENTITY_LABEL};
+use pod_identity_webhook::core::engine::{self, Mutation, POD_IDENTITY_LABEL};
 use pod_identity_webhook::core::identity::{CredentialKind, Identity};
+use pod_identity_webhook::core::pod::Pod;
 use pod_identity_webhook::core::settings::MutationSettings;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -278,6 +279,12 @@ fn strip_additions(original: &Value, patched: &Value) -> Result<Value, String> {
     Ok(stripped)
 }
 
+/// The engine on a pod that must read as one.
+fn mutate(pod: &Value, identity: &Identity, settings: &MutationSettings) -> Mutation {
+    let read = Pod::from_value(pod).unwrap_or_else(|err| panic!("{err}: {pod}"));
+    engine::mutate(&read, identity, settings, &mut low)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -288,8 +295,7 @@ proptest! {
         region in prop::option::of(Just("eu-west-1".to_string())),
     ) {
         let settings = MutationSettings { aws_default_region: region, ..Default::default() };
-        let context = PodContext { identity: &identity, settings: &settings };
-        let mutation = mutate_pod(&pod, &context, &mut low).unwrap();
+        let mutation = mutate(&pod, &identity, &settings);
 
         let mut patched = pod.clone();
         json_patch::patch(&mut patched, &mutation.patch.operations().unwrap()).unwrap();
@@ -310,7 +316,7 @@ proptest! {
             }
         }
 
-        let again = mutate_pod(&patched, &context, &mut low).unwrap();
+        let again = mutate(&patched, &identity, &settings);
         prop_assert!(again.patch.is_empty(), "second pass: {:?}", again.patch);
     }
 
@@ -322,7 +328,6 @@ proptest! {
             token_expiration: 86400,
         };
         let settings = MutationSettings::default();
-        let context = PodContext { identity: &identity, settings: &settings };
         let pods = [
             value.clone(),
             json!({"spec": {key: value.clone()}}),
@@ -330,7 +335,9 @@ proptest! {
             json!({"spec": {"containers": value.clone(), "initContainers": [value.clone()]}}),
         ];
         for pod in pods {
-            let _ = mutate_pod(&pod, &context, &mut low);
+            if let Ok(read) = Pod::from_value(&pod) {
+                engine::mutate(&read, &identity, &settings, &mut low);
+            }
         }
     }
 }

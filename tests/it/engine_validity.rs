@@ -7,8 +7,9 @@
 use std::collections::HashSet;
 
 use crate::support::engine::credential_source;
-use pod_identity_webhook::core::engine::{mutate_pod, PodContext};
+use pod_identity_webhook::core::engine;
 use pod_identity_webhook::core::identity::Identity;
+use pod_identity_webhook::core::pod::Pod;
 use pod_identity_webhook::core::settings::MutationSettings;
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -229,8 +230,8 @@ proptest! {
             regional_sts: true,
             token_expiration: 3600,
         };
-        let context = PodContext { identity: &identity, settings: &settings };
-        let mutation = mutate_pod(&pod, &context, &mut |range| *range.start()).unwrap();
+        let read = Pod::from_value(&pod).unwrap();
+        let mutation = engine::mutate(&read, &identity, &settings, &mut |range| *range.start());
         let mut patched = pod.clone();
         json_patch::patch(&mut patched, &mutation.patch.operations().unwrap()).unwrap();
         let (token_var, mount, token_path) = if container_credentials {
@@ -239,7 +240,7 @@ proptest! {
             ("AWS_WEB_IDENTITY_TOKEN_FILE", IRSA_MOUNT, "token")
         };
         check_valid(&pod, &patched, token_var, mount, token_path);
-        for warning in &mutation.warnings {
+        for warning in mutation.warnings.into_vec() {
             prop_assert!(warning.len() <= 256, "the API server may truncate: {}", warning);
         }
     }

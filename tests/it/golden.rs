@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use pod_identity_webhook::cli::MutationFlags;
-use pod_identity_webhook::core::decision::{mutate_with_inputs, service_account_name, Outcome};
-use pod_identity_webhook::core::engine::JITTER_RANGE;
+use pod_identity_webhook::core::decision::{decide, Decision};
+use pod_identity_webhook::core::expiration::JITTER_RANGE;
 use pod_identity_webhook::core::identity::{
     ConfigMapMapping, ContainerCredentialsConfig, IdentityInputs, ServiceAccountAnnotations,
 };
+use pod_identity_webhook::core::pod::Pod;
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -42,8 +43,8 @@ impl Fixture {
         self.path.with_extension("expected.json")
     }
 
-    /// Runs the engine on `pod` with this fixture's sources and flags.
-    fn run(&self, pod: &Value) -> Outcome {
+    /// Decides on `pod` with this fixture's sources and flags, as the server does.
+    fn run(&self, pod: &Value) -> Decision {
         let args: Vec<String> = self.input["args"]
             .as_array()
             .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
@@ -51,8 +52,12 @@ impl Fixture {
         let flags = Flags::try_parse_from(std::iter::once("fixture".to_string()).chain(args))
             .unwrap_or_else(|err| panic!("{}: bad args: {err}", self.name()));
         let settings = flags.mutation.settings();
-        let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default");
-        let service_account = service_account_name(pod).unwrap();
+        let pod = Pod::from_value(pod).unwrap_or_else(|err| panic!("{}: {err}", self.name()));
+        let namespace = match pod.namespace() {
+            "" => "default",
+            namespace => namespace,
+        };
+        let service_account = pod.service_account();
         // The ServiceAccount is known only under its own name (default "app").
         let known = self.input.get("serviceAccount").filter(|sa| {
             sa.get("name").and_then(Value::as_str).unwrap_or("app") == service_account
@@ -83,10 +88,9 @@ impl Fixture {
                 *range.start()
             }
         };
-        mutate_with_inputs(
-            pod,
+        decide(
+            &pod,
             namespace,
-            service_account,
             IdentityInputs {
                 service_account: annotations.as_ref(),
                 mapping: mapping.as_ref(),
@@ -95,7 +99,6 @@ impl Fixture {
             &settings,
             &mut jitter,
         )
-        .unwrap_or_else(|err| panic!("{}: {err}", self.name()))
     }
 }
 
@@ -127,11 +130,11 @@ fn every_fixture_gives_its_expected_patch_and_warnings() {
     assert!(all.len() >= 40, "fixtures went missing: {}", all.len());
     let mut failures = Vec::new();
     for fixture in &all {
-        let outcome = fixture.run(&fixture.input["pod"]);
+        let decision = fixture.run(&fixture.input["pod"]);
         let actual = json!({
             "rule": fixture.input["rule"],
-            "patch": outcome.mutation.patch,
-            "warnings": outcome.mutation.warnings,
+            "patch": decision.patch.unwrap_or_default(),
+            "warnings": decision.warnings,
         });
         let expected_path = fixture.expected_path();
         if bless && !expected_path.exists() {
@@ -166,16 +169,16 @@ fn every_fixture_gives_its_expected_patch_and_warnings() {
 fn every_fixture_patch_applies_and_a_second_pass_is_empty() {
     for fixture in fixtures() {
         let pod = &fixture.input["pod"];
-        let outcome = fixture.run(pod);
+        let patch = fixture.run(pod).patch.unwrap_or_default();
         let mut patched = pod.clone();
-        json_patch::patch(&mut patched, &outcome.mutation.patch.operations().unwrap())
+        json_patch::patch(&mut patched, &patch.operations().unwrap())
             .unwrap_or_else(|err| panic!("{}: patch does not apply: {err}", fixture.name()));
         let again = fixture.run(&patched);
         assert!(
-            again.mutation.patch.is_empty(),
+            again.patch.is_none(),
             "{}: second pass not empty: {:?}",
             fixture.name(),
-            again.mutation.patch
+            again.patch
         );
     }
 }

@@ -34,10 +34,11 @@ const ATTACK: Duration = Duration::from_secs(4);
 const MEMORY_RETURN_BOUND: u64 = 6 * 1024 * 1024;
 const MEMORY_RETURN_WAIT: Duration = Duration::from_secs(5);
 
-// The production allocator with its options (`ops::allocator`), so that "memory returns after
-// each attack" is checked for what ships. It is the whole test binary's allocator; this suite
-// runs alone in its own process (`suite_gate::alone`), so the figures are this suite's only.
-pod_identity_webhook::global_allocator!();
+// The production allocator, so that "memory returns after each attack" is checked for what
+// ships. It is the whole test binary's allocator; this suite runs alone in its own process
+// (`suite_gate::alone`), so the figures are this suite's only.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn attacker_ips() -> [IpAddr; 4] {
     [2, 3, 4, 5].map(|last| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
@@ -78,11 +79,8 @@ impl Served {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
-                // As `main` builds it: an idle worker hands its freed memory back.
-                .on_thread_park(pod_identity_webhook::ops::allocator::on_worker_park)
                 .build()
                 .unwrap();
-            runtime.spawn(pod_identity_webhook::ops::allocator::return_freed_memory());
             runtime.block_on(async move {
                 let server = TestServer::start(components(service_accounts()), limits, &ca).await;
                 ready_tx

@@ -10,6 +10,7 @@ use crate::support::fake_api::{FakeApi, Verb};
 use crate::support::server::*;
 use axum::body::Body;
 
+use axum::Router;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{Request, StatusCode};
@@ -17,7 +18,7 @@ use http_body_util::BodyExt;
 use pod_identity_webhook::core::identity::{ContainerCredentialsConfig, ServiceAccountAnnotations};
 use pod_identity_webhook::ops::health::Readiness;
 use pod_identity_webhook::ops::metrics::Metrics;
-use pod_identity_webhook::server::{admin_router, webhook_router, Components, Limits, Routes};
+use pod_identity_webhook::server::{admin_router, webhook_router, Components, Limits};
 use pod_identity_webhook::sources::service_accounts::{
     CacheSettings, FixedServiceAccounts, KubeServiceAccountCache, ServiceAccountLookup,
 };
@@ -26,7 +27,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-async fn call(router: Routes, request: Request<Body>) -> (StatusCode, Bytes) {
+async fn call(router: Router, request: Request<Body>) -> (StatusCode, Bytes) {
     let response = router.oneshot(request).await.unwrap();
     let status = response.status();
     (
@@ -220,7 +221,9 @@ async fn namespace_falls_back_to_the_object_metadata() {
 #[case::containers_not_a_list(json!({"spec": {"serviceAccountName": "api", "containers": "app"}}), "spec.containers")]
 #[case::service_account_not_a_string(json!({"spec": {"serviceAccountName": 7}}), "spec.serviceAccountName")]
 #[case::no_spec(json!({"metadata": {"name": "x"}}), "spec")]
-#[case::container_name_a_number_beside_labels_kube_would_reject(json!({"metadata": {"labels": {"a": 1}}, "spec": {"serviceAccountName": "api", "containers": [{"name": 3}]}}), "spec.containers[0].name")]
+#[case::container_name_a_number(json!({"spec": {"serviceAccountName": "api", "containers": [{"name": 3}]}}), "spec.containers[0].name")]
+#[case::label_value_a_number(json!({"metadata": {"labels": {"a": 1}}, "spec": {"serviceAccountName": "api", "containers": [{"name": "a"}]}}), "metadata.labels.a")]
+#[case::pod_an_array(json!([{"spec": {}}]), "expected an object, got an array")]
 #[tokio::test]
 async fn object_that_is_not_a_pod_is_denied_naming_the_problem(
     #[case] object: Value,
@@ -296,14 +299,14 @@ async fn default_body_limit_is_four_mebibytes() {
 #[rstest]
 #[case::not_json("{", "invalid JSON")]
 #[case::not_an_object("[1]", "expected a JSON object, got an array")]
-#[case::pod_not_review(r#"{"apiVersion":"v1","kind":"Pod"}"#, "apiVersion must be")]
+#[case::pod_not_review(r#"{"apiVersion":"v1","kind":"Pod","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE"}}"#, "apiVersion must be")]
 #[case::no_request(
     r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
-    "no request"
+    "missing field `request`"
 )]
 #[case::null_request(
     r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":null}"#,
-    "no request"
+    "request: invalid type: null"
 )]
 #[case::request_without_uid(r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"kind":{"group":"","version":"v1","kind":"Pod"}}}"#, "uid")]
 #[tokio::test]

@@ -1,8 +1,10 @@
 //! One container's share of the mutation: the environment variables and the token mount, and
 //! the conflicts that make part of it unsafe to add.
 
+use std::collections::HashSet;
+
 use super::patch::{Json, Patch};
-use super::pod_view::ContainerView;
+use crate::core::pod::{Container, ContainerList};
 
 const REGIONAL_STS: &str = "AWS_STS_REGIONAL_ENDPOINTS";
 const REGION_VARIABLES: [&str; 2] = ["AWS_DEFAULT_REGION", "AWS_REGION"];
@@ -26,7 +28,7 @@ pub(crate) struct ContainerPlan<'a> {
     /// Names of the pod's volumes that are projected service-account tokens with the token
     /// file name in use: a container mounting one of them at the mount path already has a
     /// token where the identity variables point.
-    pub token_volumes: &'a [&'a str],
+    pub token_volumes: &'a HashSet<&'a str>,
 }
 
 /// What happened to one container.
@@ -50,10 +52,12 @@ pub(crate) struct ContainerOutcome {
 /// identity pair from us, so the token file is where the pair points.
 pub(crate) fn mutate_container(
     patch: &mut Patch,
-    container: &ContainerView<'_>,
+    list: ContainerList,
+    index: usize,
+    container: &Container<'_>,
     plan: &ContainerPlan<'_>,
 ) -> ContainerOutcome {
-    let defined = |name: &str| container.env_names.contains(&name);
+    let defined = |name: &str| container.sets(name);
     let identity_defined = plan.env_pair.iter().any(|(name, _)| defined(name));
     let region_defined = REGION_VARIABLES.iter().any(|name| defined(name));
     let sts_defined = defined(REGIONAL_STS);
@@ -83,10 +87,10 @@ pub(crate) fn mutate_container(
     if !identity_defined && mount.token_reachable {
         additions.extend(identity_entries.iter().map(|entry| Json::Object(entry)));
     }
-    let index = container.index.to_string();
-    let path = |field| ["spec", container.list, index.as_str(), field];
+    let index = index.to_string();
+    let path = |field| ["spec", list.field(), index.as_str(), field];
     let mut changed = !additions.is_empty();
-    patch.append_all(&path("env"), container.has_env, &additions);
+    patch.append_all(&path("env"), container.env.is_some(), &additions);
 
     if mount.add {
         let mount = Json::Object(&[
@@ -94,7 +98,8 @@ pub(crate) fn mutate_container(
             ("mountPath", Json::Str(plan.mount_path)),
             ("readOnly", Json::Bool(true)),
         ]);
-        patch.append_all(&path("volumeMounts"), container.has_mounts, &[mount]);
+        let exists = container.volume_mounts.is_some();
+        patch.append_all(&path("volumeMounts"), exists, &[mount]);
         changed = true;
     }
     let warning = mount.conflict.map(|conflict| {
@@ -105,7 +110,7 @@ pub(crate) fn mutate_container(
         skipped.push("the token mount");
         format!(
             "container {:?} {conflict}: not added: {}",
-            container.name,
+            container.name(),
             skipped.join(", ")
         )
     });
@@ -123,7 +128,7 @@ struct MountDecision {
 
 /// `identity_defined`: the container sets an identity variable itself, so it gets none from us.
 fn mount_decision(
-    container: &ContainerView<'_>,
+    container: &Container<'_>,
     plan: &ContainerPlan<'_>,
     identity_defined: bool,
 ) -> MountDecision {
@@ -136,15 +141,16 @@ fn mount_decision(
         return keep(false);
     }
     let occupant = container
-        .mounts
+        .mounts()
         .iter()
-        .find(|mount| same_path(mount.path, plan.mount_path));
+        .find(|mount| same_path(mount.path(), plan.mount_path));
     if let Some(occupant) = occupant {
-        if occupant.name == plan.volume_name && !occupant.sub_path {
+        let partial = occupant.is_partial();
+        if occupant.name() == plan.volume_name && !partial {
             // Mounted already, where the variables point (a second pass, or by hand).
             return keep(true);
         }
-        let token = !occupant.sub_path && plan.token_volumes.contains(&occupant.name);
+        let token = !partial && plan.token_volumes.contains(occupant.name());
         let what = if token {
             "already mounts service-account token volume"
         } else {
@@ -155,19 +161,14 @@ fn mount_decision(
             token_reachable: token,
             conflict: Some(format!(
                 "{what} {:?} at {}{}",
-                occupant.name,
-                occupant.path,
-                if occupant.sub_path {
-                    " through subPath"
-                } else {
-                    ""
-                }
+                occupant.name(),
+                occupant.path(),
+                if partial { " through subPath" } else { "" }
             )),
         };
     }
     let device = container
-        .device_paths
-        .iter()
+        .device_paths()
         .find(|device| same_path(device, plan.mount_path));
     if let Some(device) = device {
         return MountDecision {
@@ -176,7 +177,11 @@ fn mount_decision(
             conflict: Some(format!("has a volume device at {device}")),
         };
     }
-    if identity_defined && container.mounts_volume(plan.volume_name) {
+    let mounts_volume = container
+        .mounts()
+        .iter()
+        .any(|m| m.name() == plan.volume_name);
+    if identity_defined && mounts_volume {
         // The container's own arrangement: its variables, the volume at its own path.
         return keep(true);
     }

@@ -1,123 +1,70 @@
-//! The mutation engine: pod JSON + resolved identity + settings -> RFC 6902 patch operations.
-//! Pure and synchronous; randomness (token-lifetime jitter) comes in as a parameter.
+//! The mutation engine: a pod ([`Pod`]) + its resolved identity + settings -> RFC 6902 patch
+//! operations. Pure and synchronous; randomness (token-lifetime jitter) comes in as a parameter.
 //!
 //! Operations are granular (append one env entry, create a list only where absent), so fields
 //! the engine does not know, including future Kubernetes fields, pass through untouched, and a
 //! second pass over an already-mutated pod yields no operations.
+//!
+//! The work is linear in the pod: each container is visited once, and what it is checked
+//! against (the skipped names, the token volumes) is a set.
 
 mod container;
-mod json_fields;
-mod node;
 mod patch;
-mod pod_view;
-mod scan;
 
 use std::collections::HashSet;
 use std::ops::RangeInclusive;
 
-use serde_json::Value;
-
-use crate::core::identity::{parse_expiration, CredentialKind, Identity};
+use crate::core::expiration::{
+    describe_expiration, parse_expiration, JITTERED_EXPIRATION, JITTER_RANGE,
+};
+use crate::core::identity::{CredentialKind, Identity};
+use crate::core::json::Warnings;
+use crate::core::pod::Pod;
 use crate::core::settings::MutationSettings;
 use container::{mutate_container, ContainerPlan};
-pub use json_fields::{string as string_member, Object, PodShapeError};
-#[cfg(test)]
-pub(crate) use node::MAX_CONTAINERS;
-pub(crate) use node::{read_pod, POD};
-pub use node::{Fields, Node};
 pub(crate) use patch::Json;
 pub use patch::Patch;
-use pod_view::PodView;
-#[doc(hidden)]
-pub use scan::check_scanner_against_serde;
-pub(crate) use scan::Scanner;
 
 /// Label set on pods that get EKS Pod Identity credentials; it ignores `--annotation-prefix`.
 pub const POD_IDENTITY_LABEL: &str = "eks.amazonaws.com/pod-identity";
-pub(crate) const POD_IDENTITY_LABEL_VALUE: &str = "enabled";
+const POD_IDENTITY_LABEL_VALUE: &str = "enabled";
 /// Name of the IRSA token volume, and the file inside it.
 pub(crate) const WEB_IDENTITY_VOLUME: &str = "aws-iam-token";
 pub(crate) const WEB_IDENTITY_TOKEN_PATH: &str = "token";
-/// Token lifetimes of exactly one day are spread over [22h, 24h] in container-credentials
-/// mode so that a fleet's refreshes do not all land at once.
-pub(crate) const JITTERED_EXPIRATION: i64 = 86400;
-pub const JITTER_RANGE: RangeInclusive<i64> = 79200..=86400;
 
-/// The pod-specific inputs the engine needs beside the pod itself.
-pub struct PodContext<'a> {
-    pub identity: &'a Identity,
-    pub settings: &'a MutationSettings,
-}
+/// The largest patch the engine answers with. The API server takes no request over 3 MiB,
+/// and a pod that needs a larger patch would be larger still once patched, so it could not be
+/// stored: such a pod (tens of thousands of containers) is left as it is, with a warning. This
+/// also bounds the memory one review can take.
+pub(crate) const MAX_PATCH_BYTES: usize = 3 * 1024 * 1024;
 
 /// The engine's answer.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct Mutation {
     pub patch: Patch,
     /// Shown to the user as admission warnings.
-    pub warnings: Vec<String>,
+    pub warnings: Warnings,
     /// Names of the containers and init containers that were changed, for the log line.
     pub containers: Vec<String>,
 }
 
-/// Reads the engine's fields of an already-parsed pod (the `mutate` command, tests).
-pub(crate) fn read_value(pod: &Value) -> Result<Node<'_>, PodShapeError> {
-    // A `Value` always has string keys and known types, so reading it cannot fail; the error
-    // is mapped rather than unwrapped all the same.
-    read_pod(pod).map_err(|err| PodShapeError {
-        field: "the object".into(),
-        expected: "a JSON value".into(),
-        got: err.to_string().into(),
-    })
-}
-
-/// Checks that a pod read with [`read_pod`] has the shape of a Pod in every field the engine
-/// reads, so malformed input is reported whether or not the pod would be mutated.
-pub(crate) fn check_node(pod: &Node<'_>, settings: &MutationSettings) -> Result<(), PodShapeError> {
-    PodView::read(pod, &settings.keys).map(drop)
-}
-
 /// Computes the patch for `pod`. `jitter` draws a uniformly random value from a range.
-pub fn mutate_pod(
-    pod: &Value,
-    context: &PodContext<'_>,
+pub fn mutate(
+    pod: &Pod<'_>,
+    identity: &Identity,
+    settings: &MutationSettings,
     jitter: &mut dyn FnMut(RangeInclusive<i64>) -> i64,
-) -> Result<Mutation, PodShapeError> {
-    mutate_node(&read_value(pod)?, context, jitter)
-}
-
-/// The lifetime a token of `seconds` gets, for warnings: in container-credentials mode one day
-/// is spread at random over [`JITTER_RANGE`], so the text names the range actually applied.
-pub(crate) fn describe_expiration(seconds: i64, container_credentials: bool) -> String {
-    if container_credentials && seconds == JITTERED_EXPIRATION {
-        format!(
-            "a random lifetime from {} to {} seconds ({JITTERED_EXPIRATION}, spread in container-credentials mode)",
-            JITTER_RANGE.start(),
-            JITTER_RANGE.end()
-        )
-    } else {
-        seconds.to_string()
-    }
-}
-
-/// [`mutate_pod`] on a pod already read with [`read_pod`]: the server's path.
-pub(crate) fn mutate_node(
-    pod: &Node<'_>,
-    context: &PodContext<'_>,
-    jitter: &mut dyn FnMut(RangeInclusive<i64>) -> i64,
-) -> Result<Mutation, PodShapeError> {
-    let settings = context.settings;
-    let identity = context.identity;
-    let pod = PodView::read(pod, &settings.keys)?;
-
-    let mut warnings = Vec::new();
+) -> Mutation {
+    let keys = &settings.keys;
+    let mut warnings = Warnings::default();
     let mut token_expiration = identity.token_expiration;
     let container_credentials = identity.source == CredentialKind::ContainerCredentials;
-    if let Some(value) = pod.token_expiration {
+    if let Some(value) = pod.annotation(&keys.token_expiration) {
         match parse_expiration(value) {
             Some(seconds) => token_expiration = seconds,
             None => warnings.push(format!(
                 "pod annotation {} has value {value:?}, which is not a whole number of seconds; using {}",
-                settings.keys.token_expiration,
+                keys.token_expiration,
                 describe_expiration(token_expiration, container_credentials)
             )),
         }
@@ -126,7 +73,7 @@ pub(crate) fn mutate_node(
         token_expiration = jitter(JITTER_RANGE);
     }
     let skip: HashSet<&str> = pod
-        .skip_containers
+        .annotation(&keys.skip_containers)
         .map(|list| {
             list.split(',')
                 .map(str::trim)
@@ -135,24 +82,22 @@ pub(crate) fn mutate_node(
         })
         .unwrap_or_default();
 
-    let projection = TokenProjection::new(identity, settings, pod.windows);
-    // About what a container's env entries and mount take, and the volume.
-    let mut patch = Patch::with_capacity(512 + 512 * pod.containers.len());
+    let projection = TokenProjection::new(identity, settings, pod.is_windows());
+    let mut patch = Patch::with_limit(MAX_PATCH_BYTES);
 
     // Volumes that already hold a token where the identity variables point: the pod's own
     // volume of our name (reinvocation, or a hand-made setup), or another one a container
     // mounts at the mount path.
-    let token_volumes: Vec<&str> = pod
-        .volumes
+    let volumes = pod.volumes();
+    let token_volumes: HashSet<&str> = volumes
         .iter()
-        .filter(|volume| holds_token(volume.volume, projection.token_path))
-        .map(|volume| volume.name)
+        .filter(|volume| volume.holds_token(projection.token_path))
+        .filter_map(|volume| volume.name.as_deref())
         .collect();
-    let existing = pod
-        .volumes
+    let existing = volumes
         .iter()
-        .find(|v| v.name == projection.volume_name);
-    let volume_usable = existing.is_none() || token_volumes.contains(&projection.volume_name);
+        .any(|v| v.name.as_deref() == Some(projection.volume_name));
+    let volume_usable = !existing || token_volumes.contains(projection.volume_name);
     if !volume_usable {
         let [(first, _), (second, _)] = &projection.env_pair();
         warnings.push(format!(
@@ -162,7 +107,7 @@ pub(crate) fn mutate_node(
     }
 
     // The volume, prepended as the reference does, unless one of that name exists.
-    if existing.is_none() {
+    if !existing {
         let token = [
             ("audience", Json::Str(projection.audience)),
             ("expirationSeconds", Json::Int(token_expiration)),
@@ -175,7 +120,7 @@ pub(crate) fn mutate_node(
             ("name", Json::Str(projection.volume_name)),
             ("projected", Json::Object(&projected)),
         ]);
-        if pod.has_volumes {
+        if pod.spec.volumes.is_some() {
             patch.add(&["spec", "volumes", "0"], volume);
         } else {
             patch.add(&["spec", "volumes"], Json::Array(&[volume]));
@@ -184,9 +129,9 @@ pub(crate) fn mutate_node(
 
     if container_credentials
         && volume_usable
-        && pod.pod_identity_label != Some(POD_IDENTITY_LABEL_VALUE)
+        && pod.label(POD_IDENTITY_LABEL) != Some(POD_IDENTITY_LABEL_VALUE)
     {
-        add_label(&mut patch, &pod);
+        add_label(&mut patch, pod);
     }
 
     let plan = ContainerPlan {
@@ -199,39 +144,38 @@ pub(crate) fn mutate_node(
         token_volumes: &token_volumes,
     };
     let mut containers = Vec::new();
-    for container in &pod.containers {
-        if skip.contains(container.name) {
+    for (list, index, container) in pod.containers() {
+        if patch.is_over_limit() {
+            break;
+        }
+        if skip.contains(container.name()) {
             continue;
         }
-        let outcome = mutate_container(&mut patch, container, &plan);
+        let outcome = mutate_container(&mut patch, list, index, container, &plan);
         if outcome.changed {
-            containers.push(container.name.to_string());
+            containers.push(container.name().to_string());
         }
-        warnings.extend(outcome.warning);
+        if let Some(warning) = outcome.warning {
+            warnings.push(warning);
+        }
     }
 
-    Ok(Mutation {
+    if patch.is_over_limit() {
+        let mut warnings = Warnings::default();
+        warnings.push(format!(
+            "the pod needs a patch of more than {MAX_PATCH_BYTES} bytes (it has {} containers and init containers), more than the API server takes: left unchanged, without AWS credentials",
+            pod.containers().count()
+        ));
+        return Mutation {
+            warnings,
+            ..Mutation::default()
+        };
+    }
+    Mutation {
         patch,
         warnings,
         containers,
-    })
-}
-
-/// Whether `volume` is a projected volume with a service-account token at `token_path`, so a
-/// token file is where the identity variables point. Read leniently: a volume of another
-/// shape is simply not a token volume (the API server validates volume sources itself).
-fn holds_token(volume: Object<'_>, token_path: &str) -> bool {
-    let sources = volume
-        .get("projected")
-        .and_then(|projected| projected.get("sources"))
-        .and_then(Node::as_array);
-    sources.into_iter().flatten().any(|source| {
-        source
-            .get("serviceAccountToken")
-            .and_then(|token| token.get("path"))
-            .and_then(Node::as_str)
-            == Some(token_path)
-    })
+    }
 }
 
 /// What the engine projects into the pod for one credential kind: the token volume, where it is
@@ -302,17 +246,97 @@ impl<'a> TokenProjection<'a> {
 }
 
 /// Sets the pod-identity label, creating `labels` (or `metadata`) only where absent.
-fn add_label(patch: &mut Patch, pod: &PodView<'_>) {
+fn add_label(patch: &mut Patch, pod: &Pod<'_>) {
     let value = Json::Str(POD_IDENTITY_LABEL_VALUE);
     let labels = [(POD_IDENTITY_LABEL, value)];
-    if pod.has_labels {
-        patch.add(&["metadata", "labels", POD_IDENTITY_LABEL], value);
-    } else if pod.has_metadata {
-        patch.add(&["metadata", "labels"], Json::Object(&labels));
-    } else {
-        patch.add(
+    match &pod.metadata {
+        Some(metadata) if metadata.labels.is_some() => {
+            patch.add(&["metadata", "labels", POD_IDENTITY_LABEL], value);
+        }
+        Some(_) => patch.add(&["metadata", "labels"], Json::Object(&labels)),
+        None => patch.add(
             &["metadata"],
             Json::Object(&[("labels", Json::Object(&labels))]),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn run(pod: &Value, identity: &Identity) -> Mutation {
+        let pod = Pod::from_value(pod).unwrap();
+        mutate(&pod, identity, &MutationSettings::default(), &mut |_| 80000)
+    }
+
+    fn web_identity() -> Identity {
+        Identity {
+            source: CredentialKind::WebIdentity {
+                role_arn: "arn:aws:iam::111122223333:role/r".into(),
+                audience: "sts.amazonaws.com".into(),
+            },
+            regional_sts: false,
+            token_expiration: 86400,
+        }
+    }
+
+    #[test]
+    fn bad_pod_expiration_in_container_credentials_mode_names_the_spread_actually_applied() {
+        let identity = Identity {
+            source: CredentialKind::ContainerCredentials,
+            regional_sts: false,
+            token_expiration: 86400,
+        };
+        let pod = json!({
+            "metadata": {"annotations": {"eks.amazonaws.com/token-expiration": "1e400"}},
+            "spec": {"containers": [{"name": "app", "image": "a"}]}
+        });
+        let mutation = run(&pod, &identity);
+        let warnings = mutation.warnings.into_vec();
+        assert!(
+            warnings[0].ends_with("using a random lifetime from 79200 to 86400 seconds (86400, spread in container-credentials mode)"),
+            "{warnings:?}"
         );
+        let patch = mutation.patch.as_json();
+        assert!(patch.contains("\"expirationSeconds\":80000"), "{patch}");
+    }
+
+    #[test]
+    fn many_containers_are_all_mutated() {
+        let containers: Vec<Value> = (0..300)
+            .map(|i| json!({"name": format!("c{i}"), "image": "app", "env": (0..5000).map(|e| json!({"name": format!("E{e}")})).take(if i == 0 { 5000 } else { 1 }).collect::<Vec<_>>()}))
+            .collect();
+        let mutation = run(
+            &json!({"spec": {"containers": containers}}),
+            &web_identity(),
+        );
+        assert_eq!(mutation.containers.len(), 300);
+        assert!(mutation.warnings.is_empty());
+        let operations = mutation.patch.operations().unwrap();
+        assert_eq!(
+            operations.0.len(),
+            1 + 300 * 3,
+            "the volume, then two variables and a mount per container"
+        );
+    }
+
+    #[test]
+    fn a_pod_whose_patch_would_be_too_large_is_left_unchanged_with_a_warning() {
+        let containers: Vec<Value> = (0..12_000)
+            .map(|i| json!({"name": format!("c{i}")}))
+            .collect();
+        let mutation = run(
+            &json!({"spec": {"containers": containers}}),
+            &web_identity(),
+        );
+        assert!(mutation.patch.is_empty());
+        assert!(mutation.containers.is_empty());
+        let warnings = mutation.warnings.into_vec();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("12000 containers"), "{warnings:?}");
+        assert!(warnings[0].contains("left unchanged"), "{warnings:?}");
     }
 }

@@ -1,8 +1,7 @@
-//! The patch the engine answers with: RFC 6902 `add` operations written straight as JSON text,
-//! in the order the engine decides them. The request path sends this text (base64'd) as is,
-//! with no tree of `serde_json::Value`s built and serialized per operation; whoever applies the
-//! patch (the `mutate` command, the doctor, tests) reads it into `json_patch::Patch` with
-//! [`Patch::operations`].
+//! The patch the engine answers with: RFC 6902 `add` operations written as JSON text (by
+//! serde_json, from borrowed values) in the order the engine decides them. The request path
+//! sends this text (base64'd) as is; whoever applies the patch (the `mutate` command, the
+//! doctor, tests) reads it into `json_patch::Patch` with [`Patch::operations`].
 //!
 //! Every path is assembled from tokens, so `~` and `/` in keys (label names, say) are escaped
 //! as JSON Pointer requires.
@@ -10,8 +9,7 @@
 use std::fmt;
 
 use json_patch::jsonptr::Token;
-
-use super::scan::special_byte;
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
 /// A value to add, borrowed: written into the patch without being built as a tree first.
 #[derive(Debug, Clone, Copy)]
@@ -26,26 +24,29 @@ pub(crate) enum Json<'a> {
 /// A JSON patch of `add` operations, as text.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Patch {
-    /// A JSON array of operation objects.
-    json: String,
+    /// A JSON array of operation objects, UTF-8 (only serde_json writes into it).
+    json: Vec<u8>,
     len: usize,
+    /// Past this many bytes nothing more is written, and the patch is over its limit.
+    limit: usize,
+    over_limit: bool,
 }
 
 impl Default for Patch {
     fn default() -> Self {
-        Self {
-            json: "[]".into(),
-            len: 0,
-        }
+        Self::with_limit(usize::MAX)
     }
 }
 
 impl Patch {
-    /// An empty patch with room for about `bytes` of operations, so writing them seldom grows it.
-    pub(crate) fn with_capacity(bytes: usize) -> Self {
-        let mut json = String::with_capacity(bytes);
-        json.push_str("[]");
-        Self { json, len: 0 }
+    /// An empty patch that takes operations until it holds more than `limit` bytes.
+    pub(crate) fn with_limit(limit: usize) -> Self {
+        Self {
+            json: b"[]".to_vec(),
+            len: 0,
+            limit,
+            over_limit: false,
+        }
     }
 
     /// How many operations it holds.
@@ -57,33 +58,48 @@ impl Patch {
         self.len == 0
     }
 
+    /// An operation was refused because the patch had grown past its limit: it is incomplete.
+    pub(crate) fn is_over_limit(&self) -> bool {
+        self.over_limit
+    }
+
     /// The patch as a JSON array, as sent to the API server.
-    pub fn as_json(&self) -> &str {
+    pub fn as_bytes(&self) -> &[u8] {
         &self.json
+    }
+
+    /// The patch as JSON text (for messages and tests).
+    pub fn as_json(&self) -> String {
+        String::from_utf8_lossy(&self.json).into_owned()
     }
 
     /// The operations, for applying them. The text is always a valid patch (this module writes
     /// it); an error here is a bug in it, reported rather than panicking.
     pub fn operations(&self) -> Result<json_patch::Patch, serde_json::Error> {
-        serde_json::from_str(&self.json)
+        serde_json::from_slice(&self.json)
     }
 
-    /// Appends `add` at the path made of `tokens`.
+    /// Appends `add` at the path made of `tokens` (JSON Pointer escapes applied to each).
     pub(crate) fn add(&mut self, tokens: &[&str], value: Json<'_>) {
+        if self.json.len() > self.limit {
+            self.over_limit = true;
+            return;
+        }
+        let mut pointer = String::new();
+        for &token in tokens {
+            pointer.push('/');
+            pointer.push_str(Token::new(token).encoded());
+        }
         // Reopen the array: drop the closing `]`.
         self.json.pop();
         if self.len > 0 {
-            self.json.push(',');
+            self.json.push(b',');
         }
-        self.json.push_str(r#"{"op":"add","path":""#);
-        for &token in tokens {
-            self.json.push('/');
-            // JSON Pointer's own escapes (`~0`, `~1`) first, then JSON's.
-            escaped(&mut self.json, Token::new(token).encoded());
-        }
-        self.json.push_str(r#"","value":"#);
-        value.write(&mut self.json);
-        self.json.push_str("}]");
+        self.json.extend_from_slice(br#"{"op":"add","path":"#);
+        write_json(&mut self.json, pointer.as_str());
+        self.json.extend_from_slice(br#","value":"#);
+        write_json(&mut self.json, &value);
+        self.json.extend_from_slice(b"}]");
         self.len += 1;
     }
 
@@ -106,93 +122,48 @@ impl Patch {
     }
 }
 
+/// Writing into memory cannot fail, and strings and these values always serialize.
+fn write_json(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
+    let _ = serde_json::to_writer(out, value);
+}
+
 /// The JSON text, as `Debug` shows it in test failures.
 impl fmt::Debug for Patch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.json)
+        f.write_str(&String::from_utf8_lossy(&self.json))
     }
 }
 
 /// Serializes as the array of operations it holds, for callers that embed it in JSON of their
 /// own (the `mutate` command's output, the golden files).
-impl serde::Serialize for Patch {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+impl Serialize for Patch {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let operations = self.operations().map_err(serde::ser::Error::custom)?;
         operations.serialize(serializer)
     }
 }
 
-impl Json<'_> {
-    fn write(&self, out: &mut String) {
+impl Serialize for Json<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match *self {
-            Json::Str(text) => string(out, text),
-            Json::Int(number) => {
-                use fmt::Write;
-                let _ = write!(out, "{number}");
-            }
-            Json::Bool(true) => out.push_str("true"),
-            Json::Bool(false) => out.push_str("false"),
+            Json::Str(text) => serializer.serialize_str(text),
+            Json::Int(number) => serializer.serialize_i64(number),
+            Json::Bool(value) => serializer.serialize_bool(value),
             Json::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    item.write(out);
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
                 }
-                out.push(']');
+                seq.end()
             }
             Json::Object(members) => {
-                out.push('{');
-                for (i, (key, value)) in members.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    string(out, key);
-                    out.push(':');
-                    value.write(out);
+                let mut map = serializer.serialize_map(Some(members.len()))?;
+                for (key, value) in members {
+                    map.serialize_entry(key, value)?;
                 }
-                out.push('}');
+                map.end()
             }
         }
-    }
-}
-
-/// `text` as a JSON string, escaped as serde_json escapes it.
-fn string(out: &mut String, text: &str) {
-    out.push('"');
-    escaped(out, text);
-    out.push('"');
-}
-
-/// The characters of `text` with JSON's escapes; runs that need none are copied whole, found
-/// eight bytes at a time as the scanner finds them.
-fn escaped(out: &mut String, text: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = text.as_bytes();
-    let mut start = 0;
-    loop {
-        let at = special_byte(bytes, start);
-        // Only ASCII bytes end a run, so both slices fall on character boundaries.
-        out.push_str(&text[start..at]);
-        let Some(&byte) = bytes.get(at) else {
-            return;
-        };
-        match byte {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            0x08 => out.push_str("\\b"),
-            0x0c => out.push_str("\\f"),
-            _ => {
-                out.push_str("\\u00");
-                out.push(HEX[usize::from(byte >> 4)] as char);
-                out.push(HEX[usize::from(byte & 0xf)] as char);
-            }
-        }
-        start = at + 1;
     }
 }
 
@@ -238,7 +209,7 @@ mod tests {
             {"op": "add", "path": "/spec/containers/0/env/-", "value": {"name": "B", "value": "x~y"}},
             {"op": "add", "path": "/spec/volumes", "value": [-7, true]},
         ]);
-        let written: serde_json::Value = serde_json::from_str(patch.as_json()).unwrap();
+        let written: serde_json::Value = serde_json::from_str(&patch.as_json()).unwrap();
         assert_eq!(written, expected);
         assert_eq!(
             patch.operations().unwrap(),
@@ -248,15 +219,31 @@ mod tests {
         assert_eq!(format!("{patch:?}"), patch.as_json());
     }
 
-    proptest! {
-        /// Any string, as a value, a key or a path token, comes back as it went in, and is
-        /// escaped byte for byte as serde_json escapes it.
-        #[test]
-        fn strings_are_escaped_as_serde_json_escapes_them(text in any::<String>()) {
-            let mut written = String::new();
-            string(&mut written, &text);
-            prop_assert_eq!(&written, &serde_json::to_string(&text).unwrap());
+    #[test]
+    fn past_its_limit_a_patch_takes_no_more_operations_and_says_so() {
+        let mut patch = Patch::with_limit(150);
+        let entry = Json::Object(&[("name", Json::Str("A")), ("value", Json::Str("1"))]);
+        patch.add(&["spec", "volumes"], Json::Str(&"v".repeat(60)));
+        assert!(!patch.is_over_limit());
+        patch.append_all(&["spec", "containers", "0", "env"], true, &[entry, entry]);
+        assert!(patch.is_over_limit());
+        assert_eq!(
+            patch.len(),
+            2,
+            "the second one found the patch over its limit"
+        );
+        assert!(patch.as_bytes().len() < 200);
+        assert_eq!(
+            patch.operations().unwrap().0.len(),
+            2,
+            "still a valid patch"
+        );
+    }
 
+    proptest! {
+        /// Any string, as a value, a key or a path token, comes back as it went in.
+        #[test]
+        fn strings_come_back_as_they_went_in(text in any::<String>()) {
             let mut patch = Patch::default();
             patch.add(&["a", &text], Json::Object(&[(&text, Json::Str(&text))]));
             let operations = patch.operations().unwrap();

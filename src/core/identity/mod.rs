@@ -10,8 +10,9 @@ pub use config_map::{ConfigMapMapping, MappingEntry, MappingError, ParsedMapping
 pub use container_credentials::{ContainerCredentialsConfig, ContainerCredentialsError};
 pub use service_account::ServiceAccountAnnotations;
 
+use crate::core::expiration::{describe_expiration, parse_expiration};
 use crate::core::go_syntax;
-use crate::core::settings::{clamp_expiration, MutationSettings};
+use crate::core::settings::MutationSettings;
 
 /// How the pod's SDKs will obtain credentials.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,7 +99,7 @@ pub(crate) fn resolve_identity(
                 "{}: annotation {} has value {value:?}, which is not a whole number of seconds; using {}",
                 who(),
                 settings.keys.token_expiration,
-                crate::core::engine::describe_expiration(fallback_expiration, container_credentials)
+                describe_expiration(fallback_expiration, container_credentials)
             ));
             fallback_expiration
         }),
@@ -175,11 +176,6 @@ impl ServiceAccountNeed {
             Self::Wait
         }
     }
-}
-
-/// An expiration annotation: whole seconds (Go's `ParseInt` syntax), clamped to the minimum.
-pub(crate) fn parse_expiration(value: &str) -> Option<i64> {
-    value.parse::<i64>().ok().map(clamp_expiration)
 }
 
 /// The fields of an IAM ARN, `arn:<partition>:iam::<account>:<resource>`, unchecked beyond their places.
@@ -375,32 +371,6 @@ mod tests {
             "{}",
             r.warnings[0]
         );
-    }
-
-    #[test]
-    fn bad_pod_expiration_in_container_credentials_mode_names_the_spread_actually_applied() {
-        let identity = Identity {
-            source: CredentialKind::ContainerCredentials,
-            regional_sts: false,
-            token_expiration: 86400,
-        };
-        let settings = MutationSettings::default();
-        let context = crate::core::engine::PodContext {
-            identity: &identity,
-            settings: &settings,
-        };
-        let pod = serde_json::json!({
-            "metadata": {"annotations": {"eks.amazonaws.com/token-expiration": "1e400"}},
-            "spec": {"containers": [{"name": "app", "image": "a"}]}
-        });
-        let mutation = crate::core::engine::mutate_pod(&pod, &context, &mut |_| 80000).unwrap();
-        assert!(
-            mutation.warnings[0].ends_with("using a random lifetime from 79200 to 86400 seconds (86400, spread in container-credentials mode)"),
-            "{:?}",
-            mutation.warnings
-        );
-        let patch = serde_json::to_string(&mutation.patch).unwrap();
-        assert!(patch.contains("\"expirationSeconds\":80000"), "{patch}");
     }
 
     #[test]

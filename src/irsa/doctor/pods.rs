@@ -4,8 +4,9 @@
 
 use serde_json::Value;
 
-use crate::core::engine::{mutate_pod, PodContext};
+use crate::core::engine;
 use crate::core::identity::{CredentialKind, Identity};
+use crate::core::pod::Pod;
 use crate::core::settings::MutationSettings;
 use crate::irsa::checklist::Check;
 
@@ -34,7 +35,6 @@ pub(crate) fn running_pods(
             )
         }
     };
-    let context = PodContext { identity, settings };
     let mut stale = Vec::new();
     let mut considered = 0;
     for pod in pods {
@@ -60,7 +60,8 @@ pub(crate) fn running_pods(
             })
             .unwrap_or_default();
         // Fixed jitter: whether anything is missing does not depend on the drawn lifetime.
-        let outcome = mutate_pod(pod, &context, &mut |range| *range.start());
+        let outcome = Pod::from_value(pod)
+            .map(|read| engine::mutate(&read, identity, settings, &mut |range| *range.start()));
         match outcome {
             Ok(mutation) if !mutation.patch.is_empty() => {
                 stale.push(format!(
@@ -143,15 +144,13 @@ mod tests {
         let settings = MutationSettings::default();
         let identity = identity(role);
         let mut p = pod("new", json!([]));
-        let m = mutate_pod(
-            &p,
-            &PodContext {
-                identity: &identity,
-                settings: &settings,
-            },
+        let read = p.clone();
+        let m = engine::mutate(
+            &Pod::from_value(&read).unwrap(),
+            &identity,
+            &settings,
             &mut |r| *r.start(),
-        )
-        .unwrap();
+        );
         json_patch::patch(&mut p, &m.patch.operations().unwrap()).unwrap();
         p
     }

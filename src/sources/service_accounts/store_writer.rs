@@ -30,13 +30,7 @@ pub struct StoreWriter {
     /// The relist in progress, between `Init` and `InitDone`. Lookups keep using the old
     /// entries meanwhile, so a relist never looks like a cluster without ServiceAccounts.
     relist: Option<Snapshot>,
-    /// Objects read so far by the relist in progress.
-    relisted: usize,
 }
-
-/// During a relist, freed memory is handed back after this many objects: one page of kube's
-/// list (500 objects).
-const RETURN_MEMORY_EVERY: usize = 500;
 
 impl StoreWriter {
     pub fn new(store: Arc<ServiceAccountStore>, keys: AnnotationKeys) -> Self {
@@ -44,7 +38,6 @@ impl StoreWriter {
             store,
             keys,
             relist: None,
-            relisted: 0,
         }
     }
 
@@ -65,7 +58,6 @@ impl StoreWriter {
             }
             Event::Init => {
                 self.relist = Some(Snapshot::default());
-                self.relisted = 0;
             }
             Event::InitApply(object) => {
                 if let Some((namespace, name, annotations)) = self.extract(&object) {
@@ -74,12 +66,6 @@ impl StoreWriter {
                         name,
                         &annotations,
                     );
-                }
-                // The list's pages are freed as fast as they arrive; handing them back as we
-                // go bounds the list's peak (docs/benchmarks.md).
-                self.relisted += 1;
-                if self.relisted % RETURN_MEMORY_EVERY == 0 {
-                    crate::ops::allocator::return_freed_memory_now();
                 }
             }
             Event::InitDone => {
@@ -184,7 +170,8 @@ mod tests {
     #[test]
     fn a_relist_of_several_pages_keeps_every_object() {
         let (store, mut reflector) = reflector();
-        let count = 3 * RETURN_MEMORY_EVERY + 7;
+        // Three pages of kube's list (500 objects each) and a few.
+        let count = 3 * 500 + 7;
         reflector.apply(Event::Init);
         for i in 0..count {
             let role = format!("role-{i}");
