@@ -182,8 +182,7 @@ fn random_jitter(range: RangeInclusive<i64>) -> i64 {
 }
 
 /// Which review a log line is about. Every line names it in fields of its own rather than
-/// in a span: a span per review cost as much CPU as the review's log line (about 1.5 µs of a
-/// small review's 24).
+/// in a span: a span per review cost about as much CPU as the review's log line.
 struct About<'a> {
     uid: &'a str,
     namespace: &'a str,

@@ -303,8 +303,9 @@ pub(crate) const SMALL_BODY_BYTES: usize = 256 * 1024;
 /// once, small enough that a body of the largest size still fits in the rest.
 pub(crate) const SMALL_BODY_RESERVE_DIVISOR: usize = 8;
 
-/// How much more than its size a body costs once parsed into a JSON tree (measured: a 3 MB
-/// pod makes a tree of about 30 MB); charged to the whole-server budget while it is answered.
+/// How much more than its size a body may cost while it is answered: the pod read from it
+/// (whose lists and maps reading bounds, `review::LIST_BYTES_PER_BODY_BYTE`), the patch and
+/// the answer; charged to the whole-server budget until the answer is made.
 pub(crate) const PARSED_BODY_FACTOR: usize = 10;
 
 impl BodyBudget {

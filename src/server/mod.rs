@@ -10,7 +10,6 @@ pub mod review;
 pub mod router;
 mod serve;
 pub mod tls;
-mod write_batch;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

@@ -1,7 +1,6 @@
 //! Listening sockets and accept loops: TCP (both IP families by default), optionally TLS, then
 //! HTTP/1.1 or HTTP/2 (by ALPN) serving of a port's router, with connection caps, per-connection
-//! deadlines and a graceful drain at shutdown. Each HTTP/2 connection's writes during one poll
-//! go out together ([`super::write_batch`]).
+//! deadlines and a graceful drain at shutdown.
 
 use std::future::Future;
 use std::io;
@@ -16,7 +15,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::response::Response;
-use axum::{BoxError, Router};
+use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -30,7 +29,6 @@ use tower::ServiceExt;
 use super::h2_guard::ControlFrameGuard;
 use super::limits::{ConnectionGate, Rejection, RejectionLog};
 use super::router::PeerAddr;
-use super::write_batch::{batched_writes, HeldWrites, Unbatched};
 use super::Limits;
 
 /// A listener on `port`: at `ip` when given; otherwise on every address of both families, as
@@ -212,7 +210,7 @@ async fn accept_loop(
             None => {
                 let http1 = http1.clone();
                 tokio::spawn(async move {
-                    serve_connection(stream, Unbatched, &http1, connection).await;
+                    serve_connection(stream, &http1, connection).await;
                     drop(slot);
                 });
             }
@@ -242,11 +240,10 @@ async fn accept_loop(
                                 connection.rejections.clone(),
                                 ip,
                             );
-                            let (io, held) = batched_writes(guarded);
-                            serve_connection(io, held, &http2, connection).await;
+                            serve_connection(guarded, &http2, connection).await;
                         }
                         Ok(Ok(stream)) => {
-                            serve_connection(stream, Unbatched, &http1, connection).await
+                            serve_connection(stream, &http1, connection).await
                         }
                         Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
                         Err(_) => connection.rejections.reject(
@@ -282,16 +279,13 @@ struct ConnectionContext {
 /// Serves one connection until it ends, the server stops, or it goes without a request for
 /// too long: `first_request_timeout` from accept, then `idle_timeout` after each response.
 /// Either deadline, and the stop, start a graceful close (HTTP/2 GOAWAY), cut off after one
-/// second. `held` sends what `io` held back from each poll of the connection (HTTP/2's
-/// gathered writes, [`super::write_batch`]).
-async fn serve_connection<I, H>(
+/// second.
+async fn serve_connection<I>(
     io: I,
-    held: H,
     builder: &auto::Builder<TokioExecutor>,
     context: ConnectionContext,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: HeldWrites,
 {
     let ConnectionContext {
         peer,
@@ -312,7 +306,7 @@ async fn serve_connection<I, H>(
     let mut deadline = accepted_at + limits.first_request_timeout;
     let closing = loop {
         tokio::select! {
-            result = drive(connection.as_mut(), &held) => {
+            result = connection.as_mut() => {
                 if let Err(err) = result {
                     tracing::debug!(%peer, "connection ended with an error: {err}");
                 }
@@ -339,26 +333,7 @@ async fn serve_connection<I, H>(
         // At shutdown, in-flight requests get the drain timeout, which `serve` bounds.
         limits.request_timeout
     };
-    let _ = tokio::time::timeout(grace, drive(connection.as_mut(), &held)).await;
-}
-
-/// Polls the connection, then sends what it wrote during that poll in one write
-/// ([`super::write_batch`]). A failed write ends the connection, as it would inside hyper.
-fn drive<'a, C, H>(
-    mut connection: Pin<&'a mut C>,
-    held: &'a H,
-) -> impl Future<Output = Result<(), BoxError>> + 'a
-where
-    C: Future<Output = Result<(), BoxError>>,
-    H: HeldWrites,
-{
-    std::future::poll_fn(move |cx| {
-        let result = connection.as_mut().poll(cx);
-        if let Poll::Ready(Err(err)) = held.poll_send(cx) {
-            return Poll::Ready(Err(err.into()));
-        }
-        result
-    })
+    let _ = tokio::time::timeout(grace, connection.as_mut()).await;
 }
 
 /// The requests in progress on one connection and when the last one ended. The connection's
