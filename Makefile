@@ -8,10 +8,11 @@ export PATH := $(TOOLS_BIN):$(PATH)
 
 .PHONY: test tools image lint unit real-cluster real-node demo demo-down bench render-deploy fuzz fuzz-smoke
 
-## Install helm, and build etcd and Kubernetes from Go modules (cached after the first run);
-## Debian's containerd, runc, CNI plugins and buildah for the local node.
+## Build helm (3 and 4), promtool, etcd and Kubernetes from their Go modules (cached after the
+## first run); Debian's containerd, runc, CNI plugins and buildah for the local node.
 tools:
 	hack/install-helm.sh
+	hack/install-promtool.sh
 	hack/install-control-plane.sh
 	hack/install-node.sh
 
@@ -20,10 +21,17 @@ image:
 	hack/build-image.sh
 
 ## fmt + clippy, the image, every fuzz target briefly, then every test: unit, golden, property,
-## server, hostile-client, chart, real-cluster (URL mode) and real-node (the image on a one-node
-## cluster).
-test: tools lint image fuzz-smoke
-	PIW_REQUIRE_TOOLS=1 cargo test --locked
+## server, hostile-client, chart, alerts (promtool), real-cluster (URL mode) and real-node (the
+## image on a one-node cluster). Says how long each phase took (hack/timed.sh).
+PHASE = @hack/timed.sh
+test:
+	@hack/timed.sh --start
+	$(PHASE) tools $(MAKE) --no-print-directory tools
+	$(PHASE) lint $(MAKE) --no-print-directory lint
+	$(PHASE) image $(MAKE) --no-print-directory image
+	$(PHASE) fuzz-smoke $(MAKE) --no-print-directory fuzz-smoke
+	$(PHASE) tests env PIW_REQUIRE_TOOLS=1 cargo test --locked
+	@hack/timed.sh --summary
 
 lint:
 	cargo fmt --all -- --check

@@ -46,23 +46,7 @@ if [ "${#apt_pkgs[@]}" -gt 0 ]; then
 fi
 
 command -v go >/dev/null 2>&1 || die "go is required to build etcd and Kubernetes (install Go 1.24 or later)"
-export GOTOOLCHAIN=local
-export GOFLAGS="-mod=mod -buildvcs=false"
-export CGO_ENABLED=0
-
-# new_module_dir: a throw-away module directory, removed when the build ends.
-new_module_dir() {
-  mktemp -d "${TMPDIR:-/tmp}/piw-go-build.XXXXXX"
-}
-
-# go_build_in DIR ARGS...: `go build ARGS` in the module DIR, with Go's build cache inside DIR
-# so it goes with it: the binaries are cached by version, and the 7 GB of compiled packages a
-# Kubernetes build leaves would otherwise stay on the disk for nothing.
-go_build_in() {
-  local dir="$1"
-  shift
-  (cd "$dir" && GOCACHE="$dir/go-build-cache" go build "$@")
-}
+go_build_env
 
 build_etcd() {
   local tmp start=$SECONDS

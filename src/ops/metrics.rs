@@ -53,6 +53,9 @@ pub struct Metrics {
     /// 1 once the ServiceAccount cache has synced: the reference's sign that the webhook is
     /// in use.
     pub webhook_used: IntGauge,
+    /// 1 while `/readyz` answers 200, set when `/metrics` is read: what a dashboard counts as
+    /// ready replicas without another exporter.
+    pub ready: IntGauge,
     /// ServiceAccounts held in the cache.
     pub cache_service_accounts: IntGauge,
     /// Watch stream errors by `resource` (serviceaccounts, configmaps).
@@ -143,6 +146,11 @@ impl Metrics {
             "1 once the ServiceAccount cache has synced: the webhook is in use",
         )
         .expect("valid metric");
+        let ready = IntGauge::new(
+            "pod_identity_webhook_ready",
+            "1 while the webhook is ready to take reviews (what /readyz answers with 200)",
+        )
+        .expect("valid metric");
         let cache_service_accounts = IntGauge::new(
             "pod_identity_webhook_cache_service_accounts",
             "ServiceAccounts held in the cache",
@@ -201,6 +209,7 @@ impl Metrics {
             Box::new(request_latencies.clone()),
             Box::new(SharedCollector(request_latency_summary.clone())),
             Box::new(webhook_used.clone()),
+            Box::new(ready.clone()),
             Box::new(cache_service_accounts.clone()),
             Box::new(watch_errors.clone()),
             Box::new(lookup_fallbacks.clone()),
@@ -228,6 +237,7 @@ impl Metrics {
             request_latencies,
             request_latency_summary,
             webhook_used,
+            ready,
             cache_service_accounts,
             watch_errors,
             lookup_fallbacks,

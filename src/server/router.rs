@@ -163,10 +163,14 @@ pub type CacheDumper = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 pub fn admin_router(components: &Components) -> Router {
     let readiness = components.readiness.clone();
     let metrics = components.metrics.clone();
+    let scraped = components.readiness.clone();
     let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(move || readyz(readiness.clone())))
-        .route("/metrics", get(move || prometheus(metrics.clone())));
+        .route(
+            "/metrics",
+            get(move || prometheus(metrics.clone(), scraped.clone())),
+        );
     if let Some(dump) = components.cache_dumper.clone() {
         router = router.route(
             "/debug/alpha/cache",
@@ -194,7 +198,9 @@ async fn readyz(readiness: Arc<Readiness>) -> Response {
     }
 }
 
-async fn prometheus(metrics: Arc<Metrics>) -> Response {
+async fn prometheus(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Response {
+    // Read at each scrape, so the gauge is exactly what `/readyz` would answer now.
+    metrics.ready.set(i64::from(readiness.check().is_ok()));
     (
         [(
             header::CONTENT_TYPE,

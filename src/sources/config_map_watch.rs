@@ -176,6 +176,8 @@ async fn run(
     let config = watcher::Config::default().fields(&format!("metadata.name={CONFIG_MAP_NAME}"));
     let mut events = pin!(watcher(api, config));
     let mut mapping = MappingWatch::new(sources, metrics.clone());
+    // The error count exists from the start at 0, so an alert on its increase sees the first.
+    metrics.watch_errors.with_label_values(&[RESOURCE]);
     let mut retry = WatchRetry::default();
     let mut synced_once = false;
     while let Some(event) = events.next().await {

@@ -95,6 +95,14 @@ async fn the_watch_fills_the_store_from_the_list_and_follows_add_modify_delete()
     let cache = &running.cache;
     assert_eq!(cache.len(), 2);
     assert_eq!(running.metrics.cache_service_accounts.get(), 2);
+    // The error count is exported at 0 before any error, so an alert on its increase sees
+    // the first one.
+    let exported = running.metrics.encode();
+    assert!(
+        exported
+            .contains("pod_identity_webhook_watch_errors_total{resource=\"serviceaccounts\"} 0"),
+        "{exported}"
+    );
     assert_eq!(role(cache, "ns", "listed").await.as_deref(), Some(ROLE_A));
     assert!(
         cache.lookup("ns", "default").await.is_some(),

@@ -1154,6 +1154,248 @@ fn service_monitor_and_network_policy_are_opt_in() {
     assert_eq!(np["spec"]["policyTypes"], json!(["Ingress"]));
 }
 
+/// The spec of the PrometheusRule, as a Prometheus rules file.
+fn rule_groups(docs: &[Value]) -> &Value {
+    &one(docs, "PrometheusRule")["spec"]
+}
+
+/// The expression of alert `name` in `groups`.
+fn alert_expr<'a>(groups: &'a Value, name: &str) -> &'a str {
+    groups["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .find(|r| r["alert"] == name)
+        .unwrap_or_else(|| panic!("no alert {name} in {groups}"))["expr"]
+        .as_str()
+        .expect("expr")
+}
+
+/// The dashboard's ConfigMap: the one carrying the Grafana sidecar's label.
+fn dashboard_config_map(docs: &[Value]) -> Option<&Value> {
+    all_of(docs, "ConfigMap")
+        .into_iter()
+        .find(|c| !c["metadata"]["labels"]["grafana_dashboard"].is_null())
+}
+
+#[test]
+fn alerts_and_dashboard_are_opt_in_and_render_the_files_in_the_repository() {
+    let helm =
+        require_helm!("alerts_and_dashboard_are_opt_in_and_render_the_files_in_the_repository");
+    let docs = default_docs(helm);
+    assert!(!has_kind(docs, "PrometheusRule"));
+    assert!(dashboard_config_map(docs).is_none());
+
+    let docs = render(
+        helm,
+        &[
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--set",
+            "metrics.grafanaDashboard.enabled=true",
+        ],
+    );
+    // One source of truth: the rules file for Prometheus without the operator is the
+    // PrometheusRule's spec with the default values.
+    let rule = one(&docs, "PrometheusRule");
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule["metadata"]["namespace"], NAMESPACE);
+    let file: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(root().join("deploy/monitoring/prometheus-rules.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        rule_groups(&docs),
+        &file,
+        "deploy/monitoring/prometheus-rules.yaml differs from the chart: run hack/render-deploy.sh"
+    );
+    // The dashboard is the JSON file as it is, labelled for Grafana's sidecar.
+    let config_map = dashboard_config_map(&docs).expect("the dashboard ConfigMap");
+    assert_eq!(config_map["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(config_map["metadata"]["namespace"], NAMESPACE);
+    let rendered: Value = serde_json::from_str(
+        config_map["data"]["pod-identity-webhook.json"]
+            .as_str()
+            .expect("the dashboard's JSON"),
+    )
+    .expect("the dashboard in the ConfigMap is JSON");
+    let source: Value = serde_json::from_str(
+        &std::fs::read_to_string(chart_dir().join("files/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rendered, source);
+    assert_eq!(rendered["uid"], "pod-identity-webhook");
+
+    let docs = render(
+        helm,
+        &[
+            "-f",
+            chart_dir().join("ci/full-values.yaml").to_str().unwrap(),
+        ],
+    );
+    let config_map = dashboard_config_map(&docs).expect("the dashboard ConfigMap");
+    assert_eq!(config_map["metadata"]["namespace"], "monitoring");
+    assert_eq!(
+        config_map["metadata"]["annotations"]["grafana_folder"],
+        "Kubernetes"
+    );
+    assert_eq!(
+        one(&docs, "PrometheusRule")["metadata"]["labels"]["release"],
+        "prometheus"
+    );
+}
+
+/// `helm template` of release `release` into `namespace`.
+fn render_release(helm: &Path, release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
+    let chart = chart_dir();
+    let mut args = vec![
+        "template",
+        release,
+        chart.to_str().unwrap(),
+        "--namespace",
+        namespace,
+    ];
+    args.extend_from_slice(extra);
+    let out = run_helm(helm, &args);
+    assert!(out.ok, "helm {args:?} failed:\n{}", out.stderr);
+    parse_docs(&out.stdout)
+}
+
+#[test]
+fn alerts_follow_the_webhook_name_the_release_and_the_threshold_values() {
+    let helm = require_helm!("alerts_follow_the_webhook_name_the_release_and_the_threshold_values");
+    let docs = render_release(
+        helm,
+        "identity",
+        "platform",
+        &[
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--set",
+            "webhook.name=irsa.platform.example.com",
+            "--set",
+            "webhook.timeoutSeconds=20",
+            "--set",
+            "metrics.prometheusRule.slowCalls.timeoutFraction=0.25",
+            "--set",
+            "metrics.prometheusRule.failOpen.severity=page",
+            "--set",
+            "metrics.prometheusRule.failOpen.window=15m",
+            "--set",
+            "metrics.prometheusRule.callsFailing.ratio=0.2",
+            "--set",
+            "metrics.prometheusRule.certificateExpiry.days=7",
+            "--set",
+            "metrics.prometheusRule.clientsRefused.perSecond=2",
+            "--set",
+            "metrics.prometheusRule.clientsRefused.ignoreReasons={idle,slow_body}",
+            "--set-string",
+            "metrics.prometheusRule.apiServerSelector=job=\"apiserver\"",
+            "--set",
+            "metrics.prometheusRule.alertLabels.team=platform",
+            "--set",
+            "metrics.prometheusRule.runbookBaseUrl=https://docs.example/webhook.md",
+        ],
+    );
+    let groups = rule_groups(&docs);
+    // The API server counts calls under the webhook's name, whatever the release is called.
+    let api = r#"{name="irsa.platform.example.com",type="admit",job="apiserver"}"#;
+    let fail_open = alert_expr(groups, "PodIdentityWebhookFailOpen");
+    assert!(
+        fail_open.contains(&format!(
+            "apiserver_admission_webhook_fail_open_count{api}[15m]"
+        )),
+        "{fail_open}"
+    );
+    assert!(fail_open.contains("offset 15m"), "{fail_open}");
+    let slow = alert_expr(groups, "PodIdentityWebhookSlowCalls");
+    assert!(slow.contains(&format!("_bucket{api}[5m]")), "{slow}");
+    assert!(
+        slow.trim_end().ends_with("> 5"),
+        "a quarter of 20 s: {slow}"
+    );
+    assert!(alert_expr(groups, "PodIdentityWebhookCallsFailing")
+        .trim_end()
+        .ends_with("> 0.2"));
+    // The webhook's own series: those of this release's metrics Service.
+    let own = r#"{job="identity-pod-identity-webhook-metrics",namespace="platform"}"#;
+    assert!(alert_expr(groups, "PodIdentityWebhookDown").contains(own));
+    assert!(alert_expr(groups, "PodIdentityWebhookCertificateExpiresSoon").contains("< 7 * 86400"));
+    let refused = alert_expr(groups, "PodIdentityWebhookClientsRefused");
+    assert!(
+        refused.contains(r#"namespace="platform",reason!~"idle|slow_body"}"#),
+        "{refused}"
+    );
+    assert!(refused.trim_end().ends_with("> 2"), "{refused}");
+    for rule in groups["groups"][0]["rules"].as_array().unwrap() {
+        let name = rule["alert"].as_str().unwrap();
+        assert_eq!(rule["labels"]["team"], "platform", "{name}");
+        assert_eq!(
+            rule["annotations"]["runbook_url"],
+            format!("https://docs.example/webhook.md#{}", name.to_lowercase())
+        );
+        let severity = match name {
+            "PodIdentityWebhookFailOpen" => "page",
+            "PodIdentityWebhookCallsFailing" | "PodIdentityWebhookDown" => "critical",
+            _ => "warning",
+        };
+        assert_eq!(rule["labels"]["severity"], severity, "{name}");
+    }
+
+    // Whatever the values, promtool accepts what the chart renders.
+    let Some(promtool) = crate::support::promql::tool("promtool", "PROMTOOL") else {
+        skip(
+            "chart",
+            "alerts_follow_the_webhook_name_the_release_and_the_threshold_values",
+            "promtool",
+            "run hack/install-promtool.sh",
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.yaml");
+    std::fs::write(&file, serde_yaml_ng::to_string(groups).unwrap()).unwrap();
+    let out = Command::new(promtool)
+        .args(["check", "rules", "--lint-fatal"])
+        .arg(&file)
+        .output()
+        .expect("run promtool");
+    assert!(
+        out.status.success(),
+        "promtool check rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn alerts_in_url_mode_need_to_be_told_how_the_webhook_is_scraped() {
+    let helm = require_helm!("alerts_in_url_mode_need_to_be_told_how_the_webhook_is_scraped");
+    let url = "webhook.url=https://webhook.internal.example:8443/mutate";
+    let err = try_render(
+        helm,
+        &["--set", url, "--set", "metrics.prometheusRule.enabled=true"],
+    )
+    .expect_err("URL mode without a webhook selector");
+    assert!(
+        err.contains("metrics.prometheusRule.webhookSelector is required with webhook.url"),
+        "{err}"
+    );
+    let docs = render(
+        helm,
+        &[
+            "-f",
+            chart_dir()
+                .join("ci/url-mode-values.yaml")
+                .to_str()
+                .unwrap(),
+        ],
+    );
+    assert!(alert_expr(rule_groups(&docs), "PodIdentityWebhookDown")
+        .contains(r#"pod_identity_webhook_ready{job="pod-identity-webhook-external"}"#));
+}
+
 // ---------------------------------------------------------------------------
 // RBAC
 // ---------------------------------------------------------------------------
@@ -1364,6 +1606,21 @@ fn schema_rejects_values_outside_the_allowed_set() {
             ("webhook.configurationName=Bad_Name", "configurationName"),
             ("namespaceOverride=Bad_NS", "namespaceOverride"),
             ("revisionHistoryLimit=-1", "revisionHistoryLimit"),
+            ("metrics.prometheusRule.callsFailing.ratio=1.5", "ratio"),
+            (
+                "metrics.prometheusRule.slowCalls.timeoutFraction=0",
+                "timeoutFraction",
+            ),
+            ("metrics.prometheusRule.failOpen.window=5 minutes", "window"),
+            ("metrics.prometheusRule.down.for=5", "for"),
+            (
+                "metrics.prometheusRule.clientsRefused.ignoreReasons={sleepy}",
+                "ignoreReasons",
+            ),
+            (
+                "metrics.prometheusRule.runbookBaseUrl=docs/README.md",
+                "runbookBaseUrl",
+            ),
         ],
     );
 }
@@ -1450,7 +1707,8 @@ fn every_value_in_values_yaml_is_documented_with_a_comment() {
 /// Dotted keys of values.yaml; the Kubernetes objects given whole as
 /// defaults (security contexts, resources, nodeSelector) count as one key.
 fn value_keys(prefix: &str, v: &serde_yaml_ng::Value, out: &mut Vec<String>) {
-    const WHOLE: [&str; 7] = [
+    const WHOLE: [&str; 8] = [
+        "metrics.grafanaDashboard.labels",
         "podSecurityContext",
         "securityContext",
         "resources",
@@ -1546,16 +1804,23 @@ fn helm_test_pod_checks_role_arn_and_token_file_under_an_annotated_service_accou
     assert_eq!(pod["metadata"]["namespace"], NAMESPACE);
 }
 
+/// The files of `dir` and of its subdirectories, by path relative to `dir`.
 fn read_dir_files(dir: &Path) -> BTreeMap<String, String> {
-    std::fs::read_dir(dir)
+    let mut files = BTreeMap::new();
+    for path in std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read_to_string(&p).unwrap())
-        })
-        .collect()
+    {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.is_dir() {
+            for (inner, content) in read_dir_files(&path) {
+                files.insert(format!("{name}/{inner}"), content);
+            }
+        } else {
+            files.insert(name, std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    files
 }
 
 #[test]
@@ -1603,10 +1868,11 @@ fn deploy_directory_is_up_to_date_with_the_chart() {
     assert_eq!(resources.first(), Some(&"namespace.yaml"));
     let mut listed: Vec<&str> = resources.clone();
     listed.sort_unstable();
+    // The manifests; monitoring/ holds the rules file, which is not a Kubernetes object.
     let mut on_disk: Vec<&str> = committed
         .keys()
         .map(String::as_str)
-        .filter(|n| *n != "kustomization.yaml")
+        .filter(|n| *n != "kustomization.yaml" && !n.contains('/'))
         .collect();
     on_disk.sort_unstable();
     assert_eq!(listed, on_disk);

@@ -12,6 +12,7 @@ mod config_map_watch;
 mod engine_properties;
 mod engine_validity;
 mod golden;
+mod monitoring;
 mod mutate_cli;
 mod real_cluster;
 mod real_node;

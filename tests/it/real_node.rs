@@ -17,6 +17,8 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::support::process::{run, run_with_input};
+use crate::support::promql::{self, Series};
+use crate::support::skip::skip;
 use crate::support::tls::TestCa;
 use crate::support::{eventually, suite_gate};
 use node::{env_of, jwt_claims, log_fields, Node, POLL, RELEASE_NS};
@@ -924,4 +926,178 @@ fn the_reference_deployment_shape_runs_unchanged_with_our_image() {
         "secret",
         "pod-identity-webhook-cert",
     ]));
+}
+
+/// The webhook's pods of the shared release.
+fn webhook_pods(node: &Node) -> Result<Vec<String>, String> {
+    let pods = node.get(&[
+        "-n",
+        RELEASE_NS,
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=pod-identity-webhook",
+    ])?;
+    Ok(pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|pod| pod["metadata"]["name"].as_str().map(str::to_string))
+        .collect())
+}
+
+/// What `kubectl get --raw PATH` answers, as Prometheus series.
+fn scrape(node: &Node, path: &str) -> Vec<Series> {
+    let out = run(node.kubectl().args(["get", "--raw", path]))
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    promql::exposition(&String::from_utf8_lossy(&out.stdout))
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// The release's Deployment scaled to `replicas`.
+fn scale_webhook(node: &Node, replicas: u32) -> Result<(), String> {
+    run(node.kubectl().args([
+        "-n",
+        RELEASE_NS,
+        "scale",
+        "deployment",
+        "--all",
+        &format!("--replicas={replicas}"),
+    ]))
+    .map(|_| ())
+}
+
+/// Scales the webhook back to two replicas however the test ends.
+struct ScaledDown(&'static Node);
+
+impl Drop for ScaledDown {
+    fn drop(&mut self) {
+        let _ = scale_webhook(self.0, 2);
+    }
+}
+
+/// What the alerts and the dashboard read is what Kubernetes and the webhook export: every
+/// series selector of deploy/monitoring/prometheus-rules.yaml and of the Grafana dashboard
+/// (read by Prometheus's parser, so a new query is checked without a change here) selects a
+/// series of the real webhook's or the real API server's `/metrics`. The fail-open alert's
+/// own series is made for real: the webhook scaled to 0 under `failurePolicy: Ignore`, a pod
+/// created, and the API server's count of it carries the labels the alert selects.
+#[test]
+fn the_metrics_the_alerts_and_the_dashboard_read_are_exported_and_fail_open_is_counted() {
+    let _gate = suite_gate::enter("real_node");
+    let test =
+        "the_metrics_the_alerts_and_the_dashboard_read_are_exported_and_fail_open_is_counted";
+    let Some(helper) = promql::tool("promql-selectors", "PROMQL_SELECTORS") else {
+        skip(
+            "real-node",
+            test,
+            "promql-selectors",
+            "run hack/install-promtool.sh",
+        );
+        return;
+    };
+    let node = node!(test);
+    let queries = crate::monitoring::all_queries();
+    let selectors = promql::selectors(&helper, &queries).unwrap_or_else(|e| panic!("{e}"));
+    let _exclusive = node.exclusive_with_chart();
+    let configs = node.get(&["mutatingwebhookconfigurations"]).unwrap();
+    let hook = configs["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["webhooks"].as_array().into_iter().flatten())
+        .find(|w| w["clientConfig"]["service"]["namespace"] == RELEASE_NS)
+        .expect("the release's webhook");
+    assert_eq!(hook["failurePolicy"], "Ignore", "{hook}");
+
+    // The webhook's series, from every replica after a review.
+    node.wait_webhook_answers("metrics-probe")
+        .unwrap_or_else(|e| panic!("{e}\n{}", node.diagnostics(RELEASE_NS)));
+    let mut exported: Vec<Series> = Vec::new();
+    for pod in webhook_pods(node).unwrap() {
+        exported.extend(scrape(
+            node,
+            &format!("/api/v1/namespaces/{RELEASE_NS}/pods/{pod}:9999/proxy/metrics"),
+        ));
+    }
+
+    // No replica: the API server admits a pod without the webhook.
+    let scaled = ScaledDown(node);
+    scale_webhook(node, 0).unwrap();
+    eventually(
+        "no webhook pod left",
+        Duration::from_secs(90),
+        POLL,
+        || match webhook_pods(node)? {
+            pods if pods.is_empty() => Ok(()),
+            pods => Err(format!("still there: {pods:?}")),
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", node.diagnostics(RELEASE_NS)));
+    let namespace = "fail-open";
+    node.service_account(
+        namespace,
+        "unserved",
+        &[(ROLE_KEY, "arn:aws:iam::111122223333:role/unserved")],
+    );
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "unserved", "namespace": namespace},
+        "spec": {"serviceAccountName": "unserved", "terminationGracePeriodSeconds": 0,
+                 "nodeSelector": {"piw-test/never": "scheduled"},
+                 "containers": [{"name": "c", "image": node.test_image()}]}});
+    let out = run_with_input(
+        node.kubectl().args(["create", "-o", "json", "-f", "-"]),
+        pod.to_string().as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("with failurePolicy Ignore the pod is admitted: {e}"));
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        env_of(&created, 0, "AWS_ROLE_ARN"),
+        None,
+        "admitted without the webhook, so without credentials: {}",
+        created["spec"]
+    );
+    let apiserver = scrape(node, "/metrics");
+    exported.extend(apiserver.iter().cloned());
+
+    let at = queries
+        .iter()
+        .position(|q| q.source == "alert PodIdentityWebhookFailOpen")
+        .expect("the fail-open alert");
+    for selector in &selectors[at] {
+        let counted: Vec<&Series> = apiserver
+            .iter()
+            .filter(|series| promql::selects(selector, series))
+            .collect();
+        assert!(
+            !counted.is_empty(),
+            "the API server has no series the fail-open alert selects ({selector:?}); it has:\n{:#?}",
+            apiserver
+                .iter()
+                .filter(|s| s.metric == selector.metric)
+                .collect::<Vec<_>>()
+        );
+    }
+
+    let mut missing = Vec::new();
+    for (query, found) in queries.iter().zip(&selectors) {
+        for selector in found {
+            if !exported
+                .iter()
+                .any(|series| promql::selects(selector, series))
+            {
+                missing.push(format!("{}: {selector:?}", query.source));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "selectors that pick no series the real API server or webhook exports:\n{}",
+        missing.join("\n")
+    );
+
+    drop(scaled);
+    wait_two_replicas(node);
+    let _ = run(node
+        .kubectl()
+        .args(["delete", "namespace", namespace, "--wait=false"]));
 }

@@ -410,6 +410,7 @@ async fn readiness_reports_reasons_until_cache_and_certificate_are_ready() {
             "liveness does not depend on readiness"
         );
     }
+    assert_eq!(ready_gauge(&components).await, "0");
     cache_synced.set(true);
     let (cert, key) = TestCa::new().leaf("first");
     store.set_pem(cert.as_bytes(), key.as_bytes()).unwrap();
@@ -419,6 +420,7 @@ async fn readiness_reports_reasons_until_cache_and_certificate_are_ready() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(ready_gauge(&components).await, "1");
     components.readiness.set_shutting_down();
     let (status, body) = call(
         admin_router(&components),
@@ -427,6 +429,22 @@ async fn readiness_reports_reasons_until_cache_and_certificate_are_ready() {
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(String::from_utf8_lossy(&body).contains("shutting down"));
+    assert_eq!(ready_gauge(&components).await, "0");
+}
+
+/// The value of `pod_identity_webhook_ready` in what `/metrics` answers now.
+async fn ready_gauge(components: &Components) -> String {
+    let (status, body) = call(
+        admin_router(components),
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines()
+        .find_map(|line| line.strip_prefix("pod_identity_webhook_ready "))
+        .unwrap_or_else(|| panic!("no pod_identity_webhook_ready in:\n{text}"))
+        .to_owned()
 }
 
 #[tokio::test]

@@ -256,6 +256,8 @@ async fn watch_service_accounts(
     let config = watcher::Config::default().any_semantic();
     let mut events = pin!(watcher(api, config));
     let mut reflector = StoreWriter::new(store.clone(), keys);
+    // The error count exists from the start at 0, so an alert on its increase sees the first.
+    metrics.watch_errors.with_label_values(&[RESOURCE]);
     let mut retry = WatchRetry::default();
     let mut synced_once = false;
     while let Some(event) = events.next().await {

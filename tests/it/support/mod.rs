@@ -1,11 +1,12 @@
 //! Helpers shared by the integration tests: a stand-in Kubernetes API, certificates and
 //! kubelet-style certificate directories, the in-process server and its clients, external
-//! programs with a teardown that always happens, waiting for a condition, and the gate that
-//! keeps the heavy suites apart.
+//! programs with a teardown that always happens, waiting for a condition, the gate that
+//! keeps the heavy suites apart, and what the alerts and the dashboard query.
 
 pub mod engine;
 pub mod fake_api;
 pub mod process;
+pub mod promql;
 pub mod server;
 pub mod skip;
 pub mod suite_gate;
