@@ -1,20 +1,23 @@
 //! What one client may hold of the server: connections (overall and per peer address), TLS
-//! handshakes in progress, and memory for request bodies. Each limit answers the client that
-//! crosses it (a refused connection, a 503) instead of making everyone else wait, and counts
-//! the refusal in `pod_identity_webhook_rejected_total{reason}`.
+//! handshakes in progress, and memory for request bodies. Connections and handshakes are
+//! shared fairly between addresses: one over a cap waits briefly for its turn, and an address
+//! holding few takes the place of a quiet connection of the one holding the most. What
+//! misbehaves (too slow, too large, flooding, still waiting at its deadline) is refused, and
+//! counted in `pod_identity_webhook_rejected_total{reason}`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::body::{Bytes, HttpBody};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 use http_body_util::BodyExt;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::time::Instant;
 
 use super::Limits;
 use crate::ops::metrics::Metrics;
@@ -22,12 +25,14 @@ use crate::ops::metrics::Metrics;
 /// Why a client was refused: the `reason` label of the rejection counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Rejection {
-    /// The server holds `max_connections` already.
+    /// The server holds `max_connections` already, and did not make room for this one by
+    /// its deadline (or as many wait already).
     Connections,
-    /// This peer address holds `max_connections_per_peer` already.
+    /// This peer address holds `max_connections_per_peer` already, and none of them made room
+    /// by the deadline (or as many wait already).
     ConnectionsPerPeer,
-    /// `max_handshakes` TLS handshakes are in progress, or `max_handshakes_per_peer` from
-    /// this peer address.
+    /// No TLS handshake turn came by the deadline: `max_handshakes` were in progress, or
+    /// `max_handshakes_per_peer` from this peer address.
     Handshakes,
     /// The TLS handshake did not finish within its deadline.
     HandshakeTimeout,
@@ -43,10 +48,13 @@ pub(crate) enum Rejection {
     Overloaded,
     /// An HTTP/2 connection sent control frames faster than allowed.
     Http2ControlFlood,
+    /// A quiet connection (or a handshake running long) was closed to make room for a client
+    /// from an address holding fewer (see [`ConnectionGate`]).
+    Displaced,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 10] = [
+    pub const ALL: [Rejection; 11] = [
         Rejection::Connections,
         Rejection::ConnectionsPerPeer,
         Rejection::Handshakes,
@@ -57,6 +65,7 @@ impl Rejection {
         Rejection::Memory,
         Rejection::Overloaded,
         Rejection::Http2ControlFlood,
+        Rejection::Displaced,
     ];
 
     pub fn label(self) -> &'static str {
@@ -71,6 +80,7 @@ impl Rejection {
             Rejection::Memory => "memory",
             Rejection::Overloaded => "overloaded",
             Rejection::Http2ControlFlood => "http2_control_flood",
+            Rejection::Displaced => "displaced",
         }
     }
 }
@@ -80,7 +90,7 @@ impl Rejection {
 /// next line logged says how many were left out.
 pub(crate) struct RejectionLog {
     metrics: Arc<Metrics>,
-    started: Instant,
+    started: std::time::Instant,
     /// Start of the current window, in milliseconds since `started`.
     window_start: AtomicU64,
     logged: AtomicU64,
@@ -98,7 +108,7 @@ impl RejectionLog {
         }
         Self {
             metrics,
-            started: Instant::now(),
+            started: std::time::Instant::now(),
             window_start: AtomicU64::new(0),
             logged: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
@@ -136,19 +146,126 @@ impl RejectionLog {
     }
 }
 
-/// Open connections of one listener, overall and per peer address, and the TLS handshakes in
-/// progress. Also what the shutdown drain waits on.
+/// How long a connection must have gone without a request in progress (counted from accept
+/// when it never had one) before it may be closed to make room for another, and how long a
+/// TLS handshake must have been running before it may be cut off for another: a connection
+/// between two requests of a busy client, or one just opened, is left alone.
+pub(crate) const DISPLACEABLE_AFTER: Duration = Duration::from_millis(250);
+
+/// How often the gate looks again for room while connections wait for their turn: a
+/// connection becomes displaceable by time passing, which no event announces.
+const RECHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Open connections of one listener and the TLS handshakes in progress, shared fairly between
+/// client addresses. Both are capped overall and per address; a connection over a cap waits
+/// for its turn ([`Turn`]) instead of being refused, and a turn that frees goes to the waiting
+/// connection whose address holds the fewest. When the overall cap is reached, a connection
+/// from an address holding at least two fewer than another takes the place of that address's
+/// connection quiet the longest, which is closed gracefully (HTTP/1.1 between requests,
+/// HTTP/2 with a GOAWAY); one over its own address's cap takes the place of one of its own.
+/// So whatever other addresses hold, a client from an address holding few gets a connection.
+/// Handshake turns are shared the same way, the handshake running longest giving way. Also
+/// what the shutdown drain waits on.
 pub(crate) struct ConnectionGate {
-    max_total: usize,
-    max_per_peer: usize,
-    max_handshakes_per_peer: usize,
+    caps: Caps,
     open: watch::Sender<usize>,
-    per_peer: Mutex<HashMap<IpAddr, PeerCounts>>,
-    handshakes: Arc<Semaphore>,
+    state: Mutex<GateState>,
+    /// Wakes [`ConnectionGate::keep`] when a connection starts waiting.
+    queued: Notify,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Caps {
+    connections: usize,
+    connections_per_peer: usize,
+    handshakes: usize,
+    handshakes_per_peer: usize,
 }
 
 #[derive(Default)]
-struct PeerCounts {
+struct GateState {
+    peers: HashMap<IpAddr, Peer>,
+    connections: usize,
+    handshakes: usize,
+    /// Connections waiting for a slot or a handshake turn.
+    queue: Vec<Waiter>,
+    /// Of `queue`, those waiting for a slot.
+    waiting_for_slots: usize,
+    next_id: u64,
+}
+
+#[derive(Default)]
+struct Peer {
+    connections: Vec<Held>,
+    handshakes: usize,
+    /// Of the gate's queue, this address's connections waiting for a slot.
+    waiting_for_slots: usize,
+}
+
+impl Peer {
+    fn is_unused(&self) -> bool {
+        self.connections.is_empty() && self.handshakes == 0 && self.waiting_for_slots == 0
+    }
+
+    fn held(&mut self, connection: &Arc<OpenConnection>) -> Option<&mut Held> {
+        self.connections
+            .iter_mut()
+            .find(|held| Arc::ptr_eq(&held.connection, connection))
+    }
+}
+
+/// An open connection as the gate counts it.
+struct Held {
+    connection: Arc<OpenConnection>,
+    /// When its handshake turn began, while it holds one.
+    handshake_since: Option<Instant>,
+}
+
+struct Waiter {
+    id: u64,
+    peer: IpAddr,
+    wants: Wants,
+    /// The connection asked to close to make room for this one, until it has closed.
+    room: Option<Arc<OpenConnection>>,
+}
+
+enum Wants {
+    Slot {
+        accepted_at: Instant,
+        grant: oneshot::Sender<ConnectionSlot>,
+    },
+    Handshake {
+        connection: Arc<OpenConnection>,
+        grant: oneshot::Sender<HandshakePermit>,
+    },
+}
+
+impl Wants {
+    fn is_slot(&self) -> bool {
+        matches!(self, Wants::Slot { .. })
+    }
+}
+
+/// A turn given under the gate's lock, handed over once the lock is released: a turn nobody
+/// takes any more (its connection gave up waiting) is dropped there, which gives it back.
+enum Given {
+    Slot(oneshot::Sender<ConnectionSlot>, ConnectionSlot),
+    Handshake(oneshot::Sender<HandshakePermit>, HandshakePermit),
+}
+
+impl Given {
+    fn hand_over(self) {
+        match self {
+            Given::Slot(to, slot) => drop(to.send(slot)),
+            Given::Handshake(to, permit) => drop(to.send(permit)),
+        }
+    }
+}
+
+/// What an address holds and does not give up already, with the room already made for its
+/// waiting connections counted as its own.
+#[derive(Clone, Copy, Default)]
+struct Share {
     connections: usize,
     handshakes: usize,
 }
@@ -161,49 +278,345 @@ impl ConnectionGate {
         max_handshakes_per_peer: usize,
     ) -> Self {
         Self {
-            max_total,
-            max_per_peer,
-            max_handshakes_per_peer,
+            caps: Caps {
+                connections: max_total,
+                connections_per_peer: max_per_peer,
+                handshakes: max_handshakes,
+                handshakes_per_peer: max_handshakes_per_peer,
+            },
             open: watch::Sender::new(0),
-            per_peer: Mutex::new(HashMap::new()),
-            handshakes: Arc::new(Semaphore::new(max_handshakes)),
+            state: Mutex::new(GateState::default()),
+            queued: Notify::new(),
         }
     }
 
-    /// A slot for a new connection from `peer`, held until the guard drops.
-    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<ConnectionSlot, Rejection> {
-        let mut per_peer = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
-        if *self.open.borrow() >= self.max_total {
-            return Err(Rejection::Connections);
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for a new connection from `peer`, accepted at `accepted_at`: at once when the
+    /// caps allow, else a place in the queue. Refused at once only when as many of the
+    /// address's connections (or of all) wait as the caps let it hold open.
+    pub fn admit(
+        self: &Arc<Self>,
+        peer: IpAddr,
+        accepted_at: Instant,
+    ) -> Result<Turn<ConnectionSlot>, Rejection> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let entry = state.peers.entry(peer).or_default();
+        let at_peer_cap = entry.connections.len() >= self.caps.connections_per_peer;
+        if !at_peer_cap && state.connections < self.caps.connections {
+            return Ok(Turn::Ready(self.give_slot(state, peer, accepted_at)));
         }
-        let counts = per_peer.entry(peer).or_default();
-        if counts.connections >= self.max_per_peer {
-            return Err(Rejection::ConnectionsPerPeer);
+        let refusal = if at_peer_cap {
+            Rejection::ConnectionsPerPeer
+        } else {
+            Rejection::Connections
+        };
+        if entry.waiting_for_slots >= self.caps.connections_per_peer
+            || state.waiting_for_slots >= self.caps.connections
+        {
+            if entry.is_unused() {
+                state.peers.remove(&peer);
+            }
+            return Err(refusal);
         }
-        counts.connections += 1;
-        self.open.send_modify(|open| *open += 1);
-        Ok(ConnectionSlot {
-            gate: self.clone(),
+        entry.waiting_for_slots += 1;
+        state.waiting_for_slots += 1;
+        let (grant, granted) = oneshot::channel();
+        let id = self.enqueue(state, peer, Wants::Slot { accepted_at, grant });
+        Ok(self.wait(guard, id, granted, refusal))
+    }
+
+    /// A turn to run the TLS handshake of the connection in `slot`: at once when fewer than
+    /// `max_handshakes` are in progress, and fewer than `max_handshakes_per_peer` from its
+    /// address; else a place in the queue.
+    pub fn handshake(self: &Arc<Self>, slot: &ConnectionSlot) -> Turn<HandshakePermit> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let peer = slot.connection.peer;
+        let handshakes = state.peers.get(&peer).map_or(0, |entry| entry.handshakes);
+        if handshakes < self.caps.handshakes_per_peer && state.handshakes < self.caps.handshakes {
+            return Turn::Ready(self.give_handshake(state, &slot.connection));
+        }
+        let (grant, granted) = oneshot::channel();
+        let connection = slot.connection.clone();
+        let id = self.enqueue(state, peer, Wants::Handshake { connection, grant });
+        self.wait(guard, id, granted, Rejection::Handshakes)
+    }
+
+    fn enqueue(&self, state: &mut GateState, peer: IpAddr, wants: Wants) -> u64 {
+        let id = state.next_id;
+        state.next_id += 1;
+        state.queue.push(Waiter {
+            id,
             peer,
+            wants,
+            room: None,
+        });
+        id
+    }
+
+    /// The turn of waiter `id`, after a first look for room for it.
+    fn wait<T>(
+        self: &Arc<Self>,
+        mut guard: MutexGuard<'_, GateState>,
+        id: u64,
+        granted: oneshot::Receiver<T>,
+        refusal: Rejection,
+    ) -> Turn<T> {
+        let given = self.rebalance(&mut guard);
+        drop(guard);
+        given.into_iter().for_each(Given::hand_over);
+        self.queued.notify_one();
+        Turn::Waiting(Waiting {
+            gate: self.clone(),
+            id,
+            granted,
+            refusal,
         })
     }
 
-    /// A permit to run a TLS handshake for the connection in `slot`, or `None` when
-    /// `max_handshakes` are in progress, or `max_handshakes_per_peer` from its peer (so that
-    /// clients stalling their handshakes from a few addresses cannot take every permit).
-    pub fn handshake(self: &Arc<Self>, slot: &ConnectionSlot) -> Option<HandshakePermit> {
-        let permit = self.handshakes.clone().try_acquire_owned().ok()?;
-        let mut per_peer = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
-        let counts = per_peer.entry(slot.peer).or_default();
-        if counts.handshakes >= self.max_handshakes_per_peer {
-            return None;
-        }
-        counts.handshakes += 1;
-        Some(HandshakePermit {
+    fn give_slot(
+        self: &Arc<Self>,
+        state: &mut GateState,
+        peer: IpAddr,
+        accepted_at: Instant,
+    ) -> ConnectionSlot {
+        let connection = Arc::new(OpenConnection {
+            peer,
+            activity: Arc::new(Activity::new(accepted_at)),
+            displaced: AtomicBool::new(false),
+            wake: Notify::new(),
+        });
+        state.peers.entry(peer).or_default().connections.push(Held {
+            connection: connection.clone(),
+            handshake_since: None,
+        });
+        state.connections += 1;
+        self.open.send_modify(|open| *open += 1);
+        ConnectionSlot {
             gate: self.clone(),
-            peer: slot.peer,
-            _permit: permit,
-        })
+            connection,
+        }
+    }
+
+    fn give_handshake(
+        self: &Arc<Self>,
+        state: &mut GateState,
+        connection: &Arc<OpenConnection>,
+    ) -> HandshakePermit {
+        let entry = state.peers.entry(connection.peer).or_default();
+        entry.handshakes += 1;
+        if let Some(held) = entry.held(connection) {
+            held.handshake_since = Some(Instant::now());
+        }
+        state.handshakes += 1;
+        HandshakePermit {
+            gate: self.clone(),
+            connection: connection.clone(),
+        }
+    }
+
+    /// Gives the turns that are free, each to the waiting connection whose address holds the
+    /// fewest (the earliest first among equals), then makes room for those left waiting.
+    fn rebalance(self: &Arc<Self>, state: &mut GateState) -> Vec<Given> {
+        let mut given = Vec::new();
+        loop {
+            let next = state
+                .queue
+                .iter()
+                .enumerate()
+                .filter(|(_, waiter)| self.can_take_now(state, waiter))
+                .min_by_key(|(_, waiter)| (holds(state, waiter), waiter.id))
+                .map(|(index, _)| index);
+            let Some(index) = next else { break };
+            let waiter = state.queue.remove(index);
+            match waiter.wants {
+                Wants::Slot { accepted_at, grant } => {
+                    if let Some(entry) = state.peers.get_mut(&waiter.peer) {
+                        entry.waiting_for_slots -= 1;
+                    }
+                    state.waiting_for_slots -= 1;
+                    let slot = self.give_slot(state, waiter.peer, accepted_at);
+                    given.push(Given::Slot(grant, slot));
+                }
+                Wants::Handshake { connection, grant } => {
+                    let permit = self.give_handshake(state, &connection);
+                    given.push(Given::Handshake(grant, permit));
+                }
+            }
+        }
+        if !state.queue.is_empty() {
+            self.make_room(state, Instant::now());
+        }
+        given
+    }
+
+    fn can_take_now(&self, state: &GateState, waiter: &Waiter) -> bool {
+        let entry = state.peers.get(&waiter.peer);
+        match &waiter.wants {
+            Wants::Slot { .. } => {
+                state.connections < self.caps.connections
+                    && entry.map_or(0, |e| e.connections.len()) < self.caps.connections_per_peer
+            }
+            Wants::Handshake { connection, .. } => {
+                !connection.is_displaced()
+                    && state.handshakes < self.caps.handshakes
+                    && entry.map_or(0, |e| e.handshakes) < self.caps.handshakes_per_peer
+            }
+        }
+    }
+
+    /// Asks connections to close for the waiting ones, at most one at a time for each, the
+    /// waiters of the addresses holding the fewest first:
+    /// - a connection waiting for a slot over its address's cap: that address's connection
+    ///   quiet the longest;
+    /// - one waiting for a slot at the overall cap: the connection quiet the longest of the
+    ///   address holding the most, if that is two or more above what the waiter's holds;
+    /// - one waiting for a handshake turn at the overall cap: likewise, the longest-running
+    ///   handshake of the address running the most.
+    ///
+    /// Only connections quiet, and handshakes running, for [`DISPLACEABLE_AFTER`] give way.
+    fn make_room(&self, state: &mut GateState, now: Instant) {
+        let Some(settled) = now.checked_sub(DISPLACEABLE_AFTER) else {
+            return;
+        };
+        let mut shares: HashMap<IpAddr, Share> = state
+            .peers
+            .iter()
+            .map(|(ip, entry)| {
+                let kept = entry
+                    .connections
+                    .iter()
+                    .filter(|held| !held.connection.is_displaced());
+                let share = kept.fold(Share::default(), |share, held| Share {
+                    connections: share.connections + 1,
+                    handshakes: share.handshakes + usize::from(held.handshake_since.is_some()),
+                });
+                (*ip, share)
+            })
+            .collect();
+        for waiter in state.queue.iter().filter(|waiter| waiter.room.is_some()) {
+            let share = shares.entry(waiter.peer).or_default();
+            match waiter.wants {
+                Wants::Slot { .. } => share.connections += 1,
+                Wants::Handshake { .. } => share.handshakes += 1,
+            }
+        }
+        let mut order: Vec<usize> = (0..state.queue.len())
+            .filter(|&index| state.queue[index].room.is_none())
+            .collect();
+        order.sort_by_key(|&index| {
+            let waiter = &state.queue[index];
+            (holds(state, waiter), waiter.id)
+        });
+        // Once no room is found for a waiter at an overall cap, none is for the later ones:
+        // they hold as many or more.
+        let (mut slots_exhausted, mut handshakes_exhausted) = (false, false);
+        for index in order {
+            let peer = state.queue[index].peer;
+            let Some(entry) = state.peers.get(&peer) else {
+                continue;
+            };
+            let victim = match state.queue[index].wants {
+                Wants::Slot { .. } if entry.connections.len() >= self.caps.connections_per_peer => {
+                    quiet_longest(entry, settled).map(|connection| (peer, connection))
+                }
+                Wants::Slot { .. }
+                    if !slots_exhausted && state.connections >= self.caps.connections =>
+                {
+                    let mine = shares.get(&peer).map_or(0, |share| share.connections);
+                    let victim = state
+                        .peers
+                        .iter()
+                        .filter(|(ip, _)| shares[*ip].connections >= mine + 2)
+                        .filter_map(|(ip, entry)| {
+                            let connection = quiet_longest(entry, settled)?;
+                            Some((shares[ip].connections, *ip, connection))
+                        })
+                        .max_by(|a, b| {
+                            let quiet = |c: &Arc<OpenConnection>| c.activity.quiet_since(now);
+                            a.0.cmp(&b.0).then(quiet(&b.2).cmp(&quiet(&a.2)))
+                        });
+                    slots_exhausted = victim.is_none();
+                    victim.map(|(_, ip, connection)| (ip, connection))
+                }
+                Wants::Handshake { .. }
+                    if !handshakes_exhausted
+                        && entry.handshakes < self.caps.handshakes_per_peer
+                        && state.handshakes >= self.caps.handshakes =>
+                {
+                    let mine = shares.get(&peer).map_or(0, |share| share.handshakes);
+                    let victim = state
+                        .peers
+                        .iter()
+                        .filter(|(ip, _)| shares[*ip].handshakes >= mine + 2)
+                        .filter_map(|(ip, entry)| {
+                            let (since, connection) = handshaking_longest(entry, settled)?;
+                            Some((shares[ip].handshakes, since, *ip, connection))
+                        })
+                        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+                    handshakes_exhausted = victim.is_none();
+                    victim.map(|(_, _, ip, connection)| (ip, connection))
+                }
+                _ => None,
+            };
+            let Some((victim_peer, connection)) = victim else {
+                continue;
+            };
+            let victim_share = shares.entry(victim_peer).or_default();
+            victim_share.connections -= 1;
+            let handshaking = state.peers[&victim_peer].connections.iter().any(|held| {
+                Arc::ptr_eq(&held.connection, &connection) && held.handshake_since.is_some()
+            });
+            victim_share.handshakes -= usize::from(handshaking);
+            let waiter = &mut state.queue[index];
+            let share = shares.entry(peer).or_default();
+            match waiter.wants {
+                Wants::Slot { .. } => share.connections += 1,
+                Wants::Handshake { .. } => share.handshakes += 1,
+            }
+            connection.displace();
+            waiter.room = Some(connection);
+        }
+    }
+
+    /// Gives turns and makes room while connections wait, looking again every
+    /// [`RECHECK_EVERY`]. Runs for as long as the listener.
+    pub async fn keep(self: Arc<Self>) {
+        loop {
+            self.queued.notified().await;
+            loop {
+                tokio::time::sleep(RECHECK_EVERY).await;
+                let mut state = self.lock();
+                let given = self.rebalance(&mut state);
+                let waiting = !state.queue.is_empty();
+                drop(state);
+                given.into_iter().for_each(Given::hand_over);
+                if !waiting {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn leave_queue(&self, id: u64) {
+        let mut state = self.lock();
+        let Some(index) = state.queue.iter().position(|waiter| waiter.id == id) else {
+            return;
+        };
+        let waiter = state.queue.remove(index);
+        if waiter.wants.is_slot() {
+            state.waiting_for_slots -= 1;
+            if let Some(entry) = state.peers.get_mut(&waiter.peer) {
+                entry.waiting_for_slots -= 1;
+                if entry.is_unused() {
+                    state.peers.remove(&waiter.peer);
+                }
+            }
+        }
     }
 
     pub fn open(&self) -> usize {
@@ -217,40 +630,234 @@ impl ConnectionGate {
     }
 }
 
+/// How many of what `waiter` waits for its address holds: who goes first.
+fn holds(state: &GateState, waiter: &Waiter) -> usize {
+    let entry = state.peers.get(&waiter.peer);
+    match waiter.wants {
+        Wants::Slot { .. } => entry.map_or(0, |e| e.connections.len()),
+        Wants::Handshake { .. } => entry.map_or(0, |e| e.handshakes),
+    }
+}
+
+/// The address's connection quiet the longest, if quiet since `settled` or before.
+fn quiet_longest(entry: &Peer, settled: Instant) -> Option<Arc<OpenConnection>> {
+    entry
+        .connections
+        .iter()
+        .filter(|held| !held.connection.is_displaced())
+        .filter_map(|held| Some((held.connection.activity.quiet_since(settled)?, held)))
+        .min_by_key(|(since, _)| *since)
+        .map(|(_, held)| held.connection.clone())
+}
+
+/// The address's handshake running the longest, if running since `settled` or before.
+fn handshaking_longest(entry: &Peer, settled: Instant) -> Option<(Instant, Arc<OpenConnection>)> {
+    entry
+        .connections
+        .iter()
+        .filter(|held| !held.connection.is_displaced())
+        .filter_map(|held| Some((held.handshake_since?, held)))
+        .filter(|(since, _)| *since <= settled)
+        .min_by_key(|(since, _)| *since)
+        .map(|(since, held)| (since, held.connection.clone()))
+}
+
+/// A slot or a handshake turn, given at once or waited for.
+pub(crate) enum Turn<T> {
+    Ready(T),
+    Waiting(Waiting<T>),
+}
+
+pub(crate) struct Waiting<T> {
+    gate: Arc<ConnectionGate>,
+    id: u64,
+    granted: oneshot::Receiver<T>,
+    /// Why the connection is closed if its turn does not come.
+    refusal: Rejection,
+}
+
+impl<T> Turn<T> {
+    /// The turn, once given; the reason it was not if not by `deadline`.
+    pub async fn until(self, deadline: Instant) -> Result<T, Rejection> {
+        match self {
+            Turn::Ready(turn) => Ok(turn),
+            Turn::Waiting(mut waiting) => {
+                match tokio::time::timeout_at(deadline, &mut waiting.granted).await {
+                    Ok(Ok(turn)) => Ok(turn),
+                    _ => Err(waiting.refusal),
+                }
+            }
+        }
+    }
+}
+
+impl<T> Drop for Waiting<T> {
+    fn drop(&mut self) {
+        self.gate.leave_queue(self.id);
+    }
+}
+
+/// One open connection, shared by its task and the gate: its [`Activity`], which tells the
+/// gate how long it has been quiet, and whether the gate asked it to close.
+pub(crate) struct OpenConnection {
+    peer: IpAddr,
+    activity: Arc<Activity>,
+    displaced: AtomicBool,
+    wake: Notify,
+}
+
+impl OpenConnection {
+    fn displace(&self) {
+        self.displaced.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    fn is_displaced(&self) -> bool {
+        self.displaced.load(Ordering::Acquire)
+    }
+}
+
+/// A connection's place in the gate, held until the guard drops.
 pub(crate) struct ConnectionSlot {
     gate: Arc<ConnectionGate>,
-    peer: IpAddr,
+    connection: Arc<OpenConnection>,
+}
+
+impl ConnectionSlot {
+    pub fn activity(&self) -> Arc<Activity> {
+        self.connection.activity.clone()
+    }
+
+    /// Completes when the gate asks the connection to close, to make room for another.
+    pub async fn displaced(&self) {
+        loop {
+            if self.connection.is_displaced() {
+                return;
+            }
+            self.connection.wake.notified().await;
+        }
+    }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut per_peer = self.gate.per_peer.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(counts) = per_peer.get_mut(&self.peer) {
-            counts.connections -= 1;
-            if counts.connections == 0 && counts.handshakes == 0 {
-                per_peer.remove(&self.peer);
+        let gate = &self.gate;
+        let mut state = gate.lock();
+        let peer = self.connection.peer;
+        if let Some(entry) = state.peers.get_mut(&peer) {
+            entry
+                .connections
+                .retain(|held| !Arc::ptr_eq(&held.connection, &self.connection));
+            if entry.is_unused() {
+                state.peers.remove(&peer);
             }
         }
-        self.gate.open.send_modify(|open| *open -= 1);
+        state.connections -= 1;
+        gate.open.send_modify(|open| *open -= 1);
+        for waiter in &mut state.queue {
+            if waiter
+                .room
+                .as_ref()
+                .is_some_and(|room| Arc::ptr_eq(room, &self.connection))
+            {
+                waiter.room = None;
+            }
+        }
+        let given = gate.rebalance(&mut state);
+        drop(state);
+        given.into_iter().for_each(Given::hand_over);
     }
 }
 
 /// A TLS handshake in progress, counted until dropped.
 pub(crate) struct HandshakePermit {
     gate: Arc<ConnectionGate>,
-    peer: IpAddr,
-    _permit: OwnedSemaphorePermit,
+    connection: Arc<OpenConnection>,
 }
 
 impl Drop for HandshakePermit {
     fn drop(&mut self) {
-        let mut per_peer = self.gate.per_peer.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(counts) = per_peer.get_mut(&self.peer) {
-            counts.handshakes -= 1;
-            if counts.connections == 0 && counts.handshakes == 0 {
-                per_peer.remove(&self.peer);
+        let gate = &self.gate;
+        let mut state = gate.lock();
+        let peer = self.connection.peer;
+        if let Some(entry) = state.peers.get_mut(&peer) {
+            entry.handshakes -= 1;
+            if let Some(held) = entry.held(&self.connection) {
+                held.handshake_since = None;
+            }
+            if entry.is_unused() {
+                state.peers.remove(&peer);
             }
         }
+        state.handshakes -= 1;
+        let given = gate.rebalance(&mut state);
+        drop(state);
+        given.into_iter().for_each(Given::hand_over);
+    }
+}
+
+/// The requests in progress on one connection and when the last one ended: for the
+/// connection's idle deadline, and for the gate choosing which connection gives way. Read
+/// only when needed, so a request costs two atomic updates and wakes nothing (a channel here
+/// woke the connection task twice per request).
+pub(crate) struct Activity {
+    in_flight: AtomicUsize,
+    /// When a request last ended, in ms after `epoch` ([`Activity::NEVER`] until one has):
+    /// read only when none is in progress, so it is when the connection went quiet.
+    idle_since_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Activity {
+    const NEVER: u64 = u64::MAX;
+
+    pub fn new(epoch: Instant) -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(Self::NEVER),
+            epoch,
+        }
+    }
+
+    pub fn started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn ended(&self) {
+        // Stamped before the count falls, so a deadline that sees no request in progress
+        // also sees when the last one ended.
+        let ms = (Instant::now() - self.epoch).as_millis();
+        self.idle_since_ms.store(
+            u64::try_from(ms).unwrap_or(Self::NEVER - 1),
+            Ordering::Release,
+        );
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Until when the connection may stay open without a new request: `idle_timeout` after
+    /// the last request ended, or after `now` while one is in progress; `None` if it has
+    /// never had a request (the first-request deadline has passed).
+    pub fn quiet_until(&self, now: Instant, idle_timeout: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Some(now + idle_timeout);
+        }
+        match self.idle_since_ms.load(Ordering::Acquire) {
+            Self::NEVER => None,
+            ms => Some(self.epoch + Duration::from_millis(ms) + idle_timeout),
+        }
+    }
+
+    /// Since when no request has been in progress (since accept if none ever was); `None`
+    /// while one is, or if it ended after `now`.
+    fn quiet_since(&self, now: Instant) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = match self.idle_since_ms.load(Ordering::Acquire) {
+            Self::NEVER => self.epoch,
+            ms => self.epoch + Duration::from_millis(ms),
+        };
+        (since <= now).then_some(since)
     }
 }
 
@@ -600,31 +1207,272 @@ mod tests {
         );
     }
 
-    #[test]
-    fn connection_gate_caps_overall_and_per_peer_and_frees_on_drop() {
-        let gate = Arc::new(ConnectionGate::new(3, 2, 2, 1));
-        let a: IpAddr = [10, 0, 0, 1].into();
-        let b: IpAddr = [10, 0, 0, 2].into();
-        let first = gate.admit(a).unwrap();
-        let second = gate.admit(a).unwrap();
-        assert_eq!(gate.admit(a).err(), Some(Rejection::ConnectionsPerPeer));
-        let third = gate.admit(b).unwrap();
-        assert_eq!(gate.admit(b).err(), Some(Rejection::Connections));
-        drop(first);
-        assert_eq!(gate.open(), 2);
-        let permit = gate.handshake(&second).unwrap();
-        assert!(gate.handshake(&second).is_none(), "one handshake per peer");
-        let other = gate.handshake(&third).unwrap();
-        let c = gate.admit([10, 0, 0, 3].into()).unwrap();
-        assert!(gate.handshake(&c).is_none(), "two handshakes overall");
-        drop((permit, other));
-        assert!(gate.handshake(&second).is_some());
-        drop((second, third, c));
-        assert_eq!(gate.open(), 0);
-        assert!(
-            gate.per_peer.lock().unwrap().is_empty(),
-            "no entry outlives its peer"
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_quiet_from_its_last_answer_and_never_while_a_request_runs() {
+        let idle = Duration::from_secs(90);
+        let accepted = Instant::now();
+        let activity = Activity::new(accepted);
+        assert_eq!(activity.quiet_until(accepted, idle), None, "no request yet");
+
+        tokio::time::advance(Duration::from_secs(3)).await;
+        activity.started();
+        activity.started();
+        tokio::time::advance(Duration::from_secs(200)).await;
+        let now = Instant::now();
+        assert_eq!(
+            activity.quiet_until(now, idle),
+            Some(now + idle),
+            "in progress"
         );
+        activity.ended();
+        assert_eq!(
+            activity.quiet_until(now, idle),
+            Some(now + idle),
+            "one left"
+        );
+
+        tokio::time::advance(Duration::from_secs(5)).await;
+        activity.ended();
+        let last_answer = Instant::now();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let now = Instant::now();
+        assert_eq!(activity.quiet_until(now, idle), Some(last_answer + idle));
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        [10, 0, 0, last].into()
+    }
+
+    /// A slot given at once; panics if the gate makes it wait.
+    fn slot(gate: &Arc<ConnectionGate>, peer: IpAddr) -> ConnectionSlot {
+        match gate.admit(peer, Instant::now()) {
+            Ok(Turn::Ready(slot)) => slot,
+            Ok(Turn::Waiting(_)) => panic!("{peer} waits"),
+            Err(reason) => panic!("{peer} refused: {reason:?}"),
+        }
+    }
+
+    fn waiting<T>(turn: Turn<T>) -> Waiting<T> {
+        match turn {
+            Turn::Ready(_) => panic!("given at once"),
+            Turn::Waiting(waiting) => waiting,
+        }
+    }
+
+    /// The turn if it has been given by now.
+    fn given<T>(waiting: &mut Waiting<T>) -> Option<T> {
+        waiting.granted.try_recv().ok()
+    }
+
+    fn assert_empty(gate: &ConnectionGate) {
+        let state = gate.lock();
+        assert_eq!(gate.open(), 0);
+        assert_eq!((state.connections, state.handshakes), (0, 0));
+        assert!(state.queue.is_empty());
+        assert!(state.peers.is_empty(), "no entry outlives its peer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_over_a_cap_waits_for_its_turn_and_is_refused_at_its_deadline() {
+        let gate = Arc::new(ConnectionGate::new(3, 2, 2, 1));
+        let first = slot(&gate, ip(1));
+        let _second = slot(&gate, ip(1));
+        let _third = slot(&gate, ip(2));
+        // A request in progress on each: nothing may be displaced.
+        let busy: Vec<_> = [&first, &_second, &_third]
+            .iter()
+            .map(|slot| slot.activity())
+            .collect();
+        busy.iter().for_each(|activity| activity.started());
+        let mut over_peer_cap = waiting(gate.admit(ip(1), Instant::now()).unwrap());
+        assert_eq!(over_peer_cap.refusal, Rejection::ConnectionsPerPeer);
+        let over_total = gate.admit(ip(3), Instant::now()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let refused = over_total.until(deadline).await.err();
+        assert_eq!(refused, Some(Rejection::Connections));
+        assert!(given(&mut over_peer_cap).is_none());
+        drop(first);
+        let slot = given(&mut over_peer_cap).expect("the freed slot is its address's");
+        drop((slot, over_peer_cap, _second, _third));
+        assert_empty(&gate);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_address_takes_the_place_of_the_quietest_connection_of_the_one_holding_most() {
+        let gate = Arc::new(ConnectionGate::new(4, 4, 4, 4));
+        let many: Vec<_> = (0..3).map(|_| slot(&gate, ip(1))).collect();
+        let other = slot(&gate, ip(2));
+        // The first of `many` answers a request now: the second is quiet the longest.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        many[0].activity().started();
+        many[0].activity().ended();
+        let turn = gate.admit(ip(3), Instant::now()).unwrap();
+        assert!(!many[0].connection.is_displaced());
+        assert!(many[1].connection.is_displaced(), "quiet the longest");
+        assert!(!many[2].connection.is_displaced());
+        assert!(
+            !other.connection.is_displaced(),
+            "holds one: as few as the newcomer will"
+        );
+        tokio::time::timeout(Duration::from_millis(10), many[1].displaced())
+            .await
+            .expect("told to close");
+        let mut many = many;
+        drop(many.remove(1));
+        let newcomer = turn.until(Instant::now()).await.expect("its place");
+        assert_eq!(gate.open(), 4);
+
+        // One each: a fifth address would hold as many as the one giving way, so it waits.
+        drop(many.remove(0));
+        let fourth = slot(&gate, ip(4));
+        let fifth = waiting(gate.admit(ip(5), Instant::now()).unwrap());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let _ = gate.rebalance(&mut gate.lock());
+        let displaced = gate
+            .lock()
+            .peers
+            .values()
+            .flat_map(|peer| &peer.connections)
+            .filter(|held| held.connection.is_displaced())
+            .count();
+        assert_eq!(displaced, 0, "no churn between equals");
+        drop((fifth, fourth, newcomer, many, other));
+        assert_empty(&gate);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_just_opened_or_in_use_is_never_displaced() {
+        let gate = Arc::new(ConnectionGate::new(2, 2, 2, 2));
+        let fresh = slot(&gate, ip(1));
+        let busy = slot(&gate, ip(1));
+        busy.activity().started();
+        let mut turn = waiting(gate.admit(ip(2), Instant::now()).unwrap());
+        assert!(!fresh.connection.is_displaced(), "just accepted");
+        tokio::time::advance(DISPLACEABLE_AFTER).await;
+        let _ = gate.rebalance(&mut gate.lock());
+        assert!(
+            fresh.connection.is_displaced(),
+            "quiet since accept long enough"
+        );
+        assert!(!busy.connection.is_displaced(), "a request in progress");
+        drop(fresh);
+        assert!(given(&mut turn).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn over_its_own_cap_an_address_gives_way_to_itself_and_the_keeper_finds_the_room_later() {
+        let gate = Arc::new(ConnectionGate::new(10, 2, 2, 2));
+        let _keeper = AbortOnDrop(tokio::spawn(gate.clone().keep()));
+        let older = slot(&gate, ip(1));
+        let newer = slot(&gate, ip(1));
+        let turn = gate.admit(ip(1), Instant::now()).unwrap();
+        let closer = async {
+            newer.displaced().await;
+            panic!("the newer one is not quiet the longest");
+        };
+        let closing = async {
+            older.displaced().await;
+            drop(older);
+        };
+        tokio::select! {
+            _ = closer => {}
+            _ = closing => {}
+        }
+        let third = turn
+            .until(Instant::now() + Duration::from_secs(1))
+            .await
+            .expect("the place of its own quiet connection");
+        drop((third, newer));
+        assert_empty(&gate);
+    }
+
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn handshakes_over_the_per_address_cap_wait_for_turns_in_arrival_order() {
+        let gate = Arc::new(ConnectionGate::new(64, 64, 256, 2));
+        let slots: Vec<_> = (0..5).map(|_| slot(&gate, ip(1))).collect();
+        let mut turns: Vec<_> = slots.iter().map(|slot| gate.handshake(slot)).collect();
+        let ready: Vec<_> = turns
+            .drain(..2)
+            .map(|turn| match turn {
+                Turn::Ready(permit) => permit,
+                Turn::Waiting(_) => panic!("the first two handshake at once"),
+            })
+            .collect();
+        let mut waiting: Vec<_> = turns.into_iter().map(waiting).collect();
+        assert!(waiting.iter_mut().all(|turn| given(turn).is_none()));
+        let mut permits = Vec::new();
+        for permit in ready {
+            drop(permit);
+            permits.push(given(&mut waiting[permits.len()]).expect("the next in line"));
+        }
+        assert!(given(&mut waiting[2]).is_none());
+        drop(permits);
+        assert!(given(&mut waiting[2]).is_some());
+        drop((waiting, slots));
+        assert_empty(&gate);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_overall_handshake_cap_the_longest_handshake_of_the_address_running_most_gives_way(
+    ) {
+        let gate = Arc::new(ConnectionGate::new(64, 64, 4, 3));
+        let stalled: Vec<_> = (0..3).map(|_| slot(&gate, ip(1))).collect();
+        let stalled_permits: Vec<_> = stalled.iter().map(|slot| gate.handshake(slot)).collect();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let other = slot(&gate, ip(2));
+        let _other_permit = gate.handshake(&other);
+        let newcomer = slot(&gate, ip(3));
+        let mut turn = waiting(gate.handshake(&newcomer));
+        assert!(
+            stalled[0].connection.is_displaced(),
+            "the oldest of the most"
+        );
+        assert!(!stalled[1].connection.is_displaced());
+        assert!(
+            !other.connection.is_displaced(),
+            "runs one: as many as the newcomer will"
+        );
+        let mut stalled_permits = stalled_permits;
+        drop(stalled_permits.remove(0));
+        assert!(
+            given(&mut turn).is_some(),
+            "the freed turn is the newcomer's"
+        );
+    }
+
+    #[test]
+    fn queues_are_bounded_by_the_caps_and_then_refuse_at_once() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        let gate = Arc::new(ConnectionGate::new(3, 2, 2, 2));
+        let held: Vec<_> = (0..2).map(|_| slot(&gate, ip(1))).collect();
+        let queued: Vec<_> = (0..2)
+            .map(|_| gate.admit(ip(1), Instant::now()).unwrap())
+            .collect();
+        assert_eq!(
+            gate.admit(ip(1), Instant::now()).err(),
+            Some(Rejection::ConnectionsPerPeer)
+        );
+        let third = slot(&gate, ip(2));
+        let _queued_too = gate.admit(ip(3), Instant::now()).unwrap();
+        assert_eq!(
+            gate.admit(ip(4), Instant::now()).err(),
+            Some(Rejection::Connections),
+            "three waiting, as many as may be open"
+        );
+        drop((held, queued, third, _queued_too));
+        assert_empty(&gate);
     }
 
     #[test]
