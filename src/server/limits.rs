@@ -5,7 +5,7 @@
 //! misbehaves (too slow, too large, flooding, still waiting at its deadline) is refused, and
 //! counted in `pod_identity_webhook_rejected_total{reason}`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -187,30 +187,93 @@ struct GateState {
     peers: HashMap<IpAddr, Peer>,
     connections: usize,
     handshakes: usize,
-    /// Connections waiting for a slot or a handshake turn.
-    queue: Vec<Waiter>,
-    /// Of `queue`, those waiting for a slot.
+    /// Connections waiting for a slot, and for a handshake turn, all addresses together.
     waiting_for_slots: usize,
+    waiting_for_handshakes: usize,
     next_id: u64,
 }
 
+/// What one client address holds and waits for.
 #[derive(Default)]
 struct Peer {
     connections: Vec<Held>,
     handshakes: usize,
-    /// Of the gate's queue, this address's connections waiting for a slot.
-    waiting_for_slots: usize,
+    /// Of `connections`, those asked to close; of `handshakes`, those of such connections.
+    displaced: usize,
+    displaced_handshakes: usize,
+    /// Its connections waiting for a slot, and for a handshake turn, in arrival order.
+    slot_queue: VecDeque<SlotWaiter>,
+    handshake_queue: VecDeque<HandshakeWaiter>,
+    /// Connections asked to close to make room for those waiting, and not closed yet.
+    slot_rooms: usize,
+    handshake_rooms: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Slot,
+    Handshake,
 }
 
 impl Peer {
     fn is_unused(&self) -> bool {
-        self.connections.is_empty() && self.handshakes == 0 && self.waiting_for_slots == 0
+        self.connections.is_empty()
+            && self.handshakes == 0
+            && self.slot_queue.is_empty()
+            && self.handshake_queue.is_empty()
+            && self.slot_rooms == 0
+            && self.handshake_rooms == 0
+    }
+
+    /// What it holds and does not give up already, with the room made for its waiting
+    /// connections counted as its own: what fairness compares.
+    fn share(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Slot => self.connections.len() - self.displaced + self.slot_rooms,
+            Kind::Handshake => self.handshakes - self.displaced_handshakes + self.handshake_rooms,
+        }
+    }
+
+    /// How many of its waiting connections no room has been made for yet.
+    fn needs_room(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Slot => self.slot_queue.len().saturating_sub(self.slot_rooms),
+            Kind::Handshake => self
+                .handshake_queue
+                .len()
+                .saturating_sub(self.handshake_rooms),
+        }
+    }
+
+    fn rooms(&mut self, kind: Kind) -> &mut usize {
+        match kind {
+            Kind::Slot => &mut self.slot_rooms,
+            Kind::Handshake => &mut self.handshake_rooms,
+        }
     }
 
     fn held(&mut self, connection: &Arc<OpenConnection>) -> Option<&mut Held> {
         self.connections
             .iter_mut()
             .find(|held| Arc::ptr_eq(&held.connection, connection))
+    }
+
+    /// Of its connections not asked to close yet, the one quiet the longest, if quiet since
+    /// `settled` or before; or, for `Kind::Handshake`, the one whose handshake has run the
+    /// longest, if since `settled` or before. Its index and since when.
+    fn longest(&self, kind: Kind, settled: Instant) -> Option<(usize, Instant)> {
+        self.connections
+            .iter()
+            .enumerate()
+            .filter(|(_, held)| !held.connection.is_displaced())
+            .filter_map(|(index, held)| {
+                let since = match kind {
+                    Kind::Slot => held.connection.activity.quiet_since(settled),
+                    Kind::Handshake => held.handshake_since.filter(|since| *since <= settled),
+                };
+                Some((index, since?))
+            })
+            .min_by_key(|(_, since)| *since)
     }
 }
 
@@ -219,31 +282,20 @@ struct Held {
     connection: Arc<OpenConnection>,
     /// When its handshake turn began, while it holds one.
     handshake_since: Option<Instant>,
+    /// The address it was asked to close for, and what for.
+    room_for: Option<(IpAddr, Kind)>,
 }
 
-struct Waiter {
+struct SlotWaiter {
     id: u64,
-    peer: IpAddr,
-    wants: Wants,
-    /// The connection asked to close to make room for this one, until it has closed.
-    room: Option<Arc<OpenConnection>>,
+    accepted_at: Instant,
+    grant: oneshot::Sender<ConnectionSlot>,
 }
 
-enum Wants {
-    Slot {
-        accepted_at: Instant,
-        grant: oneshot::Sender<ConnectionSlot>,
-    },
-    Handshake {
-        connection: Arc<OpenConnection>,
-        grant: oneshot::Sender<HandshakePermit>,
-    },
-}
-
-impl Wants {
-    fn is_slot(&self) -> bool {
-        matches!(self, Wants::Slot { .. })
-    }
+struct HandshakeWaiter {
+    id: u64,
+    connection: Arc<OpenConnection>,
+    grant: oneshot::Sender<HandshakePermit>,
 }
 
 /// A turn given under the gate's lock, handed over once the lock is released: a turn nobody
@@ -260,14 +312,6 @@ impl Given {
             Given::Handshake(to, permit) => drop(to.send(permit)),
         }
     }
-}
-
-/// What an address holds and does not give up already, with the room already made for its
-/// waiting connections counted as its own.
-#[derive(Clone, Copy, Default)]
-struct Share {
-    connections: usize,
-    handshakes: usize,
 }
 
 impl ConnectionGate {
@@ -295,8 +339,10 @@ impl ConnectionGate {
     }
 
     /// A slot for a new connection from `peer`, accepted at `accepted_at`: at once when the
-    /// caps allow, else a place in the queue. Refused at once only when as many of the
-    /// address's connections (or of all) wait as the caps let it hold open.
+    /// caps allow, else a place in the queue. The queue holds as many as may be open, and as
+    /// many of one address as it may hold open; when it is full, the address with the most
+    /// waiting, two or more above this one's, gives up its longest-waiting place. Otherwise
+    /// the connection is refused at once.
     pub fn admit(
         self: &Arc<Self>,
         peer: IpAddr,
@@ -314,19 +360,31 @@ impl ConnectionGate {
         } else {
             Rejection::Connections
         };
-        if entry.waiting_for_slots >= self.caps.connections_per_peer
-            || state.waiting_for_slots >= self.caps.connections
-        {
-            if entry.is_unused() {
+        let waiting = entry.slot_queue.len();
+        let place = if waiting >= self.caps.connections_per_peer {
+            false
+        } else if state.waiting_for_slots >= self.caps.connections {
+            give_up_a_place(state, waiting)
+        } else {
+            true
+        };
+        if !place {
+            if state.peers.get(&peer).is_some_and(Peer::is_unused) {
                 state.peers.remove(&peer);
             }
             return Err(refusal);
         }
-        entry.waiting_for_slots += 1;
-        state.waiting_for_slots += 1;
+        let id = state.next_id;
+        state.next_id += 1;
         let (grant, granted) = oneshot::channel();
-        let id = self.enqueue(state, peer, Wants::Slot { accepted_at, grant });
-        Ok(self.wait(guard, id, granted, refusal))
+        let entry = state.peers.entry(peer).or_default();
+        entry.slot_queue.push_back(SlotWaiter {
+            id,
+            accepted_at,
+            grant,
+        });
+        state.waiting_for_slots += 1;
+        Ok(self.wait(guard, peer, Kind::Slot, id, granted, refusal))
     }
 
     /// A turn to run the TLS handshake of the connection in `slot`: at once when fewer than
@@ -336,42 +394,49 @@ impl ConnectionGate {
         let mut guard = self.lock();
         let state = &mut *guard;
         let peer = slot.connection.peer;
-        let handshakes = state.peers.get(&peer).map_or(0, |entry| entry.handshakes);
-        if handshakes < self.caps.handshakes_per_peer && state.handshakes < self.caps.handshakes {
+        let entry = state.peers.entry(peer).or_default();
+        if entry.handshakes < self.caps.handshakes_per_peer
+            && state.handshakes < self.caps.handshakes
+        {
             return Turn::Ready(self.give_handshake(state, &slot.connection));
         }
-        let (grant, granted) = oneshot::channel();
-        let connection = slot.connection.clone();
-        let id = self.enqueue(state, peer, Wants::Handshake { connection, grant });
-        self.wait(guard, id, granted, Rejection::Handshakes)
-    }
-
-    fn enqueue(&self, state: &mut GateState, peer: IpAddr, wants: Wants) -> u64 {
         let id = state.next_id;
         state.next_id += 1;
-        state.queue.push(Waiter {
+        let (grant, granted) = oneshot::channel();
+        entry.handshake_queue.push_back(HandshakeWaiter {
             id,
-            peer,
-            wants,
-            room: None,
+            connection: slot.connection.clone(),
+            grant,
         });
-        id
+        state.waiting_for_handshakes += 1;
+        self.wait(
+            guard,
+            peer,
+            Kind::Handshake,
+            id,
+            granted,
+            Rejection::Handshakes,
+        )
     }
 
-    /// The turn of waiter `id`, after a first look for room for it.
+    /// The turn of the waiter just queued, after a first look for room for it; the keeper
+    /// looks again while it waits.
     fn wait<T>(
         self: &Arc<Self>,
         mut guard: MutexGuard<'_, GateState>,
+        peer: IpAddr,
+        kind: Kind,
         id: u64,
         granted: oneshot::Receiver<T>,
         refusal: Rejection,
     ) -> Turn<T> {
-        let given = self.rebalance(&mut guard);
+        self.make_room(&mut guard, Instant::now(), Some(peer));
         drop(guard);
-        given.into_iter().for_each(Given::hand_over);
         self.queued.notify_one();
         Turn::Waiting(Waiting {
             gate: self.clone(),
+            peer,
+            kind,
             id,
             granted,
             refusal,
@@ -393,6 +458,7 @@ impl ConnectionGate {
         state.peers.entry(peer).or_default().connections.push(Held {
             connection: connection.clone(),
             handshake_since: None,
+            room_for: None,
         });
         state.connections += 1;
         self.open.send_modify(|open| *open += 1);
@@ -409,6 +475,9 @@ impl ConnectionGate {
     ) -> HandshakePermit {
         let entry = state.peers.entry(connection.peer).or_default();
         entry.handshakes += 1;
+        if connection.is_displaced() {
+            entry.displaced_handshakes += 1;
+        }
         if let Some(held) = entry.held(connection) {
             held.handshake_since = Some(Instant::now());
         }
@@ -419,168 +488,148 @@ impl ConnectionGate {
         }
     }
 
-    /// Gives the turns that are free, each to the waiting connection whose address holds the
-    /// fewest (the earliest first among equals), then makes room for those left waiting.
-    fn rebalance(self: &Arc<Self>, state: &mut GateState) -> Vec<Given> {
+    /// Gives the slots and handshake turns that are free, each to the waiting connection whose
+    /// address holds the fewest (the earliest first among equals).
+    fn give_turns(self: &Arc<Self>, state: &mut GateState) -> Vec<Given> {
         let mut given = Vec::new();
-        loop {
+        while state.waiting_for_slots > 0 && state.connections < self.caps.connections {
             let next = state
-                .queue
+                .peers
                 .iter()
-                .enumerate()
-                .filter(|(_, waiter)| self.can_take_now(state, waiter))
-                .min_by_key(|(_, waiter)| (holds(state, waiter), waiter.id))
-                .map(|(index, _)| index);
-            let Some(index) = next else { break };
-            let waiter = state.queue.remove(index);
-            match waiter.wants {
-                Wants::Slot { accepted_at, grant } => {
-                    if let Some(entry) = state.peers.get_mut(&waiter.peer) {
-                        entry.waiting_for_slots -= 1;
-                    }
-                    state.waiting_for_slots -= 1;
-                    let slot = self.give_slot(state, waiter.peer, accepted_at);
-                    given.push(Given::Slot(grant, slot));
-                }
-                Wants::Handshake { connection, grant } => {
-                    let permit = self.give_handshake(state, &connection);
-                    given.push(Given::Handshake(grant, permit));
-                }
-            }
+                .filter(|(_, peer)| peer.connections.len() < self.caps.connections_per_peer)
+                .filter_map(|(ip, peer)| {
+                    let first = peer.slot_queue.front()?;
+                    Some(((peer.connections.len(), first.id), *ip))
+                })
+                .min();
+            let Some((_, ip)) = next else { break };
+            let Some(waiter) = state
+                .peers
+                .get_mut(&ip)
+                .and_then(|p| p.slot_queue.pop_front())
+            else {
+                break;
+            };
+            state.waiting_for_slots -= 1;
+            let slot = self.give_slot(state, ip, waiter.accepted_at);
+            given.push(Given::Slot(waiter.grant, slot));
         }
-        if !state.queue.is_empty() {
-            self.make_room(state, Instant::now());
+        while state.waiting_for_handshakes > 0 && state.handshakes < self.caps.handshakes {
+            let next = state
+                .peers
+                .iter()
+                .filter(|(_, peer)| peer.handshakes < self.caps.handshakes_per_peer)
+                .filter_map(|(ip, peer)| {
+                    let first = peer.handshake_queue.front()?;
+                    Some(((peer.handshakes, first.id), *ip))
+                })
+                .min();
+            let Some((_, ip)) = next else { break };
+            let Some(waiter) = state
+                .peers
+                .get_mut(&ip)
+                .and_then(|p| p.handshake_queue.pop_front())
+            else {
+                break;
+            };
+            state.waiting_for_handshakes -= 1;
+            let permit = self.give_handshake(state, &waiter.connection);
+            given.push(Given::Handshake(waiter.grant, permit));
         }
         given
     }
 
-    fn can_take_now(&self, state: &GateState, waiter: &Waiter) -> bool {
-        let entry = state.peers.get(&waiter.peer);
-        match &waiter.wants {
-            Wants::Slot { .. } => {
-                state.connections < self.caps.connections
-                    && entry.map_or(0, |e| e.connections.len()) < self.caps.connections_per_peer
-            }
-            Wants::Handshake { connection, .. } => {
-                !connection.is_displaced()
-                    && state.handshakes < self.caps.handshakes
-                    && entry.map_or(0, |e| e.handshakes) < self.caps.handshakes_per_peer
+    /// Asks connections to close for the waiting ones of `only` (of every address when
+    /// `None`, those holding the fewest first), one for each waiting connection:
+    /// - over its address's cap: that address's connection quiet the longest;
+    /// - at the overall cap of connections: the connection quiet the longest of the address
+    ///   holding the most, if that is two or more above the waiter's;
+    /// - at the overall cap of handshakes: likewise, the handshake running the longest of the
+    ///   address running the most.
+    ///
+    /// Only connections quiet, and handshakes running, for [`DISPLACEABLE_AFTER`] give way.
+    fn make_room(&self, state: &mut GateState, now: Instant, only: Option<IpAddr>) {
+        let Some(settled) = now.checked_sub(DISPLACEABLE_AFTER) else {
+            return;
+        };
+        for kind in [Kind::Slot, Kind::Handshake] {
+            let mut needy: Vec<(usize, IpAddr)> = state
+                .peers
+                .iter()
+                .filter(|(ip, _)| only.is_none_or(|only| only == **ip))
+                .filter(|(_, peer)| peer.needs_room(kind) > 0)
+                .map(|(ip, peer)| (peer.share(kind), *ip))
+                .collect();
+            needy.sort_unstable();
+            // Once no address gives way at an overall cap, none does for those holding more.
+            let mut exhausted = false;
+            for (_, ip) in needy {
+                while state
+                    .peers
+                    .get(&ip)
+                    .is_some_and(|peer| peer.needs_room(kind) > 0)
+                {
+                    let (victim, at_overall_cap) = self.victim(state, ip, kind, settled, exhausted);
+                    let Some((victim_ip, index)) = victim else {
+                        exhausted |= at_overall_cap;
+                        break;
+                    };
+                    displace(state, victim_ip, index, ip, kind);
+                }
             }
         }
     }
 
-    /// Asks connections to close for the waiting ones, at most one at a time for each, the
-    /// waiters of the addresses holding the fewest first:
-    /// - a connection waiting for a slot over its address's cap: that address's connection
-    ///   quiet the longest;
-    /// - one waiting for a slot at the overall cap: the connection quiet the longest of the
-    ///   address holding the most, if that is two or more above what the waiter's holds;
-    /// - one waiting for a handshake turn at the overall cap: likewise, the longest-running
-    ///   handshake of the address running the most.
-    ///
-    /// Only connections quiet, and handshakes running, for [`DISPLACEABLE_AFTER`] give way.
-    fn make_room(&self, state: &mut GateState, now: Instant) {
-        let Some(settled) = now.checked_sub(DISPLACEABLE_AFTER) else {
-            return;
+    /// The connection to close to make room for one of `ip`'s waiting for `kind`, as
+    /// [`ConnectionGate::make_room`] says; and whether the overall cap was what it looked
+    /// past (not the address's own).
+    fn victim(
+        &self,
+        state: &GateState,
+        ip: IpAddr,
+        kind: Kind,
+        settled: Instant,
+        exhausted: bool,
+    ) -> (Option<(IpAddr, usize)>, bool) {
+        let Some(peer) = state.peers.get(&ip) else {
+            return (None, false);
         };
-        let mut shares: HashMap<IpAddr, Share> = state
+        let at_overall_cap = match kind {
+            Kind::Slot if peer.connections.len() >= self.caps.connections_per_peer => {
+                let own = peer.longest(kind, settled).map(|(index, _)| (ip, index));
+                return (own, false);
+            }
+            Kind::Slot => state.connections >= self.caps.connections,
+            Kind::Handshake => {
+                peer.handshakes < self.caps.handshakes_per_peer
+                    && state.handshakes >= self.caps.handshakes
+            }
+        };
+        if !at_overall_cap || exhausted {
+            return (None, at_overall_cap);
+        }
+        let mine = peer.share(kind);
+        let mut richer: Vec<(usize, IpAddr)> = state
             .peers
             .iter()
-            .map(|(ip, entry)| {
-                let kept = entry
-                    .connections
-                    .iter()
-                    .filter(|held| !held.connection.is_displaced());
-                let share = kept.fold(Share::default(), |share, held| Share {
-                    connections: share.connections + 1,
-                    handshakes: share.handshakes + usize::from(held.handshake_since.is_some()),
-                });
-                (*ip, share)
-            })
+            .map(|(other, peer)| (peer.share(kind), *other))
+            .filter(|(share, _)| *share >= mine + 2)
             .collect();
-        for waiter in state.queue.iter().filter(|waiter| waiter.room.is_some()) {
-            let share = shares.entry(waiter.peer).or_default();
-            match waiter.wants {
-                Wants::Slot { .. } => share.connections += 1,
-                Wants::Handshake { .. } => share.handshakes += 1,
+        richer.sort_unstable_by(|a, b| b.cmp(a));
+        // Of the addresses holding the most with one that may give way, that longest.
+        let mut best: Option<(usize, Instant, IpAddr, usize)> = None;
+        for (share, other) in richer {
+            if best.is_some_and(|(top, ..)| share < top) {
+                break;
             }
-        }
-        let mut order: Vec<usize> = (0..state.queue.len())
-            .filter(|&index| state.queue[index].room.is_none())
-            .collect();
-        order.sort_by_key(|&index| {
-            let waiter = &state.queue[index];
-            (holds(state, waiter), waiter.id)
-        });
-        // Once no room is found for a waiter at an overall cap, none is for the later ones:
-        // they hold as many or more.
-        let (mut slots_exhausted, mut handshakes_exhausted) = (false, false);
-        for index in order {
-            let peer = state.queue[index].peer;
-            let Some(entry) = state.peers.get(&peer) else {
+            let Some((index, since)) = state.peers[&other].longest(kind, settled) else {
                 continue;
             };
-            let victim = match state.queue[index].wants {
-                Wants::Slot { .. } if entry.connections.len() >= self.caps.connections_per_peer => {
-                    quiet_longest(entry, settled).map(|connection| (peer, connection))
-                }
-                Wants::Slot { .. }
-                    if !slots_exhausted && state.connections >= self.caps.connections =>
-                {
-                    let mine = shares.get(&peer).map_or(0, |share| share.connections);
-                    let victim = state
-                        .peers
-                        .iter()
-                        .filter(|(ip, _)| shares[*ip].connections >= mine + 2)
-                        .filter_map(|(ip, entry)| {
-                            let connection = quiet_longest(entry, settled)?;
-                            Some((shares[ip].connections, *ip, connection))
-                        })
-                        .max_by(|a, b| {
-                            let quiet = |c: &Arc<OpenConnection>| c.activity.quiet_since(now);
-                            a.0.cmp(&b.0).then(quiet(&b.2).cmp(&quiet(&a.2)))
-                        });
-                    slots_exhausted = victim.is_none();
-                    victim.map(|(_, ip, connection)| (ip, connection))
-                }
-                Wants::Handshake { .. }
-                    if !handshakes_exhausted
-                        && entry.handshakes < self.caps.handshakes_per_peer
-                        && state.handshakes >= self.caps.handshakes =>
-                {
-                    let mine = shares.get(&peer).map_or(0, |share| share.handshakes);
-                    let victim = state
-                        .peers
-                        .iter()
-                        .filter(|(ip, _)| shares[*ip].handshakes >= mine + 2)
-                        .filter_map(|(ip, entry)| {
-                            let (since, connection) = handshaking_longest(entry, settled)?;
-                            Some((shares[ip].handshakes, since, *ip, connection))
-                        })
-                        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-                    handshakes_exhausted = victim.is_none();
-                    victim.map(|(_, _, ip, connection)| (ip, connection))
-                }
-                _ => None,
-            };
-            let Some((victim_peer, connection)) = victim else {
-                continue;
-            };
-            let victim_share = shares.entry(victim_peer).or_default();
-            victim_share.connections -= 1;
-            let handshaking = state.peers[&victim_peer].connections.iter().any(|held| {
-                Arc::ptr_eq(&held.connection, &connection) && held.handshake_since.is_some()
-            });
-            victim_share.handshakes -= usize::from(handshaking);
-            let waiter = &mut state.queue[index];
-            let share = shares.entry(peer).or_default();
-            match waiter.wants {
-                Wants::Slot { .. } => share.connections += 1,
-                Wants::Handshake { .. } => share.handshakes += 1,
+            if best.is_none_or(|(_, oldest, ..)| since < oldest) {
+                best = Some((share, since, other, index));
             }
-            connection.displace();
-            waiter.room = Some(connection);
         }
+        (best.map(|(_, _, other, index)| (other, index)), true)
     }
 
     /// Gives turns and makes room while connections wait, looking again every
@@ -591,8 +640,9 @@ impl ConnectionGate {
             loop {
                 tokio::time::sleep(RECHECK_EVERY).await;
                 let mut state = self.lock();
-                let given = self.rebalance(&mut state);
-                let waiting = !state.queue.is_empty();
+                let given = self.give_turns(&mut state);
+                self.make_room(&mut state, Instant::now(), None);
+                let waiting = state.waiting_for_slots + state.waiting_for_handshakes > 0;
                 drop(state);
                 given.into_iter().for_each(Given::hand_over);
                 if !waiting {
@@ -602,20 +652,24 @@ impl ConnectionGate {
         }
     }
 
-    fn leave_queue(&self, id: u64) {
-        let mut state = self.lock();
-        let Some(index) = state.queue.iter().position(|waiter| waiter.id == id) else {
+    fn leave_queue(&self, peer: IpAddr, kind: Kind, id: u64) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some(entry) = state.peers.get_mut(&peer) else {
             return;
         };
-        let waiter = state.queue.remove(index);
-        if waiter.wants.is_slot() {
-            state.waiting_for_slots -= 1;
-            if let Some(entry) = state.peers.get_mut(&waiter.peer) {
-                entry.waiting_for_slots -= 1;
-                if entry.is_unused() {
-                    state.peers.remove(&waiter.peer);
-                }
+        let left = match kind {
+            Kind::Slot => remove_by_id(&mut entry.slot_queue, id, |w| w.id),
+            Kind::Handshake => remove_by_id(&mut entry.handshake_queue, id, |w| w.id),
+        };
+        if left {
+            match kind {
+                Kind::Slot => state.waiting_for_slots -= 1,
+                Kind::Handshake => state.waiting_for_handshakes -= 1,
             }
+        }
+        if entry.is_unused() {
+            state.peers.remove(&peer);
         }
     }
 
@@ -630,36 +684,51 @@ impl ConnectionGate {
     }
 }
 
-/// How many of what `waiter` waits for its address holds: who goes first.
-fn holds(state: &GateState, waiter: &Waiter) -> usize {
-    let entry = state.peers.get(&waiter.peer);
-    match waiter.wants {
-        Wants::Slot { .. } => entry.map_or(0, |e| e.connections.len()),
-        Wants::Handshake { .. } => entry.map_or(0, |e| e.handshakes),
+/// Takes the longest-waiting place in the queue of slots from the address with the most
+/// waiting, if that is two or more above `mine`: its connection is refused as if its wait
+/// had run out. Whether a place was freed.
+fn give_up_a_place(state: &mut GateState, mine: usize) -> bool {
+    let richest = state
+        .peers
+        .iter_mut()
+        .max_by_key(|(_, peer)| peer.slot_queue.len())
+        .filter(|(_, peer)| peer.slot_queue.len() >= mine + 2);
+    let Some((_, peer)) = richest else {
+        return false;
+    };
+    // Dropping its sender ends its wait.
+    peer.slot_queue.pop_front();
+    state.waiting_for_slots -= 1;
+    true
+}
+
+/// Removes the entry whose id is `id`; whether there was one.
+fn remove_by_id<T>(queue: &mut VecDeque<T>, id: u64, id_of: impl Fn(&T) -> u64) -> bool {
+    let Some(index) = queue.iter().position(|entry| id_of(entry) == id) else {
+        return false;
+    };
+    queue.remove(index);
+    true
+}
+
+/// Asks connection `index` of `victim` to close, to make room for one of `for_ip`'s waiting
+/// for `kind`.
+fn displace(state: &mut GateState, victim: IpAddr, index: usize, for_ip: IpAddr, kind: Kind) {
+    let Some(peer) = state.peers.get_mut(&victim) else {
+        return;
+    };
+    let Some(held) = peer.connections.get_mut(index) else {
+        return;
+    };
+    held.room_for = Some((for_ip, kind));
+    held.connection.displace();
+    peer.displaced += 1;
+    if held.handshake_since.is_some() {
+        peer.displaced_handshakes += 1;
     }
-}
-
-/// The address's connection quiet the longest, if quiet since `settled` or before.
-fn quiet_longest(entry: &Peer, settled: Instant) -> Option<Arc<OpenConnection>> {
-    entry
-        .connections
-        .iter()
-        .filter(|held| !held.connection.is_displaced())
-        .filter_map(|held| Some((held.connection.activity.quiet_since(settled)?, held)))
-        .min_by_key(|(since, _)| *since)
-        .map(|(_, held)| held.connection.clone())
-}
-
-/// The address's handshake running the longest, if running since `settled` or before.
-fn handshaking_longest(entry: &Peer, settled: Instant) -> Option<(Instant, Arc<OpenConnection>)> {
-    entry
-        .connections
-        .iter()
-        .filter(|held| !held.connection.is_displaced())
-        .filter_map(|held| Some((held.handshake_since?, held)))
-        .filter(|(since, _)| *since <= settled)
-        .min_by_key(|(since, _)| *since)
-        .map(|(since, held)| (since, held.connection.clone()))
+    if let Some(waiting) = state.peers.get_mut(&for_ip) {
+        *waiting.rooms(kind) += 1;
+    }
 }
 
 /// A slot or a handshake turn, given at once or waited for.
@@ -670,6 +739,8 @@ pub(crate) enum Turn<T> {
 
 pub(crate) struct Waiting<T> {
     gate: Arc<ConnectionGate>,
+    peer: IpAddr,
+    kind: Kind,
     id: u64,
     granted: oneshot::Receiver<T>,
     /// Why the connection is closed if its turn does not come.
@@ -693,7 +764,7 @@ impl<T> Turn<T> {
 
 impl<T> Drop for Waiting<T> {
     fn drop(&mut self) {
-        self.gate.leave_queue(self.id);
+        self.gate.leave_queue(self.peer, self.kind, self.id);
     }
 }
 
@@ -742,29 +813,37 @@ impl ConnectionSlot {
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         let gate = &self.gate;
-        let mut state = gate.lock();
+        let mut guard = gate.lock();
+        let state = &mut *guard;
         let peer = self.connection.peer;
+        let mut room_for = None;
         if let Some(entry) = state.peers.get_mut(&peer) {
-            entry
+            let index = entry
                 .connections
-                .retain(|held| !Arc::ptr_eq(&held.connection, &self.connection));
+                .iter()
+                .position(|held| Arc::ptr_eq(&held.connection, &self.connection));
+            if let Some(held) = index.map(|index| entry.connections.swap_remove(index)) {
+                if held.connection.is_displaced() {
+                    entry.displaced -= 1;
+                }
+                room_for = held.room_for;
+            }
             if entry.is_unused() {
                 state.peers.remove(&peer);
             }
         }
-        state.connections -= 1;
-        gate.open.send_modify(|open| *open -= 1);
-        for waiter in &mut state.queue {
-            if waiter
-                .room
-                .as_ref()
-                .is_some_and(|room| Arc::ptr_eq(room, &self.connection))
-            {
-                waiter.room = None;
+        if let Some((for_ip, kind)) = room_for {
+            if let Some(entry) = state.peers.get_mut(&for_ip) {
+                *entry.rooms(kind) -= 1;
+                if entry.is_unused() {
+                    state.peers.remove(&for_ip);
+                }
             }
         }
-        let given = gate.rebalance(&mut state);
-        drop(state);
+        state.connections -= 1;
+        gate.open.send_modify(|open| *open -= 1);
+        let given = gate.give_turns(state);
+        drop(guard);
         given.into_iter().for_each(Given::hand_over);
     }
 }
@@ -778,10 +857,14 @@ pub(crate) struct HandshakePermit {
 impl Drop for HandshakePermit {
     fn drop(&mut self) {
         let gate = &self.gate;
-        let mut state = gate.lock();
+        let mut guard = gate.lock();
+        let state = &mut *guard;
         let peer = self.connection.peer;
         if let Some(entry) = state.peers.get_mut(&peer) {
             entry.handshakes -= 1;
+            if self.connection.is_displaced() {
+                entry.displaced_handshakes -= 1;
+            }
             if let Some(held) = entry.held(&self.connection) {
                 held.handshake_since = None;
             }
@@ -790,8 +873,8 @@ impl Drop for HandshakePermit {
             }
         }
         state.handshakes -= 1;
-        let given = gate.rebalance(&mut state);
-        drop(state);
+        let given = gate.give_turns(state);
+        drop(guard);
         given.into_iter().for_each(Given::hand_over);
     }
 }
@@ -1268,8 +1351,20 @@ mod tests {
         let state = gate.lock();
         assert_eq!(gate.open(), 0);
         assert_eq!((state.connections, state.handshakes), (0, 0));
-        assert!(state.queue.is_empty());
+        assert_eq!(
+            (state.waiting_for_slots, state.waiting_for_handshakes),
+            (0, 0)
+        );
         assert!(state.peers.is_empty(), "no entry outlives its peer");
+    }
+
+    /// What the keeper does at each look.
+    fn recheck(gate: &Arc<ConnectionGate>) {
+        let mut state = gate.lock();
+        let given = gate.give_turns(&mut state);
+        gate.make_room(&mut state, Instant::now(), None);
+        drop(state);
+        given.into_iter().for_each(Given::hand_over);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1327,7 +1422,7 @@ mod tests {
         let fourth = slot(&gate, ip(4));
         let fifth = waiting(gate.admit(ip(5), Instant::now()).unwrap());
         tokio::time::advance(Duration::from_secs(5)).await;
-        let _ = gate.rebalance(&mut gate.lock());
+        recheck(&gate);
         let displaced = gate
             .lock()
             .peers
@@ -1349,7 +1444,7 @@ mod tests {
         let mut turn = waiting(gate.admit(ip(2), Instant::now()).unwrap());
         assert!(!fresh.connection.is_displaced(), "just accepted");
         tokio::time::advance(DISPLACEABLE_AFTER).await;
-        let _ = gate.rebalance(&mut gate.lock());
+        recheck(&gate);
         assert!(
             fresh.connection.is_displaced(),
             "quiet since accept long enough"
@@ -1448,30 +1543,40 @@ mod tests {
         );
     }
 
-    #[test]
-    fn queues_are_bounded_by_the_caps_and_then_refuse_at_once() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _entered = runtime.enter();
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_is_bounded_and_shared_like_the_slots() {
         let gate = Arc::new(ConnectionGate::new(3, 2, 2, 2));
         let held: Vec<_> = (0..2).map(|_| slot(&gate, ip(1))).collect();
-        let queued: Vec<_> = (0..2)
+        held.iter().for_each(|slot| slot.activity().started());
+        let mut queued: Vec<_> = (0..2)
             .map(|_| gate.admit(ip(1), Instant::now()).unwrap())
             .collect();
         assert_eq!(
             gate.admit(ip(1), Instant::now()).err(),
-            Some(Rejection::ConnectionsPerPeer)
+            Some(Rejection::ConnectionsPerPeer),
+            "as many waiting as it may hold"
         );
         let third = slot(&gate, ip(2));
+        third.activity().started();
         let _queued_too = gate.admit(ip(3), Instant::now()).unwrap();
+        // Three waiting, as many as may be open: the address with two waiting gives up its
+        // longest-waiting place to one with none.
+        let _fourth = gate.admit(ip(4), Instant::now()).unwrap();
+        let oldest = queued.remove(0);
         assert_eq!(
-            gate.admit(ip(4), Instant::now()).err(),
-            Some(Rejection::Connections),
-            "three waiting, as many as may be open"
+            oldest
+                .until(Instant::now() + Duration::from_secs(5))
+                .await
+                .err(),
+            Some(Rejection::ConnectionsPerPeer),
+            "refused at once"
         );
-        drop((held, queued, third, _queued_too));
+        assert_eq!(
+            gate.admit(ip(5), Instant::now()).err(),
+            Some(Rejection::Connections),
+            "one waiting each: no one gives way"
+        );
+        drop((held, queued, third, _queued_too, _fourth));
         assert_empty(&gate);
     }
 
