@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: a stand-in Kubernetes API, certificates and
-//! kubelet-style certificate directories, the in-process server and its clients, external
-//! programs with a teardown that always happens, waiting for a condition, and the gate that
-//! keeps the heavy suites apart.
+//! kubelet-style certificate directories, the in-process server and its clients, the server
+//! as a process of its own, external programs with a teardown that always happens, waiting
+//! for a condition, and the gate that keeps the heavy suites apart.
 
 pub mod engine;
 pub mod fake_api;
@@ -11,6 +11,7 @@ pub mod skip;
 pub mod suite_gate;
 pub mod tls;
 pub mod wait;
+pub mod webhook_process;
 
 use std::net::TcpListener;
 
