@@ -288,7 +288,6 @@ struct Held {
 
 struct SlotWaiter {
     id: u64,
-    accepted_at: Instant,
     grant: oneshot::Sender<ConnectionSlot>,
 }
 
@@ -338,22 +337,18 @@ impl ConnectionGate {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A slot for a new connection from `peer`, accepted at `accepted_at`: at once when the
+    /// A slot for a new connection from `peer`: at once when the
     /// caps allow, else a place in the queue. The queue holds as many as may be open, and as
     /// many of one address as it may hold open; when it is full, the address with the most
     /// waiting, two or more above this one's, gives up its longest-waiting place. Otherwise
     /// the connection is refused at once.
-    pub fn admit(
-        self: &Arc<Self>,
-        peer: IpAddr,
-        accepted_at: Instant,
-    ) -> Result<Turn<ConnectionSlot>, Rejection> {
+    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Turn<ConnectionSlot>, Rejection> {
         let mut guard = self.lock();
         let state = &mut *guard;
         let entry = state.peers.entry(peer).or_default();
         let at_peer_cap = entry.connections.len() >= self.caps.connections_per_peer;
         if !at_peer_cap && state.connections < self.caps.connections {
-            return Ok(Turn::Ready(self.give_slot(state, peer, accepted_at)));
+            return Ok(Turn::Ready(self.give_slot(state, peer)));
         }
         let refusal = if at_peer_cap {
             Rejection::ConnectionsPerPeer
@@ -378,11 +373,7 @@ impl ConnectionGate {
         state.next_id += 1;
         let (grant, granted) = oneshot::channel();
         let entry = state.peers.entry(peer).or_default();
-        entry.slot_queue.push_back(SlotWaiter {
-            id,
-            accepted_at,
-            grant,
-        });
+        entry.slot_queue.push_back(SlotWaiter { id, grant });
         state.waiting_for_slots += 1;
         Ok(self.wait(guard, peer, Kind::Slot, id, granted, refusal))
     }
@@ -443,15 +434,12 @@ impl ConnectionGate {
         })
     }
 
-    fn give_slot(
-        self: &Arc<Self>,
-        state: &mut GateState,
-        peer: IpAddr,
-        accepted_at: Instant,
-    ) -> ConnectionSlot {
+    /// A slot for `peer`. Its connection's quiet time counts from now, not from its accept:
+    /// one that waited for its turn is not the first to give way once it has it.
+    fn give_slot(self: &Arc<Self>, state: &mut GateState, peer: IpAddr) -> ConnectionSlot {
         let connection = Arc::new(OpenConnection {
             peer,
-            activity: Arc::new(Activity::new(accepted_at)),
+            activity: Arc::new(Activity::new(Instant::now())),
             displaced: AtomicBool::new(false),
             wake: Notify::new(),
         });
@@ -511,7 +499,7 @@ impl ConnectionGate {
                 break;
             };
             state.waiting_for_slots -= 1;
-            let slot = self.give_slot(state, ip, waiter.accepted_at);
+            let slot = self.give_slot(state, ip);
             given.push(Given::Slot(waiter.grant, slot));
         }
         while state.waiting_for_handshakes > 0 && state.handshakes < self.caps.handshakes {
@@ -1328,7 +1316,7 @@ mod tests {
 
     /// A slot given at once; panics if the gate makes it wait.
     fn slot(gate: &Arc<ConnectionGate>, peer: IpAddr) -> ConnectionSlot {
-        match gate.admit(peer, Instant::now()) {
+        match gate.admit(peer) {
             Ok(Turn::Ready(slot)) => slot,
             Ok(Turn::Waiting(_)) => panic!("{peer} waits"),
             Err(reason) => panic!("{peer} refused: {reason:?}"),
@@ -1379,9 +1367,9 @@ mod tests {
             .map(|slot| slot.activity())
             .collect();
         busy.iter().for_each(|activity| activity.started());
-        let mut over_peer_cap = waiting(gate.admit(ip(1), Instant::now()).unwrap());
+        let mut over_peer_cap = waiting(gate.admit(ip(1)).unwrap());
         assert_eq!(over_peer_cap.refusal, Rejection::ConnectionsPerPeer);
-        let over_total = gate.admit(ip(3), Instant::now()).unwrap();
+        let over_total = gate.admit(ip(3)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(2);
         let refused = over_total.until(deadline).await.err();
         assert_eq!(refused, Some(Rejection::Connections));
@@ -1401,7 +1389,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         many[0].activity().started();
         many[0].activity().ended();
-        let turn = gate.admit(ip(3), Instant::now()).unwrap();
+        let turn = gate.admit(ip(3)).unwrap();
         assert!(!many[0].connection.is_displaced());
         assert!(many[1].connection.is_displaced(), "quiet the longest");
         assert!(!many[2].connection.is_displaced());
@@ -1420,7 +1408,7 @@ mod tests {
         // One each: a fifth address would hold as many as the one giving way, so it waits.
         drop(many.remove(0));
         let fourth = slot(&gate, ip(4));
-        let fifth = waiting(gate.admit(ip(5), Instant::now()).unwrap());
+        let fifth = waiting(gate.admit(ip(5)).unwrap());
         tokio::time::advance(Duration::from_secs(5)).await;
         recheck(&gate);
         let displaced = gate
@@ -1441,7 +1429,7 @@ mod tests {
         let fresh = slot(&gate, ip(1));
         let busy = slot(&gate, ip(1));
         busy.activity().started();
-        let mut turn = waiting(gate.admit(ip(2), Instant::now()).unwrap());
+        let mut turn = waiting(gate.admit(ip(2)).unwrap());
         assert!(!fresh.connection.is_displaced(), "just accepted");
         tokio::time::advance(DISPLACEABLE_AFTER).await;
         recheck(&gate);
@@ -1459,8 +1447,13 @@ mod tests {
         let gate = Arc::new(ConnectionGate::new(10, 2, 2, 2));
         let _keeper = AbortOnDrop(tokio::spawn(gate.clone().keep()));
         let older = slot(&gate, ip(1));
+        tokio::time::advance(Duration::from_millis(10)).await;
         let newer = slot(&gate, ip(1));
-        let turn = gate.admit(ip(1), Instant::now()).unwrap();
+        let turn = gate.admit(ip(1)).unwrap();
+        // A request on the newer one after the third was accepted.
+        tokio::time::advance(Duration::from_millis(90)).await;
+        newer.activity().started();
+        newer.activity().ended();
         let closer = async {
             newer.displaced().await;
             panic!("the newer one is not quiet the longest");
@@ -1477,7 +1470,13 @@ mod tests {
             .until(Instant::now() + Duration::from_secs(1))
             .await
             .expect("the place of its own quiet connection");
-        drop((third, newer));
+        // Quiet since it got its slot, not since it was accepted: the connection that
+        // waited is not the next to give way.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let fourth = gate.admit(ip(1)).unwrap();
+        assert!(newer.connection.is_displaced());
+        assert!(!third.connection.is_displaced());
+        drop((fourth, third, newer));
         assert_empty(&gate);
     }
 
@@ -1548,20 +1547,18 @@ mod tests {
         let gate = Arc::new(ConnectionGate::new(3, 2, 2, 2));
         let held: Vec<_> = (0..2).map(|_| slot(&gate, ip(1))).collect();
         held.iter().for_each(|slot| slot.activity().started());
-        let mut queued: Vec<_> = (0..2)
-            .map(|_| gate.admit(ip(1), Instant::now()).unwrap())
-            .collect();
+        let mut queued: Vec<_> = (0..2).map(|_| gate.admit(ip(1)).unwrap()).collect();
         assert_eq!(
-            gate.admit(ip(1), Instant::now()).err(),
+            gate.admit(ip(1)).err(),
             Some(Rejection::ConnectionsPerPeer),
             "as many waiting as it may hold"
         );
         let third = slot(&gate, ip(2));
         third.activity().started();
-        let _queued_too = gate.admit(ip(3), Instant::now()).unwrap();
+        let _queued_too = gate.admit(ip(3)).unwrap();
         // Three waiting, as many as may be open: the address with two waiting gives up its
         // longest-waiting place to one with none.
-        let _fourth = gate.admit(ip(4), Instant::now()).unwrap();
+        let _fourth = gate.admit(ip(4)).unwrap();
         let oldest = queued.remove(0);
         assert_eq!(
             oldest
@@ -1572,7 +1569,7 @@ mod tests {
             "refused at once"
         );
         assert_eq!(
-            gate.admit(ip(5), Instant::now()).err(),
+            gate.admit(ip(5)).err(),
             Some(Rejection::Connections),
             "one waiting each: no one gives way"
         );

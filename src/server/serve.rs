@@ -191,7 +191,7 @@ async fn accept_loop(
         };
         let accepted_at = tokio::time::Instant::now();
         let ip = canonical_ip(peer.ip());
-        let turn = match gate.admit(ip, accepted_at) {
+        let turn = match gate.admit(ip) {
             Ok(turn) => turn,
             Err(reason) => {
                 rejections.reject(
