@@ -1,6 +1,7 @@
 //! Listening sockets and accept loops: TCP (both IP families by default), optionally TLS, then
-//! HTTP/1.1 or HTTP/2 (by ALPN) serving of a port's [`Routes`], with connection caps, per-connection
-//! deadlines and a graceful drain at shutdown. Each HTTP/2 connection's writes during one poll
+//! HTTP/1.1 or HTTP/2 (by ALPN) serving of a port's [`Routes`], with connection and handshake
+//! turns shared fairly between addresses ([`ConnectionGate`]), per-connection deadlines and a
+//! graceful drain at shutdown. Each HTTP/2 connection's writes during one poll
 //! go out together ([`super::write_batch`]).
 
 use std::future::Future;
