@@ -146,11 +146,11 @@ impl RejectionLog {
     }
 }
 
-/// How long a connection must have gone without a request in progress (counted from accept
-/// when it never had one) before it may be closed to make room for another, and how long a
-/// TLS handshake must have been running before it may be cut off for another: a connection
-/// between two requests of a busy client, or one just opened, is left alone.
-pub(crate) const DISPLACEABLE_AFTER: Duration = Duration::from_millis(250);
+/// How long a connection must have gone without a request in progress (counted from when it
+/// got its slot if it never had one) before it may be closed to make room for another, and how
+/// long a TLS handshake must have been running before it may be cut off for another: a
+/// connection between two requests of a busy client, or one just opened, is left alone.
+const DISPLACEABLE_AFTER: Duration = Duration::from_millis(250);
 
 /// How often the gate looks again for room while connections wait for their turn: a
 /// connection becomes displaceable by time passing, which no event announces.
@@ -337,11 +337,11 @@ impl ConnectionGate {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A slot for a new connection from `peer`: at once when the
-    /// caps allow, else a place in the queue. The queue holds as many as may be open, and as
-    /// many of one address as it may hold open; when it is full, the address with the most
-    /// waiting, two or more above this one's, gives up its longest-waiting place. Otherwise
-    /// the connection is refused at once.
+    /// A slot for a new connection from `peer`: at once when the caps allow, else a place in
+    /// the queue. The queue holds as many as may be open, and as many of one address as it
+    /// may hold open; when it is full, the address with the most waiting, two or more above
+    /// this one's, gives up its longest-waiting place. Otherwise the connection is refused at
+    /// once.
     pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Turn<ConnectionSlot>, Rejection> {
         let mut guard = self.lock();
         let state = &mut *guard;
