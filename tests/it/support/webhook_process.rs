@@ -149,6 +149,13 @@ impl WebhookProcess {
 impl Drop for WebhookProcess {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            // The log goes with its temporary directory: its end, for the failure's report.
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            eprintln!("the webhook process's log ended with:\n{tail}");
+        }
     }
 }
 
