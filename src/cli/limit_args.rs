@@ -12,7 +12,7 @@ use crate::server::Limits;
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Limits (docs/hardening.md)")]
 pub struct LimitArgs {
-    /// Time a client has to complete the TLS handshake.
+    /// Time a client has from connecting to the end of its TLS handshake (waiting for its turn included).
     #[arg(long, default_value = "5s", value_parser = duration)]
     pub tls_handshake_timeout: Duration,
     /// Time from accepting a connection to its first complete request head.

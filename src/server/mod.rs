@@ -31,12 +31,15 @@ pub use router::{admin_router, webhook_router, CacheDumper, PeerAddr};
 /// fits; anything larger is answered 413 without being buffered.
 pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-/// Bounds on what one client can hold: slow or stalled clients are cut off, not waited for,
-/// and a client over a limit is refused at once rather than queued. docs/hardening.md gives
+/// Bounds on what one client can hold: slow or stalled clients are cut off, not waited for.
+/// A connection over a connection or handshake cap waits for its turn until the handshake
+/// deadline, and the turns are shared fairly between client addresses (`limits::ConnectionGate`);
+/// a request over a memory or concurrency limit is refused at once. docs/hardening.md gives
 /// the reasoning and measurements behind each default.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Time to complete the TLS handshake.
+    /// Time from accepting a connection to the end of its TLS handshake, waiting for a
+    /// connection slot and a handshake turn included.
     pub tls_handshake_timeout: Duration,
     /// Time from accepting a connection to its first complete request head.
     pub first_request_timeout: Duration,
@@ -61,11 +64,12 @@ pub struct Limits {
     pub max_inflight_body_bytes_per_peer: usize,
     /// `/mutate` requests answered at once, bodies already in memory; one more gets 503.
     pub max_concurrent_reviews: usize,
-    /// Open connections to the webhook port, overall and from one peer address.
+    /// Open connections to the webhook port, overall and from one peer address; a connection
+    /// arriving beyond waits for its turn.
     pub max_connections: usize,
     pub max_connections_per_peer: usize,
     /// TLS handshakes in progress, overall and from one peer address; a connection arriving
-    /// beyond is closed at once.
+    /// beyond waits for its turn.
     pub max_handshakes: usize,
     pub max_handshakes_per_peer: usize,
     /// HTTP/2 PING interval that detects dead peers on idle connections.

@@ -1,13 +1,13 @@
 //! Listening sockets and accept loops: TCP (both IP families by default), optionally TLS, then
-//! HTTP/1.1 or HTTP/2 (by ALPN) serving of a port's router, with connection caps, per-connection
-//! deadlines and a graceful drain at shutdown.
+//! HTTP/1.1 or HTTP/2 (by ALPN) serving of a port's router, with connection and handshake
+//! turns shared fairly between addresses ([`ConnectionGate`]), per-connection deadlines and a
+//! graceful drain at shutdown.
 
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use std::convert::Infallible;
@@ -16,18 +16,18 @@ use std::task::{Context, Poll};
 
 use axum::response::Response;
 use axum::Router;
+use tower::util::Oneshot;
+use tower::ServiceExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tower::util::Oneshot;
-use tower::ServiceExt;
 
 use super::h2_guard::ControlFrameGuard;
-use super::limits::{ConnectionGate, Rejection, RejectionLog};
+use super::limits::{Activity, ConnectionGate, ConnectionSlot, Rejection, RejectionLog, Turn};
 use super::router::PeerAddr;
 use super::Limits;
 
@@ -174,6 +174,7 @@ async fn accept_loop(
     let builder = connection_builder(limits);
     let http1 = builder.clone().http1_only();
     let http2 = builder.http2_only();
+    let _keeper = AbortOnDrop(tokio::spawn(gate.clone().keep()));
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -190,15 +191,26 @@ async fn accept_loop(
         };
         let accepted_at = tokio::time::Instant::now();
         let ip = canonical_ip(peer.ip());
-        let slot = match gate.admit(ip) {
-            Ok(slot) => slot,
+        let turn = match gate.admit(ip) {
+            Ok(turn) => turn,
             Err(reason) => {
-                rejections.reject(reason, Some(ip), "connection limit reached; closed");
+                rejections.reject(
+                    reason,
+                    Some(ip),
+                    "connection limit reached and as many waiting; closed",
+                );
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let connection = ConnectionContext {
+        let arrival = Arrival {
+            turn,
+            gate: gate.clone(),
+            tls: tls.clone(),
+            http1: http1.clone(),
+            http2: http2.clone(),
+        };
+        let context = ConnectionContext {
             peer: ip,
             accepted_at,
             router: router.clone(),
@@ -206,56 +218,94 @@ async fn accept_loop(
             stop: stop.clone(),
             rejections: rejections.clone(),
         };
-        match &tls {
-            None => {
-                let http1 = http1.clone();
-                tokio::spawn(async move {
-                    serve_connection(stream, &http1, connection).await;
-                    drop(slot);
-                });
-            }
-            Some(acceptor) => {
-                let Some(handshake_permit) = gate.handshake(&slot) else {
-                    rejections.reject(
-                        Rejection::Handshakes,
-                        Some(ip),
-                        "too many TLS handshakes in progress; closed",
-                    );
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                let (http1, http2) = (http1.clone(), http2.clone());
-                tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(
-                        connection.limits.tls_handshake_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await;
-                    drop(handshake_permit);
-                    match handshake {
-                        Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                            let guarded = ControlFrameGuard::new(
-                                stream,
-                                connection.limits.http2_max_control_frames_per_second,
-                                connection.rejections.clone(),
-                                ip,
-                            );
-                            serve_connection(guarded, &http2, connection).await;
-                        }
-                        Ok(Ok(stream)) => {
-                            serve_connection(stream, &http1, connection).await
-                        }
-                        Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
-                        Err(_) => connection.rejections.reject(
-                            Rejection::HandshakeTimeout,
-                            Some(ip),
-                            "TLS handshake not completed in time; closed",
-                        ),
-                    }
-                    drop(slot);
-                });
-            }
+        tokio::spawn(connect(stream, arrival, context));
+    }
+}
+
+/// Aborts the task when dropped: the gate's keeper lives as long as its accept loop.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What an accepted connection needs to get going: its turn at the gate, the TLS acceptor
+/// (none on the plain admin port) and the HTTP settings.
+struct Arrival {
+    turn: Turn<ConnectionSlot>,
+    gate: Arc<ConnectionGate>,
+    tls: Option<TlsAcceptor>,
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+}
+
+/// Takes the connection's turn at the gate and its TLS handshake, then serves it. A
+/// connection over a cap waits for a slot, then for a handshake turn, until the handshake
+/// deadline (`tls_handshake_timeout` after accept, the waits included); one the gate asks to
+/// give way while it waits or handshakes is closed at once.
+async fn connect(stream: TcpStream, arrival: Arrival, context: ConnectionContext) {
+    let Arrival {
+        turn,
+        gate,
+        tls,
+        http1,
+        http2,
+    } = arrival;
+    let (ip, rejections) = (context.peer, context.rejections.clone());
+    let deadline = context.accepted_at + context.limits.tls_handshake_timeout;
+    let slot = match turn.until(deadline).await {
+        Ok(slot) => slot,
+        Err(reason) => {
+            rejections.reject(
+                reason,
+                Some(ip),
+                "connection limit reached; no turn in time; closed",
+            );
+            return;
         }
+    };
+    let Some(acceptor) = tls else {
+        serve_connection(stream, &http1, context, slot).await;
+        return;
+    };
+    let handshake = async {
+        let permit = gate.handshake(&slot).until(deadline).await?;
+        let stream = tokio::time::timeout_at(deadline, acceptor.accept(stream))
+            .await
+            .map_err(|_| Rejection::HandshakeTimeout)?;
+        drop(permit);
+        Ok(stream)
+    };
+    let stream = tokio::select! {
+        handshake = handshake => handshake,
+        _ = slot.displaced() => Err(Rejection::Displaced),
+    };
+    match stream {
+        Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+            let guarded = ControlFrameGuard::new(
+                stream,
+                context.limits.http2_max_control_frames_per_second,
+                rejections,
+                ip,
+            );
+            serve_connection(guarded, &http2, context, slot).await;
+        }
+        Ok(Ok(stream)) => serve_connection(stream, &http1, context, slot).await,
+        Ok(Err(err)) => tracing::debug!(peer = %ip, "TLS handshake failed: {err}"),
+        Err(reason) => rejections.reject(reason, Some(ip), refusal_detail(reason)),
+    }
+}
+
+/// Why a connection was closed before its handshake completed.
+fn refusal_detail(reason: Rejection) -> &'static str {
+    match reason {
+        Rejection::Handshakes => "too many TLS handshakes in progress; no turn in time; closed",
+        Rejection::Displaced => {
+            "TLS handshake running long closed to make room for another address's"
+        }
+        _ => "TLS handshake not completed in time; closed",
     }
 }
 
@@ -276,14 +326,17 @@ struct ConnectionContext {
     rejections: Arc<RejectionLog>,
 }
 
-/// Serves one connection until it ends, the server stops, or it goes without a request for
-/// too long: `first_request_timeout` from accept, then `idle_timeout` after each response.
-/// Either deadline, and the stop, start a graceful close (HTTP/2 GOAWAY), cut off after one
-/// second.
+/// Serves one connection until it ends, the server stops, the gate asks it to make room for
+/// another address's, or it goes without a request for too long: `first_request_timeout` from
+/// accept, then `idle_timeout` after each response. Each of these starts a graceful close
+/// (HTTP/1.1 after the request in progress, HTTP/2 GOAWAY), cut off after one second (the
+/// request timeout at shutdown). The connection's place in the gate, `slot`, is given back
+/// when it ends.
 async fn serve_connection<I>(
     io: I,
     builder: &auto::Builder<TokioExecutor>,
     context: ConnectionContext,
+    slot: ConnectionSlot,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -295,7 +348,7 @@ async fn serve_connection<I>(
         mut stop,
         rejections,
     } = context;
-    let activity = Arc::new(Activity::new(accepted_at));
+    let activity = slot.activity();
     let service = Tracked {
         router,
         peer,
@@ -322,73 +375,22 @@ async fn serve_connection<I>(
                     }
                 }
             }
+            _ = slot.displaced() => {
+                rejections.reject(Rejection::Displaced, Some(peer), "quiet connection closed to make room for another address's");
+                break "displaced";
+            }
             _ = stop.wait_for(|stopped| *stopped) => break "shutdown",
         }
     };
     tracing::debug!(%peer, reason = closing, "closing connection");
     connection.as_mut().graceful_shutdown();
-    let grace = if closing == "idle" {
-        Duration::from_secs(1)
-    } else {
+    let grace = if closing == "shutdown" {
         // At shutdown, in-flight requests get the drain timeout, which `serve` bounds.
         limits.request_timeout
+    } else {
+        Duration::from_secs(1)
     };
     let _ = tokio::time::timeout(grace, connection.as_mut()).await;
-}
-
-/// The requests in progress on one connection and when the last one ended. The connection's
-/// deadline reads them only when it fires, so a request costs two atomic updates and wakes
-/// nothing (a channel here woke the connection task twice per request).
-struct Activity {
-    in_flight: AtomicUsize,
-    /// When a request last ended, in ms after `epoch` ([`Activity::NEVER`] until one has):
-    /// read only when none is in progress, so it is when the connection went quiet.
-    idle_since_ms: AtomicU64,
-    epoch: tokio::time::Instant,
-}
-
-impl Activity {
-    const NEVER: u64 = u64::MAX;
-
-    fn new(epoch: tokio::time::Instant) -> Self {
-        Self {
-            in_flight: AtomicUsize::new(0),
-            idle_since_ms: AtomicU64::new(Self::NEVER),
-            epoch,
-        }
-    }
-
-    fn started(&self) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-    }
-
-    fn ended(&self) {
-        // Stamped before the count falls, so a deadline that sees no request in progress
-        // also sees when the last one ended.
-        let ms = (tokio::time::Instant::now() - self.epoch).as_millis();
-        self.idle_since_ms.store(
-            u64::try_from(ms).unwrap_or(Self::NEVER - 1),
-            Ordering::Release,
-        );
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Until when the connection may stay open without a new request: `idle_timeout` after
-    /// the last request ended, or after `now` while one is in progress; `None` if it has
-    /// never had a request (the first-request deadline has passed).
-    fn quiet_until(
-        &self,
-        now: tokio::time::Instant,
-        idle_timeout: Duration,
-    ) -> Option<tokio::time::Instant> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return Some(now + idle_timeout);
-        }
-        match self.idle_since_ms.load(Ordering::Acquire) {
-            Self::NEVER => None,
-            ms => Some(self.epoch + Duration::from_millis(ms) + idle_timeout),
-        }
-    }
 }
 
 /// A connection's service: each request answered by the port's router, marked with the
@@ -439,38 +441,6 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_connection_is_quiet_from_its_last_answer_and_never_while_a_request_runs() {
-        let idle = Duration::from_secs(90);
-        let accepted = tokio::time::Instant::now();
-        let activity = Activity::new(accepted);
-        assert_eq!(activity.quiet_until(accepted, idle), None, "no request yet");
-
-        tokio::time::advance(Duration::from_secs(3)).await;
-        activity.started();
-        activity.started();
-        tokio::time::advance(Duration::from_secs(200)).await;
-        let now = tokio::time::Instant::now();
-        assert_eq!(
-            activity.quiet_until(now, idle),
-            Some(now + idle),
-            "in progress"
-        );
-        activity.ended();
-        assert_eq!(
-            activity.quiet_until(now, idle),
-            Some(now + idle),
-            "one left"
-        );
-
-        tokio::time::advance(Duration::from_secs(5)).await;
-        activity.ended();
-        let last_answer = tokio::time::Instant::now();
-        tokio::time::advance(Duration::from_secs(30)).await;
-        let now = tokio::time::Instant::now();
-        assert_eq!(activity.quiet_until(now, idle), Some(last_answer + idle));
-    }
 
     #[tokio::test]
     async fn without_ipv6_the_default_falls_back_to_ipv4() {

@@ -406,6 +406,38 @@ async fn client_stalling_the_tls_handshake_is_disconnected() {
     server.stop().await;
 }
 
+/// 64 HTTP/1.1 connections opened together from one address, as an API server (or a proxy
+/// in front of several) opens them in a burst: past the 16 handshakes one address may run at
+/// once, the others wait for their turn, and every review is answered (48 were reset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_64_http1_connections_from_one_address_is_all_answered() {
+    let ca = TestCa::new();
+    let server = TestServer::start(components(service_accounts()), Limits::default(), &ca).await;
+    let config = ca.client_config(b"http/1.1");
+    let source = std::net::IpAddr::from([127, 0, 0, 40]);
+    let start = Arc::new(tokio::sync::Barrier::new(64));
+    let reviews = (0..64).map(|_| {
+        let (config, start) = (config.clone(), start.clone());
+        let addr = server.webhook;
+        tokio::spawn(async move {
+            start.wait().await;
+            let mut client = Client::connect_from(source, addr, config, Protocol::Http1).await?;
+            client.mutate(pod_review("api").to_string()).await
+        })
+    });
+    let answers = futures::future::join_all(reviews).await;
+    for answer in answers {
+        let (status, body) = answer.unwrap().expect("connected and answered");
+        assert_mutated(status, &body);
+    }
+    let metrics = server.components.metrics.encode();
+    assert!(
+        metrics.contains(r#"pod_identity_webhook_rejected_total{reason="handshakes"} 0"#),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn client_stalling_the_body_gets_408_within_the_request_timeout() {
     let ca = TestCa::new();

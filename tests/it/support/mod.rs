@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests: a stand-in Kubernetes API, certificates and
-//! kubelet-style certificate directories, the in-process server and its clients, external
-//! programs with a teardown that always happens, waiting for a condition, the gate that
-//! keeps the heavy suites apart, and what the alerts and the dashboard query.
+//! kubelet-style certificate directories, the in-process server and its clients, the server
+//! as a process of its own, external programs with a teardown that always happens, waiting
+//! for a condition, the gate that keeps the heavy suites apart, and what the alerts and the
+//! dashboard query.
 
 pub mod engine;
 pub mod fake_api;
@@ -12,6 +13,7 @@ pub mod skip;
 pub mod suite_gate;
 pub mod tls;
 pub mod wait;
+pub mod webhook_process;
 
 use std::net::TcpListener;
 

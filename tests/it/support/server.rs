@@ -187,6 +187,28 @@ impl Client {
         protocol: Protocol,
     ) -> Result<Self, ClientError> {
         let tcp = TcpStream::connect(addr).await?;
+        Self::over(tcp, config, protocol).await
+    }
+
+    /// From `source`, a loopback address of 127.0.0.0/8 other than the server's, as a client
+    /// on another machine would be.
+    pub async fn connect_from(
+        source: std::net::IpAddr,
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        protocol: Protocol,
+    ) -> Result<Self, ClientError> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        let tcp = socket.connect(addr).await?;
+        Self::over(tcp, config, protocol).await
+    }
+
+    async fn over(
+        tcp: TcpStream,
+        config: Arc<rustls::ClientConfig>,
+        protocol: Protocol,
+    ) -> Result<Self, ClientError> {
         tcp.set_nodelay(true)?;
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
         let tls = tokio_rustls::TlsConnector::from(config)

@@ -1,15 +1,10 @@
 //! Keeps the heavy suites apart now that they share one test process. `real_cluster` and
-//! `real_node` each bring up a control plane, `server_hostile` bounds latency and memory of
-//! this process: when they were separate test binaries they ran one after another, and they
-//! must still. A heavy test enters its suite's gate first thing and holds it to its end:
-//! tests of one suite run together (the suite keeps its own finer locks), a test of another
-//! heavy suite waits until the current suite has no test left running.
-//!
-//! A suite that measures the whole process (memory) needs more: no other test at all in
-//! its process. `alone` runs such a test again in a child process of this test binary with
-//! only that test selected, and the test here just waits for it.
+//! `real_node` each bring up a control plane, `server_hostile` bounds the latency and memory
+//! of a server process under attack: when they were separate test binaries they ran one after
+//! another, and they must still. A heavy test enters its suite's gate first thing and holds it
+//! to its end: tests of one suite run together (the suite keeps its own finer locks), a test
+//! of another heavy suite waits until the current suite has no test left running.
 
-use std::process::Command;
 use std::sync::{Condvar, Mutex, PoisonError};
 
 struct Current {
@@ -55,50 +50,6 @@ impl Drop for Gate {
             LEFT.notify_all();
         }
     }
-}
-
-/// Set in the child that `alone` starts, to the name of the test it runs.
-const ALONE_ENV: &str = "PIW_TEST_ALONE";
-/// One child at a time: the tests of an `alone` suite measure one process on the machine.
-static ONE_CHILD: Mutex<()> = Mutex::new(());
-
-/// For a test of `suite` that needs the process to itself: in the child process that runs
-/// it alone, `Some` (the test goes on); in the test binary's normal run, it runs the test in
-/// such a child (inside the suite's gate, one child at a time), fails if the child failed,
-/// and gives `None`: the test returns. The child's output is passed on as the test's own.
-pub fn alone(suite: &'static str) -> Option<Gate> {
-    let current = std::thread::current();
-    // libtest runs each test on a thread named after it.
-    let Some(test) = current.name().filter(|name| name.contains("::")) else {
-        return Some(enter(suite));
-    };
-    if std::env::var(ALONE_ENV).is_ok_and(|alone| alone == test) {
-        return Some(enter(suite));
-    }
-    let _gate = enter(suite);
-    let _one = ONE_CHILD.lock().unwrap_or_else(PoisonError::into_inner);
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let out = Command::new(&exe)
-        .args(["--exact", test, "--test-threads=1", "--nocapture"])
-        .env(ALONE_ENV, test)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {} for {test} alone: {e}", exe.display()));
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{test}, run alone in a child process, failed ({}):\n{printed}",
-        out.status
-    );
-    assert!(
-        printed.contains("1 passed"),
-        "{test}: the child process did not run it:\n{printed}"
-    );
-    eprintln!("{printed}");
-    None
 }
 
 #[cfg(test)]
