@@ -16,8 +16,6 @@ use std::task::{Context, Poll};
 
 use axum::response::Response;
 use axum::Router;
-use tower::util::Oneshot;
-use tower::ServiceExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -25,6 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tower::util::Oneshot;
+use tower::ServiceExt;
 
 use super::h2_guard::ControlFrameGuard;
 use super::limits::{Activity, ConnectionGate, ConnectionSlot, Rejection, RejectionLog, Turn};
