@@ -24,13 +24,16 @@ image:
 ## server, hostile-client, chart, alerts (promtool), real-cluster (URL mode) and real-node (the
 ## image on a one-node cluster). Says how long each phase took (hack/timed.sh).
 PHASE = @hack/timed.sh
+# The image's binary (`make image`): the suites that run the server as a process of its own
+# run it, so what they measure is what ships.
+IMAGE_BINARY := $(CURDIR)/target/$(shell uname -m)-unknown-linux-gnu/release/pod-identity-webhook
 test:
 	@hack/timed.sh --start
 	$(PHASE) tools $(MAKE) --no-print-directory tools
 	$(PHASE) lint $(MAKE) --no-print-directory lint
 	$(PHASE) image $(MAKE) --no-print-directory image
 	$(PHASE) fuzz-smoke $(MAKE) --no-print-directory fuzz-smoke
-	$(PHASE) tests env PIW_REQUIRE_TOOLS=1 cargo test --locked
+	$(PHASE) tests env PIW_REQUIRE_TOOLS=1 PIW_WEBHOOK_BINARY=$(IMAGE_BINARY) cargo test --locked
 	@hack/timed.sh --summary
 
 lint:

@@ -22,6 +22,15 @@ pub struct WebhookProcess {
     _dir: tempfile::TempDir,
 }
 
+/// The binary to run: `PIW_WEBHOOK_BINARY` when set (`make test` sets the image's, so what is
+/// measured is what ships, optimised), else this build's.
+fn binary() -> std::path::PathBuf {
+    match std::env::var_os("PIW_WEBHOOK_BINARY") {
+        Some(path) => path.into(),
+        None => env!("CARGO_BIN_EXE_pod-identity-webhook").into(),
+    }
+}
+
 impl WebhookProcess {
     /// Starts it with `args` after the listener, certificate and kubeconfig flags, and waits
     /// until it is ready.
@@ -49,7 +58,7 @@ impl WebhookProcess {
         api.write_kubeconfig(&kubeconfig);
         let (port, metrics_port) = crate::support::two_free_ports();
         let log = dir.path().join("server.log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_pod-identity-webhook"))
+        let child = std::process::Command::new(binary())
             .arg("serve")
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--port={port}"))
