@@ -11,6 +11,7 @@ mod node;
 mod patch;
 mod pod_view;
 mod scan;
+mod skip_containers;
 
 use std::collections::HashSet;
 use std::ops::RangeInclusive;
@@ -125,15 +126,14 @@ pub(crate) fn mutate_node(
     if container_credentials && token_expiration == JITTERED_EXPIRATION {
         token_expiration = jitter(JITTER_RANGE);
     }
-    let skip: HashSet<&str> = pod
-        .skip_containers
-        .map(|list| {
-            list.split(',')
-                .map(str::trim)
-                .filter(|name| !name.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
+    let skip_value = pod.skip_containers.unwrap_or_default();
+    let skip = skip_containers::parse(skip_value).unwrap_or_else(|err| {
+        warnings.push(format!(
+            "pod annotation {} has value {skip_value:?}, which is not a comma-separated list of names ({err}); no container is skipped",
+            settings.keys.skip_containers
+        ));
+        HashSet::new()
+    });
 
     let projection = TokenProjection::new(identity, settings, pod.windows);
     // About what a container's env entries and mount take, and the volume.
