@@ -18,6 +18,7 @@ use std::ops::RangeInclusive;
 
 use serde_json::Value;
 
+use crate::core::go_syntax;
 use crate::core::identity::{parse_expiration, CredentialKind, Identity};
 use crate::core::settings::MutationSettings;
 use container::{mutate_container, ContainerPlan};
@@ -265,7 +266,7 @@ impl<'a> TokenProjection<'a> {
                 )
             }
         };
-        let mut token_file = format!("{}/{token_path}", mount_path.trim_end_matches('/'));
+        let mut token_file = go_syntax::join_path(mount_path, token_path);
         if windows {
             token_file = format!("C:{}", token_file.replace('/', "\\"));
         }
