@@ -322,6 +322,8 @@ fn generate_pod(
                 DEFAULT_MOUNT_PATH.to_string(),
                 "/data".to_string(),
                 "/etc/config".to_string(),
+                "/cache".to_string(),
+                "/var/lib/app".to_string(),
             ]);
             if paths.iter().any(|p| same_path(p, &path)) {
                 continue;
@@ -330,7 +332,8 @@ fn generate_pod(
             match g.up_to(4) {
                 0 => mount["readOnly"] = true.into(),
                 1 => mount["readOnly"] = false.into(),
-                2 if g.chance(0.4) => mount["subPath"] = "sub".into(),
+                2 if g.chance(0.3) => mount["subPath"] = "sub".into(),
+                2 if g.chance(0.2) => mount["subPathExpr"] = "$(POD_NAME)".into(),
                 _ => {}
             }
             mounted.insert(volume);
