@@ -30,6 +30,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::support::skip::skip;
+use crate::support::suite_gate;
 use generate::{default_flags, generate};
 use rules::{items, mode, Context, Mode, RULES, UNKNOWN_SERVICE_ACCOUNT_RULE};
 
@@ -66,6 +67,8 @@ fn random_pods_mutate_as_the_reference_does_but_for_the_documented_differences()
     ) else {
         return;
     };
+    // Seconds of both cores' time: not while a suite that bounds latency runs.
+    let _gate = suite_gate::enter("differential");
     let seed = env_number("PIW_DIFFERENTIAL_SEED").unwrap_or(DEFAULT_SEED);
     let count = env_number("PIW_DIFFERENTIAL_CASES").map_or(DEFAULT_CASES as u64, |n| n);
     let indexes: Vec<u64> = match env_number("PIW_DIFFERENTIAL_CASE") {
