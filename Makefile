@@ -9,12 +9,14 @@ export PATH := $(TOOLS_BIN):$(PATH)
 .PHONY: test tools image lint unit real-cluster real-node demo demo-down bench render-deploy fuzz fuzz-smoke
 
 ## Build helm (3 and 4), promtool, etcd and Kubernetes from their Go modules (cached after the
-## first run); Debian's containerd, runc, CNI plugins and buildah for the local node.
+## first run); Debian's containerd, runc, CNI plugins and buildah for the local node; the
+## differential test's driver against the reference webhook's module.
 tools:
 	hack/install-helm.sh
 	hack/install-promtool.sh
 	hack/install-control-plane.sh
 	hack/install-node.sh
+	hack/install-reference.sh
 
 ## The container image, as a docker-archive: target/image/pod-identity-webhook.tar.
 image:
@@ -65,6 +67,7 @@ demo-down:
 
 ## Only the tests that need no external tools (no helm, etcd or kube-apiserver): the library's
 ## unit tests and every module of the integration-test binary but chart, real_cluster, real_node.
+## The differential test runs when `make tools` has built its driver, and says SKIPPED if not.
 unit:
 	cargo test --locked --lib --test it -- --skip chart:: --skip real_cluster:: --skip real_node::
 

@@ -232,6 +232,34 @@ pub(crate) fn go_fold_eq(key: &str, name: &str) -> bool {
     }
 }
 
+/// Go's `filepath.Join(dir, file)` on Unix: the two joined by `/` and cleaned as Go's
+/// `path.Clean` does (repeated `/` and `.` segments dropped, `..` taking the segment before it
+/// away, no trailing `/`). The reference builds the token file's path this way.
+pub(crate) fn join_path(dir: &str, file: &str) -> String {
+    if dir.is_empty() && file.is_empty() {
+        return String::new();
+    }
+    let rooted = dir.starts_with('/') || (dir.is_empty() && file.starts_with('/'));
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in dir.split('/').chain(file.split('/')) {
+        match segment {
+            "" | "." => {}
+            ".." if segments.last().is_some_and(|last| *last != "..") => {
+                segments.pop();
+            }
+            // Above the root is the root; above a relative start is kept.
+            ".." if rooted => {}
+            segment => segments.push(segment),
+        }
+    }
+    let joined = segments.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    }
+}
+
 impl<'de> Deserialize<'de> for GoJson {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(GoJsonVisitor)
@@ -300,6 +328,25 @@ impl<'de> Visitor<'de> for GoJsonVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn join_path_cleans_as_go_filepath_join() {
+        for (dir, file, joined) in [
+            ("/var/run/secrets/x", "token", "/var/run/secrets/x/token"),
+            ("/var/run/secrets/x/", "token", "/var/run/secrets/x/token"),
+            ("/var/run//secrets/./x", "token", "/var/run/secrets/x/token"),
+            ("/var/run/secrets/../x", "token", "/var/run/x/token"),
+            ("/..", "token", "/token"),
+            ("/", "token", "/token"),
+            ("/a", "sub/./token/", "/a/sub/token"),
+            ("/a", "../../token", "/token"),
+            ("a/..", "..", ".."),
+            ("", "token", "token"),
+            ("", "", ""),
+        ] {
+            assert_eq!(join_path(dir, file), joined, "{dir:?} + {file:?}");
+        }
+    }
 
     #[test]
     fn bool_accepts_exactly_go_spellings() {

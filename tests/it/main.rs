@@ -9,6 +9,7 @@ mod cache_watch;
 mod certs_builtin;
 mod chart;
 mod config_map_watch;
+mod differential;
 mod engine_properties;
 mod engine_validity;
 mod golden;

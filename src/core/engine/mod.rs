@@ -10,6 +10,7 @@
 
 mod container;
 mod patch;
+mod skip_containers;
 
 use std::collections::HashSet;
 use std::ops::RangeInclusive;
@@ -17,6 +18,7 @@ use std::ops::RangeInclusive;
 use crate::core::expiration::{
     describe_expiration, parse_expiration, JITTERED_EXPIRATION, JITTER_RANGE,
 };
+use crate::core::go_syntax;
 use crate::core::identity::{CredentialKind, Identity};
 use crate::core::json::Warnings;
 use crate::core::pod::Pod;
@@ -72,15 +74,14 @@ pub fn mutate(
     if container_credentials && token_expiration == JITTERED_EXPIRATION {
         token_expiration = jitter(JITTER_RANGE);
     }
-    let skip: HashSet<&str> = pod
-        .annotation(&keys.skip_containers)
-        .map(|list| {
-            list.split(',')
-                .map(str::trim)
-                .filter(|name| !name.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
+    let skip_value = pod.annotation(&keys.skip_containers).unwrap_or_default();
+    let skip = skip_containers::parse(skip_value).unwrap_or_else(|err| {
+        warnings.push(format!(
+            "pod annotation {} has value {skip_value:?}, which is not a comma-separated list of names ({err}); no container is skipped",
+            keys.skip_containers
+        ));
+        HashSet::new()
+    });
 
     let projection = TokenProjection::new(identity, settings, pod.is_windows());
     let mut patch = Patch::with_limit(MAX_PATCH_BYTES);
@@ -209,7 +210,7 @@ impl<'a> TokenProjection<'a> {
                 )
             }
         };
-        let mut token_file = format!("{}/{token_path}", mount_path.trim_end_matches('/'));
+        let mut token_file = go_syntax::join_path(mount_path, token_path);
         if windows {
             token_file = format!("C:{}", token_file.replace('/', "\\"));
         }

@@ -122,11 +122,20 @@ pub(crate) fn resolve_identity(
                 who()
             ));
         }
-        let audience = annotations
-            .and_then(|a| a.audience.as_deref())
+        let annotated_audience = annotations.and_then(|a| a.audience.as_deref());
+        let audience = annotated_audience
             .filter(|a| !a.is_empty())
             .or_else(|| entry.and_then(|e| e.audience.as_deref()))
             .unwrap_or(&settings.token_audience);
+        // The reference leaves an empty audience empty, so the API server puts its own
+        // audiences in the token; here the default audience is used, and the user is told.
+        if annotated_audience == Some("") {
+            warnings.push(format!(
+                "{}: annotation {} is empty; the token's audience is {audience:?}",
+                who(),
+                settings.keys.audience
+            ));
+        }
         CredentialKind::WebIdentity {
             role_arn: role.to_string(),
             audience: audience.to_string(),
@@ -298,6 +307,27 @@ mod tests {
                 regional_sts: false,
                 token_expiration: 86400,
             }
+        );
+    }
+
+    #[test]
+    fn empty_audience_annotation_uses_the_flag_and_says_so() {
+        let settings = MutationSettings {
+            token_audience: "flag-audience".into(),
+            ..Default::default()
+        };
+        let sa = annotations(&[("role-arn", ROLE), ("audience", "")]);
+        let r = resolve(Some(&sa), &settings);
+        let Some(CredentialKind::WebIdentity { audience, .. }) = r.identity.map(|i| i.source)
+        else {
+            panic!("no web identity");
+        };
+        assert_eq!(audience, "flag-audience");
+        assert_eq!(
+            r.warnings,
+            [
+                "ServiceAccount ns/sa: annotation eks.amazonaws.com/audience is empty; the token's audience is \"flag-audience\""
+            ]
         );
     }
 
