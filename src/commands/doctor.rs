@@ -256,7 +256,7 @@ async fn examine(
                 "EKS Pod Identity: credentials come from the node agent and the role's pod-identity association, not from an OIDC trust policy",
             ));
         }
-        None => {}
+        Some(CredentialKind::RegionOnly) | None => {}
     }
 
     let listed = cluster::pods_of(&client, namespace, name).await;

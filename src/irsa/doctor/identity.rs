@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::core::identity::{
-    resolve_identity, ConfigMapMapping, ContainerCredentialsConfig, CredentialKind, Resolution,
-    ServiceAccountAnnotations,
+    resolve_identity, ConfigMapMapping, ContainerCredentialsConfig, CredentialKind, Identity,
+    Resolution, ServiceAccountAnnotations, NO_REGION,
 };
 use crate::core::settings::MutationSettings;
 use crate::irsa::checklist::Check;
@@ -104,26 +104,35 @@ pub fn identity(inputs: &IdentityInputs<'_>, resolution: &Resolution) -> Check {
         "identity",
         "the webhook resolves an AWS identity for its pods",
     );
-    let Some(identity) = &resolution.identity else {
-        return check.fail(
-            format!(
-                "ServiceAccount {namespace}/{name} has no {} annotation, no entry in the role mapping and is not listed for EKS Pod Identity: its pods get no AWS credentials",
-                settings.keys.role_arn
-            ),
-            format!(
-                "kubectl annotate serviceaccount -n {namespace} {name} {}=arn:aws:iam::<account>:role/<role>, then restart its pods",
-                settings.keys.role_arn
-            ),
-        );
+    let annotation = |key: &str| match inputs.annotations {
+        Found::Yes(annotations) => annotations.get(key).map(String::as_str),
+        _ => None,
+    };
+    let identity = match &resolution.identity {
+        Some(identity) if identity.source != CredentialKind::RegionOnly => identity,
+        region_only => {
+            check = check.fail(
+                format!(
+                    "ServiceAccount {namespace}/{name} has no {} annotation, no entry in the role mapping and is not listed for EKS Pod Identity: its pods get no AWS credentials",
+                    settings.keys.role_arn
+                ),
+                format!(
+                    "kubectl annotate serviceaccount -n {namespace} {name} {}=arn:aws:iam::<account>:role/<role>, then restart its pods",
+                    settings.keys.role_arn
+                ),
+            );
+            if let Some(identity) = region_only {
+                check = check.detail(format!(
+                    "its pods get only the region: {} (--inject-region-without-role)",
+                    describe_region(identity, settings, annotation(&settings.keys.region))
+                ));
+            }
+            return check;
+        }
     };
     match &identity.source {
         CredentialKind::WebIdentity { role_arn, audience } => {
-            let annotated = match inputs.annotations {
-                Found::Yes(a) => a
-                    .get(&settings.keys.role_arn)
-                    .is_some_and(|r| !r.is_empty()),
-                _ => false,
-            };
+            let annotated = annotation(&settings.keys.role_arn).is_some_and(|r| !r.is_empty());
             let origin = if annotated {
                 format!("annotation {}", settings.keys.role_arn)
             } else {
@@ -132,18 +141,36 @@ pub fn identity(inputs: &IdentityInputs<'_>, resolution: &Resolution) -> Check {
             check = check
                 .detail(format!("IRSA: role {role_arn} (from {origin})"))
                 .detail(format!("token audience {audience}"));
+            let session = if identity.session_name_from_pod {
+                let origin = match annotation(&settings.keys.role_session_name_from_pod) {
+                    Some(_) => format!("annotation {}", settings.keys.role_session_name_from_pod),
+                    None => "--role-session-name-from-pod".to_string(),
+                };
+                format!("the pod's name, through the downward API (from {origin}); left out, with an admission warning, for a pod whose own name is over 64 characters")
+            } else {
+                format!(
+                    "not set: the SDKs name the session (annotate {}=true for the pod's name)",
+                    settings.keys.role_session_name_from_pod
+                )
+            };
+            check = check.detail(format!("AWS_ROLE_SESSION_NAME: {session}"));
         }
         CredentialKind::ContainerCredentials => {
             check = check.detail(
                 "EKS Pod Identity: listed in the container-credentials file; credentials come from the node agent, not from an IAM OIDC trust policy",
             );
         }
+        CredentialKind::RegionOnly => {}
     }
     check = check
         .detail(format!("token lifetime {} s", identity.token_expiration))
         .detail(format!(
             "regional STS endpoint: {}",
             if identity.regional_sts { "yes" } else { "no" }
+        ))
+        .detail(format!(
+            "region: {}",
+            describe_region(identity, settings, annotation(&settings.keys.region))
         ));
     for warning in &resolution.warnings {
         check = check.warn(
@@ -152,6 +179,28 @@ pub fn identity(inputs: &IdentityInputs<'_>, resolution: &Resolution) -> Check {
         );
     }
     check
+}
+
+/// The region a pod gets and where it comes from: the ServiceAccount's `region` annotation
+/// (`annotated`, its value), or `--aws-default-region`.
+fn describe_region(
+    identity: &Identity,
+    settings: &MutationSettings,
+    annotated: Option<&str>,
+) -> String {
+    let key = &settings.keys.region;
+    match (&identity.region, annotated) {
+        (Some(region), Some(value)) if value == region => {
+            format!("AWS_REGION and AWS_DEFAULT_REGION={region} (from annotation {key})")
+        }
+        (Some(region), _) => {
+            format!("AWS_REGION and AWS_DEFAULT_REGION={region} (from --aws-default-region)")
+        }
+        (None, Some(value)) if value.is_empty() || value.eq_ignore_ascii_case(NO_REGION) => {
+            format!("none: annotation {key} opts out of --aws-default-region")
+        }
+        (None, _) => format!("none (set --aws-default-region, or annotate {key}=<region>)"),
+    }
 }
 
 #[cfg(test)]

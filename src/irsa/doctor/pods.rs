@@ -130,6 +130,8 @@ mod tests {
             },
             regional_sts: false,
             token_expiration: 86400,
+            region: None,
+            session_name_from_pod: false,
         }
     }
 
