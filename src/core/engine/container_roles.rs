@@ -9,8 +9,10 @@ use crate::core::identity::is_iam_role_arn;
 /// The roles a pod assigns to its containers, with what was wrong in the annotation.
 #[derive(Debug, Default)]
 pub struct ContainerRoles<'p> {
-    /// Container name -> (role, position of its entry), so warnings keep the annotation's order.
-    by_name: HashMap<&'p str, (&'p str, usize)>,
+    /// Container name -> role.
+    by_name: HashMap<&'p str, &'p str>,
+    /// The names in the order they first appear, so warnings keep the annotation's order.
+    order: Vec<&'p str>,
     /// Malformed entries, repeated names and roles that are not role ARNs, one line each.
     pub warnings: Vec<String>,
 }
@@ -21,7 +23,7 @@ impl<'p> ContainerRoles<'p> {
     /// keeps its last role.
     pub fn parse(value: &'p str, key: &str) -> Self {
         let mut roles = Self::default();
-        for (position, entry) in value.split(',').enumerate() {
+        for entry in value.split(',') {
             let entry = entry.trim();
             if entry.is_empty() {
                 continue;
@@ -41,10 +43,12 @@ impl<'p> ContainerRoles<'p> {
                     "pod annotation {key}: role {role:?} of container {name:?} is not an IAM role ARN (arn:<partition>:iam::<12-digit account>:role/<name>); it is injected as given"
                 ));
             }
-            if roles.by_name.insert(name, (role, position)).is_some() {
+            if roles.by_name.insert(name, role).is_some() {
                 roles.warnings.push(format!(
                     "pod annotation {key}: container {name:?} is named more than once; its last role counts"
                 ));
+            } else {
+                roles.order.push(name);
             }
         }
         roles
@@ -52,25 +56,18 @@ impl<'p> ContainerRoles<'p> {
 
     /// The role assigned to the container `name`.
     pub fn get(&self, name: &str) -> Option<&'p str> {
-        self.by_name.get(name).map(|(role, _)| *role)
+        self.by_name.get(name).copied()
     }
 
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
 
-    /// (container, role) in the annotation's order.
-    pub fn entries(&self) -> Vec<(&'p str, &'p str)> {
-        let mut entries: Vec<_> = self
-            .by_name
+    /// (container, role) in the order the names first appear.
+    pub fn entries(&self) -> impl Iterator<Item = (&'p str, &'p str)> + '_ {
+        self.order
             .iter()
-            .map(|(name, (role, position))| (*position, *name, *role))
-            .collect();
-        entries.sort_unstable();
-        entries
-            .into_iter()
-            .map(|(_, name, role)| (name, role))
-            .collect()
+            .filter_map(|name| Some((*name, *self.by_name.get(name)?)))
     }
 }
 
@@ -87,7 +84,10 @@ mod tests {
         let value = format!(" sidecar = {A} ,, worker={B},");
         let roles = ContainerRoles::parse(&value, KEY);
         assert!(roles.warnings.is_empty(), "{:?}", roles.warnings);
-        assert_eq!(roles.entries(), [("sidecar", A), ("worker", B)]);
+        assert_eq!(
+            roles.entries().collect::<Vec<_>>(),
+            [("sidecar", A), ("worker", B)]
+        );
         assert_eq!(roles.get("worker"), Some(B));
         assert_eq!(roles.get("app"), None);
     }
@@ -96,7 +96,10 @@ mod tests {
     fn malformed_entries_repeats_and_odd_roles_are_reported() {
         let value = format!("sidecar, ={A}, x=, a={A}, a={B}, b=my-role");
         let roles = ContainerRoles::parse(&value, KEY);
-        assert_eq!(roles.entries(), [("a", B), ("b", "my-role")]);
+        assert_eq!(
+            roles.entries().collect::<Vec<_>>(),
+            [("a", B), ("b", "my-role")]
+        );
         assert_eq!(roles.warnings.len(), 5, "{:?}", roles.warnings);
         assert!(roles.warnings[0].contains("entry \"sidecar\" is not <container>=<role ARN>"));
         assert!(roles.warnings[3].contains("\"a\" is named more than once"));

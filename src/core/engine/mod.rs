@@ -316,32 +316,38 @@ struct TokenProjection<'a> {
     mount_path: &'a str,
     token_path: &'a str,
     audience: &'a str,
+    /// The variable naming the credentials (the role, or the node agent's URI) and its value.
+    credentials_variable: (&'static str, &'a str),
+    /// The variable naming the token file, and the file.
+    token_variable: &'static str,
     token_file: String,
-    identity: &'a Identity,
     settings: &'a MutationSettings,
 }
 
 impl<'a> TokenProjection<'a> {
     /// `None` for an identity without credentials (only the region).
     fn new(identity: &'a Identity, settings: &'a MutationSettings, windows: bool) -> Option<Self> {
-        let (volume_name, mount_path, token_path, audience) = match &identity.source {
-            CredentialKind::WebIdentity { audience, .. } => (
-                WEB_IDENTITY_VOLUME,
-                settings.token_mount_path.as_str(),
-                WEB_IDENTITY_TOKEN_PATH,
-                audience.as_str(),
-            ),
-            CredentialKind::ContainerCredentials => {
-                let cc = &settings.container_credentials;
-                (
+        let cc = &settings.container_credentials;
+        let (volume_name, mount_path, token_path, audience, credentials_variable, token_variable) =
+            match &identity.source {
+                CredentialKind::WebIdentity { role_arn, audience } => (
+                    WEB_IDENTITY_VOLUME,
+                    settings.token_mount_path.as_str(),
+                    WEB_IDENTITY_TOKEN_PATH,
+                    audience.as_str(),
+                    ("AWS_ROLE_ARN", role_arn.as_str()),
+                    "AWS_WEB_IDENTITY_TOKEN_FILE",
+                ),
+                CredentialKind::ContainerCredentials => (
                     cc.volume_name.as_str(),
                     cc.mount_path.as_str(),
                     cc.token_path.as_str(),
                     cc.audience.as_str(),
-                )
-            }
-            CredentialKind::RegionOnly => return None,
-        };
+                    ("AWS_CONTAINER_CREDENTIALS_FULL_URI", cc.full_uri.as_str()),
+                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                ),
+                CredentialKind::RegionOnly => return None,
+            };
         let mut token_file = format!("{}/{token_path}", mount_path.trim_end_matches('/'));
         if windows {
             token_file = format!("C:{}", token_file.replace('/', "\\"));
@@ -351,30 +357,19 @@ impl<'a> TokenProjection<'a> {
             mount_path,
             token_path,
             audience,
+            credentials_variable,
+            token_variable,
             token_file,
-            identity,
             settings,
         })
     }
 
     /// The two variables that carry the identity: (name, value) twice.
     fn env_pair(&self) -> [(&'static str, &str); 2] {
-        match &self.identity.source {
-            CredentialKind::WebIdentity { role_arn, .. } => [
-                ("AWS_ROLE_ARN", role_arn.as_str()),
-                ("AWS_WEB_IDENTITY_TOKEN_FILE", self.token_file.as_str()),
-            ],
-            CredentialKind::ContainerCredentials | CredentialKind::RegionOnly => [
-                (
-                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                    self.settings.container_credentials.full_uri.as_str(),
-                ),
-                (
-                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-                    self.token_file.as_str(),
-                ),
-            ],
-        }
+        [
+            self.credentials_variable,
+            (self.token_variable, self.token_file.as_str()),
+        ]
     }
 }
 

@@ -255,6 +255,69 @@ mod tests {
     }
 
     #[test]
+    fn session_name_and_region_are_explained_with_where_they_come_from() {
+        let found = annotations(&[
+            (
+                "eks.amazonaws.com/role-arn",
+                "arn:aws:iam::111122223333:role/app",
+            ),
+            ("eks.amazonaws.com/role-session-name-from-pod", "true"),
+            ("eks.amazonaws.com/region", "none"),
+        ]);
+        let (_, identity) = run(&found);
+        let details = identity.unwrap().details;
+        assert!(details.contains(&"AWS_ROLE_SESSION_NAME: the pod's name, through the downward API (from annotation eks.amazonaws.com/role-session-name-from-pod); left out, with an admission warning, for a pod whose own name is over 64 characters".to_string()), "{details:?}");
+        assert!(
+            details.contains(&"region: none: annotation eks.amazonaws.com/region opts out of --aws-default-region".to_string()),
+            "{details:?}"
+        );
+
+        let found = annotations(&[(
+            "eks.amazonaws.com/role-arn",
+            "arn:aws:iam::111122223333:role/app",
+        )]);
+        let (_, identity) = run(&found);
+        let details = identity.unwrap().details;
+        assert!(
+            details
+                .iter()
+                .any(|d| d.starts_with("AWS_ROLE_SESSION_NAME: not set")),
+            "{details:?}"
+        );
+        assert!(
+            details
+                .iter()
+                .any(|d| d.starts_with("region: none (set --aws-default-region")),
+            "{details:?}"
+        );
+    }
+
+    #[test]
+    fn a_service_account_without_a_role_fails_and_says_its_pods_get_only_the_region() {
+        let settings = MutationSettings {
+            aws_default_region: Some("eu-west-1".into()),
+            inject_region_without_role: true,
+            ..Default::default()
+        };
+        let found = annotations(&[]);
+        let inputs = IdentityInputs {
+            namespace: "team-a",
+            name: "agent",
+            annotations: &found,
+            mapping: None,
+            container_credentials: None,
+            settings: &settings,
+        };
+        let (_, resolution) = service_account(&inputs);
+        let check = identity(&inputs, &resolution.unwrap());
+        assert_eq!(check.status, Status::Fail);
+        assert_eq!(
+            check.details,
+            ["its pods get only the region: AWS_REGION and AWS_DEFAULT_REGION=eu-west-1 (from --aws-default-region) (--inject-region-without-role)"]
+        );
+    }
+
+    #[test]
     fn missing_service_account_and_missing_role_fail_with_the_command_to_fix() {
         let (sa, identity) = run(&Found::NotFound);
         assert_eq!(sa.status, Status::Fail);
