@@ -76,7 +76,8 @@ pub(crate) fn resolve_identity(
             .and_then(|mapping| mapping.lookup(namespace, service_account)),
     };
     let who = || format!("ServiceAccount {namespace}/{service_account}");
-    let region = resolve_region(annotations, settings, &mut warnings, &who);
+    let region = resolve_region(annotations, settings, &who);
+    warnings.extend(region.warnings.iter().cloned());
 
     let regional_sts = annotations
         .and_then(|a| a.sts_regional_endpoints.as_deref())
@@ -178,7 +179,6 @@ struct ResolvedRegion {
 fn resolve_region(
     annotations: Option<&ServiceAccountAnnotations>,
     settings: &MutationSettings,
-    warnings: &mut Vec<String>,
     who: &dyn Fn() -> String,
 ) -> ResolvedRegion {
     let flag = || settings.aws_default_region.clone();
@@ -200,7 +200,6 @@ fn resolve_region(
             flag()
         }
     };
-    warnings.extend(own.iter().cloned());
     ResolvedRegion {
         value,
         warnings: own,
