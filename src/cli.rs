@@ -78,6 +78,16 @@ pub struct MutationFlags {
     #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
           default_missing_value = "true", value_parser = go_bool)]
     pub sts_regional_endpoint: bool,
+    /// Set AWS_ROLE_SESSION_NAME to the pod's name (IRSA), by default for ServiceAccounts
+    /// without the `role-session-name-from-pod` annotation (Go boolean).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub role_session_name_from_pod: bool,
+    /// Inject the region (the ServiceAccount's `region` annotation, else --aws-default-region)
+    /// also into pods whose ServiceAccount has no role (Go boolean).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = go_bool)]
+    pub inject_region_without_role: bool,
     /// JSON file listing the ServiceAccounts that use EKS Pod Identity (watched for changes).
     #[arg(long)]
     pub watch_container_credentials_config: Option<PathBuf>,
@@ -107,6 +117,8 @@ impl MutationFlags {
         settings.aws_default_region =
             Some(self.aws_default_region.clone()).filter(|region| !region.is_empty());
         settings.sts_regional_endpoint = self.sts_regional_endpoint;
+        settings.role_session_name_from_pod = self.role_session_name_from_pod;
+        settings.inject_region_without_role = self.inject_region_without_role;
         settings.container_credentials = ContainerCredentialsSettings {
             audience: self.container_credentials_audience.clone(),
             mount_path: self.container_credentials_token_mount_path.clone(),

@@ -22,23 +22,22 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let pod: Value = serde_json::from_str(text).expect("what reads as a pod is JSON");
-    let source = if pick & 1 == 0 {
-        CredentialKind::WebIdentity {
+    let source = match (pick & 1 == 0, pick & 64 == 0) {
+        (true, _) => CredentialKind::WebIdentity {
             role_arn: "arn:aws:iam::111122223333:role/r".into(),
             audience: "sts.amazonaws.com".into(),
-        }
-    } else {
-        CredentialKind::ContainerCredentials
+        },
+        (false, true) => CredentialKind::ContainerCredentials,
+        (false, false) => CredentialKind::RegionOnly,
     };
     let identity = Identity {
         source,
         regional_sts: pick & 2 != 0,
         token_expiration: if pick & 4 != 0 { 86400 } else { 3600 },
+        region: (pick & 8 != 0).then(|| "eu-west-1".to_string()),
+        session_name_from_pod: pick & 32 != 0,
     };
-    let settings = MutationSettings {
-        aws_default_region: (pick & 8 != 0).then(|| "eu-west-1".to_string()),
-        ..MutationSettings::default()
-    };
+    let settings = MutationSettings::default();
     let high = pick & 16 != 0;
     let mut jitter = |range: std::ops::RangeInclusive<i64>| {
         if high {

@@ -83,9 +83,11 @@ pub struct DoctorArgs {
     /// The ServiceAccount to examine, as NAMESPACE/NAME.
     #[arg(value_name = "NAMESPACE/SERVICEACCOUNT")]
     pub service_account: String,
-    /// The role's trust policy: the document, or `aws iam get-role --role-name NAME` output.
-    #[arg(long)]
-    pub trust_policy: Option<PathBuf>,
+    /// The role's trust policy: the document, or `aws iam get-role --role-name NAME` output;
+    /// repeatable, or a directory of them, for the roles containers get of their own (each
+    /// matched to the role it names, or to the role its file is named after).
+    #[arg(long = "trust-policy", value_name = "FILE|DIR")]
+    pub trust_policies: Vec<PathBuf>,
     /// The published documents: a JWKS file, or the directory `oidc` wrote.
     #[arg(long)]
     pub jwks: Option<PathBuf>,

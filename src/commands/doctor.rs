@@ -3,7 +3,7 @@
 //! (or JSON). Exit code 0 only when every check passes.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde_json::Value;
@@ -16,17 +16,18 @@ use crate::core::settings::MutationSettings;
 use crate::irsa::checklist::{Check, Report};
 use crate::irsa::discovery::parse_jwks;
 use crate::irsa::doctor::identity::{self, Found, IdentityInputs};
+use crate::irsa::doctor::roles::{self, GivenPolicy};
 use crate::irsa::doctor::token::{self, Published};
 use crate::irsa::doctor::{pods, webhook};
 use crate::irsa::issuer::{Issuer, DISCOVERY_PATH, JWKS_PATH};
-use crate::irsa::policy::{self, TrustPolicy};
+use crate::irsa::policy;
 use crate::sources::config_map_watch::CONFIG_MAP_NAME;
 
 use super::cluster;
 
 /// The files given on the command line, read before anything is asked of the cluster.
 struct Inputs {
-    trust_policy: Option<TrustPolicy>,
+    trust_policies: Vec<GivenPolicy>,
     published: Option<Published>,
     container_credentials: Option<ContainerCredentialsConfig>,
 }
@@ -61,13 +62,19 @@ fn read_inputs(args: &DoctorArgs) -> Result<Inputs, String> {
         std::fs::read_to_string(path)
             .map_err(|err| format!("{flag} {}: cannot read: {err}", path.display()))
     };
-    let trust_policy = match &args.trust_policy {
-        Some(path) => Some(
-            policy::parse(&read("--trust-policy", path)?)
-                .map_err(|err| format!("--trust-policy {}: {err}", path.display()))?,
-        ),
-        None => None,
-    };
+    let mut trust_policies = Vec::new();
+    for path in policy_files(&args.trust_policies)? {
+        let policy = policy::parse(&read("--trust-policy", &path)?)
+            .map_err(|err| format!("--trust-policy {}: {err}", path.display()))?;
+        trust_policies.push(GivenPolicy {
+            source: path.display().to_string(),
+            stem: path
+                .file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            policy,
+        });
+    }
     let published = match &args.jwks {
         Some(path) => Some(read_published(path)?),
         None => None,
@@ -83,10 +90,43 @@ fn read_inputs(args: &DoctorArgs) -> Result<Inputs, String> {
         None => None,
     };
     Ok(Inputs {
-        trust_policy,
+        trust_policies,
         published,
         container_credentials,
     })
+}
+
+/// The files `--trust-policy` names: each file, and the `.json`, `.yaml` and `.yml` files of
+/// each directory in name order.
+fn policy_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(path)
+            .map_err(|err| format!("--trust-policy {}: cannot read: {err}", path.display()))?;
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|file| {
+                let extension = file
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .unwrap_or_default();
+                file.is_file() && matches!(extension, "json" | "yaml" | "yml")
+            })
+            .collect();
+        if found.is_empty() {
+            return Err(format!(
+                "--trust-policy {}: the directory holds no .json, .yaml or .yml file",
+                path.display()
+            ));
+        }
+        found.sort();
+        files.extend(found);
+    }
+    Ok(files)
 }
 
 /// `--jwks`: a JWKS file, or the directory `oidc` wrote (discovery document and JWKS).
@@ -226,6 +266,12 @@ async fn examine(
     };
     checks.push(webhook::dry_run(&dry_run, resolved.as_ref()));
 
+    let listed = cluster::pods_of(&client, namespace, name).await;
+    let container_roles = match &listed {
+        Ok(pods) => roles::container_roles(pods, &settings.keys),
+        Err(_) => roles::ContainerRoleUse::new(),
+    };
+
     // The token and what IAM makes of it.
     match resolved.as_ref().map(|i| &i.source) {
         Some(CredentialKind::WebIdentity { role_arn, audience }) => {
@@ -244,8 +290,17 @@ async fn examine(
                     &cluster_keys,
                 ));
                 checks.push(token::issuer(&claims, inputs.published.as_ref()));
+                let (assigned, unmatched) =
+                    roles::assign(&inputs.trust_policies, role_arn, &container_roles);
                 checks.push(token::trust_policy(
-                    inputs.trust_policy.as_ref(),
+                    assigned.get(role_arn).map(|given| &given.policy),
+                    &claims,
+                    role_arn,
+                ));
+                checks.extend(roles::trust_policies(
+                    &container_roles,
+                    &assigned,
+                    &unmatched,
                     &claims,
                     role_arn,
                 ));
@@ -256,11 +311,11 @@ async fn examine(
                 "EKS Pod Identity: credentials come from the node agent and the role's pod-identity association, not from an OIDC trust policy",
             ));
         }
-        None => {}
+        Some(CredentialKind::RegionOnly) | None => {}
     }
 
-    let listed = cluster::pods_of(&client, namespace, name).await;
     checks.push(pods::running_pods(&listed, resolved.as_ref(), &settings));
+    checks.push(roles::report(&container_roles, &settings.keys));
     Ok(Report {
         subject: format!("ServiceAccount {namespace}/{name}"),
         checks,

@@ -34,6 +34,9 @@ pub struct Mutated {
 pub enum Method {
     StsWebIdentity,
     ContainerCredentials,
+    /// No credentials, only the region (`--inject-region-without-role`); not counted as a
+    /// pod given credentials.
+    RegionOnly,
 }
 
 impl Method {
@@ -41,6 +44,7 @@ impl Method {
         match self {
             Method::StsWebIdentity => "sts_web_identity",
             Method::ContainerCredentials => "container_credentials",
+            Method::RegionOnly => "region_only",
         }
     }
 }
@@ -59,6 +63,14 @@ pub fn decide(
     // Warnings about the annotations of a ServiceAccount that yields no identity are dropped:
     // nothing they affect is applied.
     let Some(identity) = resolution.identity else {
+        // Except one: per-container roles asked for by the pod itself, which the ServiceAccount
+        // does not allow.
+        if pod.annotation(&settings.keys.container_role_arns).is_some() {
+            return Decision {
+                warnings: vec![engine::roles_without_role(&settings.keys)],
+                ..Decision::default()
+            };
+        }
         return Decision::default();
     };
     let Mutation {
@@ -78,6 +90,7 @@ pub fn decide(
     let (method, role) = match identity.source {
         CredentialKind::WebIdentity { role_arn, .. } => (Method::StsWebIdentity, role_arn),
         CredentialKind::ContainerCredentials => (Method::ContainerCredentials, String::new()),
+        CredentialKind::RegionOnly => (Method::RegionOnly, String::new()),
     };
     Decision {
         patch: Some(patch),

@@ -206,6 +206,13 @@ impl<'a> Pod<'a> {
             .unwrap_or_default()
     }
 
+    /// `metadata.name` as the pod was sent, `None` when absent or empty: a pod made from
+    /// `generateName` (by a controller) is named by the API server after admission.
+    pub fn given_name(&self) -> Option<&str> {
+        let name = self.metadata.as_ref()?.name.as_deref()?;
+        Some(name).filter(|name| !name.is_empty())
+    }
+
     /// `metadata.namespace`, empty when absent.
     pub fn namespace(&self) -> &str {
         self.metadata
@@ -544,6 +551,14 @@ mod tests {
         assert!(matches!(container.name, Some(Str(Cow::Borrowed("a")))));
         assert!(container.sets("E"));
         assert_eq!(pod.name(), "p");
+        assert_eq!(pod.given_name(), Some("p"));
+    }
+
+    #[test]
+    fn a_pod_of_generate_name_has_no_given_name() {
+        let pod = from_text(r#"{"metadata":{"name":"","generateName":"web-"},"spec":{}}"#).unwrap();
+        assert_eq!(pod.name(), "web-");
+        assert_eq!(pod.given_name(), None);
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub struct AnnotationKeys {
     pub sts_regional_endpoints: String,
     pub token_expiration: String,
     pub skip_containers: String,
+    /// ServiceAccount: `AWS_ROLE_SESSION_NAME` from the pod's name (not in the reference).
+    pub role_session_name_from_pod: String,
+    /// ServiceAccount: the region injected, or `none` (not in the reference).
+    pub region: String,
+    /// Pod: roles of named containers (not in the reference).
+    pub container_role_arns: String,
 }
 
 impl AnnotationKeys {
@@ -38,6 +44,9 @@ impl AnnotationKeys {
             sts_regional_endpoints: key("sts-regional-endpoints"),
             token_expiration: key("token-expiration"),
             skip_containers: key("skip-containers"),
+            role_session_name_from_pod: key("role-session-name-from-pod"),
+            region: key("region"),
+            container_role_arns: key("container-role-arns"),
         }
     }
 }
@@ -74,6 +83,10 @@ pub struct MutationSettings {
     pub token_expiration: i64,
     pub aws_default_region: Option<String>,
     pub sts_regional_endpoint: bool,
+    /// Default of the ServiceAccount annotation `role-session-name-from-pod`.
+    pub role_session_name_from_pod: bool,
+    /// Pods whose ServiceAccount has no role still get the region (when one is resolved).
+    pub inject_region_without_role: bool,
     pub container_credentials: ContainerCredentialsSettings,
 }
 
@@ -93,6 +106,8 @@ impl MutationSettings {
             token_expiration: DEFAULT_TOKEN_EXPIRATION,
             aws_default_region: None,
             sts_regional_endpoint: false,
+            role_session_name_from_pod: false,
+            inject_region_without_role: false,
             container_credentials: ContainerCredentialsSettings::default(),
         }
     }

@@ -133,9 +133,11 @@ impl Admission {
                     containers = %bounded_list(&mutated.containers, MAX_ECHO),
                     "mutated pod"
                 );
-                self.metrics
-                    .pods_mutated(mutated.method == Method::ContainerCredentials)
-                    .inc();
+                if mutated.method != Method::RegionOnly {
+                    self.metrics
+                        .pods_mutated(mutated.method == Method::ContainerCredentials)
+                        .inc();
+                }
             }
             None => review_event!(
                 Level::DEBUG,

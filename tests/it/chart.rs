@@ -516,6 +516,38 @@ fn aws_default_region_flag_is_left_out_when_empty() {
     );
 }
 
+/// Features beyond the reference are opt-in: by default their flags are not passed at all, so
+/// the rendered arguments are the reference's.
+#[test]
+fn flags_beyond_the_reference_are_passed_only_when_enabled() {
+    let helm = require_helm!("flags_beyond_the_reference_are_passed_only_when_enabled");
+    let a = args(default_docs(helm));
+    for name in ["role-session-name-from-pod", "inject-region-without-role"] {
+        assert!(flag(&a, name).is_none(), "{name}: {a:?}");
+    }
+    let docs = render(
+        helm,
+        &[
+            "--set",
+            "config.roleSessionNameFromPod=true",
+            "--set",
+            "config.injectRegionWithoutRole=true",
+            "--set",
+            "config.awsDefaultRegion=eu-west-1",
+        ],
+    );
+    let a = args(&docs);
+    assert_eq!(
+        flag(&a, "role-session-name-from-pod").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        flag(&a, "inject-region-without-role").as_deref(),
+        Some("true")
+    );
+    assert_eq!(flag(&a, "aws-default-region").as_deref(), Some("eu-west-1"));
+}
+
 #[test]
 fn container_credentials_flags_and_directory_mount_only_when_enabled() {
     let helm = require_helm!("container_credentials_flags_and_directory_mount_only_when_enabled");

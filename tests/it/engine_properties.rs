@@ -22,6 +22,7 @@ const ENV_NAMES: &[&str] = &[
     "AWS_STS_REGIONAL_ENDPOINTS",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_ROLE_SESSION_NAME",
 ];
 const VOLUME_NAMES: &[&str] = &["data", "aws-iam-token", "eks-pod-identity-token"];
 
@@ -99,12 +100,25 @@ fn pod() -> impl Strategy<Value = Value> {
         prop::option::of(prop_oneof!["[0-9]{1,6}".boxed(), "[a-z0-9]{0,4}".boxed()]),
         prop::sample::select(vec!["", "linux", "windows"]),
         prop::option::of(unknown_value()),
+        (
+            prop::option::of(
+                "((app|sidecar|init|nope) ?= ?arn:aws:iam::111122223333:role/[a-z]{1,3},? ?){0,3}",
+            ),
+            prop::sample::select(vec!["report", "", LONG_NAME]),
+        ),
     )
         .prop_map(
-            |(containers, init, volumes, labels, skip, expiration, os, unknown)| {
+            |(containers, init, volumes, labels, skip, expiration, os, unknown, (roles, name))| {
                 let mut metadata = Map::new();
-                metadata.insert("name".into(), json!("p"));
+                metadata.insert("name".into(), json!(name));
+                if name.is_empty() {
+                    metadata.insert("generateName".into(), json!("p-"));
+                }
                 let mut annotations = Map::new();
+                if let Some(roles) = roles {
+                    annotations
+                        .insert("eks.amazonaws.com/container-role-arns".into(), json!(roles));
+                }
                 if let Some(skip) = skip {
                     annotations.insert("eks.amazonaws.com/skip-containers".into(), json!(skip));
                 }
@@ -139,17 +153,38 @@ fn pod() -> impl Strategy<Value = Value> {
         )
 }
 
+/// A pod name longer than AWS STS takes as a session name.
+const LONG_NAME: &str = "a-pod-name-of-seventy-characters-which-aws-sts-refuses-as-session-name";
+
+/// Web identity, container credentials or only the region, with or without a region and the
+/// session name.
 fn identity() -> impl Strategy<Value = Identity> {
     (
-        any::<bool>(),
+        0..3u8,
         any::<bool>(),
         prop::sample::select(vec![600i64, 3600, 86400]),
+        prop::option::of(Just("eu-west-1".to_string())),
+        any::<bool>(),
     )
         .prop_map(
-            |(container_credentials, regional_sts, token_expiration)| Identity {
-                source: credential_source(container_credentials),
-                regional_sts,
-                token_expiration,
+            |(kind, regional_sts, token_expiration, region, session_name_from_pod)| {
+                let source = match kind {
+                    0 => credential_source(false),
+                    1 => credential_source(true),
+                    _ => CredentialKind::RegionOnly,
+                };
+                let region_only = source == CredentialKind::RegionOnly;
+                Identity {
+                    source,
+                    regional_sts: regional_sts && !region_only,
+                    token_expiration,
+                    region: if region_only {
+                        Some("us-east-2".into())
+                    } else {
+                        region
+                    },
+                    session_name_from_pod,
+                }
             },
         )
 }
@@ -292,9 +327,8 @@ proptest! {
     fn patch_applies_adds_only_credentials_and_is_idempotent(
         pod in pod(),
         identity in identity(),
-        region in prop::option::of(Just("eu-west-1".to_string())),
     ) {
-        let settings = MutationSettings { aws_default_region: region, ..Default::default() };
+        let settings = MutationSettings::default();
         let mutation = mutate(&pod, &identity, &settings);
 
         let mut patched = pod.clone();
@@ -326,6 +360,8 @@ proptest! {
             source: CredentialKind::ContainerCredentials,
             regional_sts: true,
             token_expiration: 86400,
+            region: Some("eu-west-1".into()),
+            session_name_from_pod: true,
         };
         let settings = MutationSettings::default();
         let pods = [

@@ -31,6 +31,7 @@ const ENV_NAMES: &[&str] = &[
     "AWS_REGION",
     "AWS_STS_REGIONAL_ENDPOINTS",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_ROLE_SESSION_NAME",
     "OTHER",
 ];
 
@@ -221,14 +222,13 @@ proptest! {
         container_credentials in any::<bool>(),
         region in any::<bool>(),
     ) {
-        let settings = MutationSettings {
-            aws_default_region: region.then(|| "eu-west-1".to_string()),
-            ..MutationSettings::default()
-        };
+        let settings = MutationSettings::default();
         let identity = Identity {
             source: credential_source(container_credentials),
             regional_sts: true,
             token_expiration: 3600,
+            region: region.then(|| "eu-west-1".to_string()),
+            session_name_from_pod: true,
         };
         let read = Pod::from_value(&pod).unwrap();
         let mutation = engine::mutate(&read, &identity, &settings, &mut |range| *range.start());

@@ -552,3 +552,80 @@ fn output_pod_keeps_json_number_values() {
         }
     }
 }
+
+/// The README's example of what goes beyond the reference, as it shows it.
+#[test]
+fn features_example_gives_session_names_the_accounts_region_and_a_role_per_container() {
+    let accounts = examples("features/serviceaccount.yaml");
+    let output = run(
+        &[
+            "mutate",
+            "--pod",
+            &examples("features/pod.yaml"),
+            "--service-account",
+            &accounts,
+            "--output=pod",
+        ],
+        None,
+    );
+    assert!(output.stderr.is_empty(), "{output:?}");
+    let pod = stdout_json(&output);
+    for (index, role) in [
+        "arn:aws:iam::111122223333:role/reports",
+        "arn:aws:iam::111122223333:role/reports-uploader",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let env = &pod["spec"]["containers"][index]["env"];
+        let names: Vec<&str> = env
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "AWS_DEFAULT_REGION",
+                "AWS_REGION",
+                "AWS_ROLE_ARN",
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "AWS_ROLE_SESSION_NAME"
+            ]
+        );
+        assert_eq!(env[1]["value"], "eu-central-1");
+        assert_eq!(env[2]["value"], *role);
+        assert_eq!(
+            env[4]["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.name"
+        );
+    }
+
+    // Without a role: nothing, or the region alone when asked for.
+    let agent = examples("features/apm-agent.yaml");
+    let without = |flags: &[&str]| {
+        stdout_json(&run(
+            &[
+                &["mutate", "--pod", &agent, "--service-account", &accounts][..],
+                flags,
+            ]
+            .concat(),
+            None,
+        ))
+    };
+    assert_eq!(
+        without(&["--aws-default-region=us-east-2"]),
+        serde_json::json!([])
+    );
+    let patch = without(&[
+        "--aws-default-region=us-east-2",
+        "--inject-region-without-role",
+    ]);
+    assert_eq!(
+        patch,
+        serde_json::json!([{"op": "add", "path": "/spec/containers/0/env", "value": [
+            {"name": "AWS_DEFAULT_REGION", "value": "us-east-2"},
+            {"name": "AWS_REGION", "value": "us-east-2"}]}])
+    );
+}

@@ -9,6 +9,7 @@
 
 mod node;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -1097,6 +1098,210 @@ fn the_metrics_the_alerts_and_the_dashboard_read_are_exported_and_fail_open_is_c
 
     drop(scaled);
     wait_two_replicas(node);
+    let _ = run(node
+        .kubectl()
+        .args(["delete", "namespace", namespace, "--wait=false"]));
+}
+
+const SESSION_KEY: &str = "eks.amazonaws.com/role-session-name-from-pod";
+const REGION_KEY: &str = "eks.amazonaws.com/region";
+const CONTAINER_ROLES_KEY: &str = "eks.amazonaws.com/container-role-arns";
+
+/// A script that prints each variable as `NAME=value`, `NAME=<unset>` when it is not set, and
+/// the token named by `AWS_WEB_IDENTITY_TOKEN_FILE` when there is one.
+fn env_script(vars: &[&str]) -> String {
+    let mut script = String::new();
+    for var in vars {
+        script.push_str(&format!("echo \"{var}=${{{var}-<unset>}}\"\n"));
+    }
+    script.push_str(
+        "if [ -n \"$AWS_WEB_IDENTITY_TOKEN_FILE\" ]; then echo \"token=$(cat \"$AWS_WEB_IDENTITY_TOKEN_FILE\")\"; fi\n\
+         echo done=1\n",
+    );
+    script
+}
+
+/// What container `container` of pod `namespace/pod` printed, once it printed `done=1`.
+fn printed(node: &Node, namespace: &str, pod: &str, container: &str) -> BTreeMap<String, String> {
+    let log = eventually(
+        &format!("{namespace}/{pod} container {container} printed its report"),
+        Duration::from_secs(120),
+        POLL,
+        || {
+            let out = run(node
+                .kubectl()
+                .args(["-n", namespace, "logs", pod, "-c", container]))?;
+            let log = String::from_utf8_lossy(&out.stdout).into_owned();
+            if log.contains("done=1") {
+                Ok(log)
+            } else {
+                Err(log)
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", node.diagnostics(namespace)));
+    log_fields(&log)
+}
+
+#[test]
+fn pods_print_their_own_names_as_session_name_and_a_container_its_own_role() {
+    let _gate = suite_gate::enter("real_node");
+    let node = node!("pods_print_their_own_names_as_session_name_and_a_container_its_own_role");
+    let _chart = node.with_chart();
+    let namespace = "beyond";
+    let role = "arn:aws:iam::111122223333:role/reports";
+    let uploader_role = "arn:aws:iam::111122223333:role/reports-uploader";
+    node.service_account(
+        namespace,
+        "reports",
+        &[(ROLE_KEY, role), (SESSION_KEY, "true")],
+    );
+    let vars = [
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_SESSION_NAME",
+    ];
+    // The pods print, then stay up (a Deployment's pods must be Available).
+    let script = format!("{}sleep 3600\n", env_script(&vars));
+    let container = |name: &str| json!({"name": name, "image": node.test_image(), "command": ["sh", "-c", script]});
+    let subject = format!("system:serviceaccount:{namespace}:reports");
+
+    // A bare pod, named by its manifest; its uploader container has a role of its own.
+    node.apply(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "report", "namespace": namespace,
+                     "annotations": {CONTAINER_ROLES_KEY: format!("uploader={uploader_role}")}},
+        "spec": {"serviceAccountName": "reports", "terminationGracePeriodSeconds": 0,
+                 "containers": [container("app"), container("uploader")]}
+    }));
+    for (name, expected_role) in [("app", role), ("uploader", uploader_role)] {
+        let fields = printed(node, namespace, "report", name);
+        assert_eq!(fields["AWS_ROLE_ARN"], expected_role, "{name}: {fields:?}");
+        assert_eq!(
+            fields["AWS_WEB_IDENTITY_TOKEN_FILE"], TOKEN_FILE,
+            "{fields:?}"
+        );
+        assert_eq!(
+            fields["AWS_ROLE_SESSION_NAME"], "report",
+            "{name}: {fields:?}"
+        );
+        // Both present the ServiceAccount's token: the role's trust policy decides.
+        let claims = jwt_claims(&fields["token"]).unwrap();
+        assert_eq!(claims["sub"], subject.as_str(), "{claims}");
+    }
+
+    // A Deployment's pod: named by the API server after admission, it prints that name.
+    node.apply(&json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "reports", "namespace": namespace},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "reports"}},
+            "template": {
+                "metadata": {"labels": {"app": "reports"}},
+                "spec": {"serviceAccountName": "reports", "terminationGracePeriodSeconds": 0,
+                         "containers": [container("app")]}
+            }
+        }
+    }));
+    run(node.kubectl().args([
+        "-n",
+        namespace,
+        "rollout",
+        "status",
+        "deployment/reports",
+        "--timeout=120s",
+    ]))
+    .unwrap_or_else(|e| panic!("{e}\n{}", node.diagnostics(namespace)));
+    let pods = node
+        .get(&["-n", namespace, "pods", "-l", "app=reports"])
+        .expect("pods");
+    let pod = &pods["items"][0];
+    let name = pod["metadata"]["name"].as_str().expect("name");
+    assert!(
+        name.starts_with("reports-") && pod["metadata"]["generateName"].is_string(),
+        "{}",
+        pod["metadata"]
+    );
+    let fields = printed(node, namespace, name, "app");
+    assert_eq!(fields["AWS_ROLE_SESSION_NAME"], name, "{fields:?}");
+    assert_eq!(fields["AWS_ROLE_ARN"], role, "{fields:?}");
+    let _ = run(node
+        .kubectl()
+        .args(["delete", "namespace", namespace, "--wait=false"]));
+}
+
+#[test]
+fn chart_values_give_pods_without_a_role_the_region_and_service_accounts_their_own() {
+    let _gate = suite_gate::enter("real_node");
+    let node =
+        node!("chart_values_give_pods_without_a_role_the_region_and_service_accounts_their_own");
+    // Other chart values than the shared release's: left for the next test to reinstall.
+    let _exclusive = node.exclusive(false);
+    node.install_chart_typed(&[
+        "config.injectRegionWithoutRole=true",
+        "config.awsDefaultRegion=eu-west-1",
+    ])
+    .unwrap_or_else(|e| panic!("{e}\n{}", node.diagnostics(RELEASE_NS)));
+    let namespace = "regions";
+    node.service_account(namespace, "agent", &[]);
+    node.service_account(
+        namespace,
+        "own-region",
+        &[
+            (ROLE_KEY, "arn:aws:iam::111122223333:role/own-region"),
+            (REGION_KEY, "us-east-2"),
+        ],
+    );
+    node.service_account(
+        namespace,
+        "no-region",
+        &[
+            (ROLE_KEY, "arn:aws:iam::111122223333:role/no-region"),
+            (REGION_KEY, "none"),
+        ],
+    );
+    let script = env_script(&["AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ROLE_ARN"]);
+    for (sa, region, role) in [
+        ("agent", "eu-west-1", "<unset>"),
+        (
+            "own-region",
+            "us-east-2",
+            "arn:aws:iam::111122223333:role/own-region",
+        ),
+        (
+            "no-region",
+            "<unset>",
+            "arn:aws:iam::111122223333:role/no-region",
+        ),
+    ] {
+        node.apply(&json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": sa, "namespace": namespace},
+            "spec": {"serviceAccountName": sa, "restartPolicy": "Never",
+                     "terminationGracePeriodSeconds": 0,
+                     "containers": [{"name": "report", "image": node.test_image(),
+                                     "command": ["sh", "-c", &script]}]}
+        }));
+        let log = node
+            .finished_pod_log(namespace, sa)
+            .unwrap_or_else(|e| panic!("{e}\n{}", node.diagnostics(namespace)));
+        let fields = log_fields(&log);
+        assert_eq!(fields["AWS_REGION"], region, "{sa}: {log}");
+        assert_eq!(fields["AWS_DEFAULT_REGION"], region, "{sa}: {log}");
+        assert_eq!(fields["AWS_ROLE_ARN"], role, "{sa}: {log}");
+    }
+    // The pod without a role got no token volume: only the region.
+    let agent = node.get(&["-n", namespace, "pod", "agent"]).unwrap();
+    assert!(
+        agent["spec"]["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|v| v["name"] != "aws-iam-token"),
+        "{}",
+        agent["spec"]
+    );
     let _ = run(node
         .kubectl()
         .args(["delete", "namespace", namespace, "--wait=false"]));

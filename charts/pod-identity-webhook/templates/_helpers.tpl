@@ -227,6 +227,12 @@ pod-identity-webhook
 {{- $a = append $a (printf "--aws-default-region=%s" $c.awsDefaultRegion) }}
 {{- end }}
 {{- $a = append $a (printf "--sts-regional-endpoint=%t" $c.stsRegionalEndpoint) }}
+{{- if $c.roleSessionNameFromPod }}
+{{- $a = append $a "--role-session-name-from-pod=true" }}
+{{- end }}
+{{- if $c.injectRegionWithoutRole }}
+{{- $a = append $a "--inject-region-without-role=true" }}
+{{- end }}
 {{- $a = append $a (printf "--service-account-lookup-grace-period=%s" $c.serviceAccountLookupGracePeriod) }}
 {{- $a = append $a (printf "--watch-config-map=%t" .Values.roleMapping.enabled) }}
 {{- if $cc.enabled }}

@@ -9,6 +9,22 @@ use crate::core::pod::{Container, ContainerList};
 const REGIONAL_STS: &str = "AWS_STS_REGIONAL_ENDPOINTS";
 const REGION_VARIABLES: [&str; 2] = ["AWS_DEFAULT_REGION", "AWS_REGION"];
 const REGIONAL_STS_ENTRY: [(&str, Json<'_>); 2] = env_entry(REGIONAL_STS, "regional");
+pub(crate) const SESSION_NAME: &str = "AWS_ROLE_SESSION_NAME";
+/// `AWS_ROLE_SESSION_NAME` from the pod's own name, through the downward API: the name a pod
+/// of `generateName` gets only after admission.
+const SESSION_NAME_ENTRY: [(&str, Json<'_>); 2] = [
+    ("name", Json::Str(SESSION_NAME)),
+    (
+        "valueFrom",
+        Json::Object(&[(
+            "fieldRef",
+            Json::Object(&[
+                ("apiVersion", Json::Str("v1")),
+                ("fieldPath", Json::Str("metadata.name")),
+            ]),
+        )]),
+    ),
+];
 
 /// The members of an env entry setting `name` to `value`.
 const fn env_entry<'a>(name: &'a str, value: &'a str) -> [(&'static str, Json<'a>); 2] {
@@ -17,9 +33,18 @@ const fn env_entry<'a>(name: &'a str, value: &'a str) -> [(&'static str, Json<'a
 
 /// What every mutated container receives; the same for all containers of a pod.
 pub(crate) struct ContainerPlan<'a> {
-    pub env_pair: [(&'a str, String); 2],
+    /// The credentials; `None` when the pod gets only the region.
+    pub credentials: Option<Credentials<'a>>,
     pub regional_sts: bool,
     pub region: Option<&'a str>,
+}
+
+/// The identity variables and the token mount.
+pub(crate) struct Credentials<'a> {
+    /// (name, value) of the two variables that carry the identity.
+    pub env_pair: [(&'a str, &'a str); 2],
+    /// Add `AWS_ROLE_SESSION_NAME` (from the pod's name) with the pair.
+    pub session_name: bool,
     pub volume_name: &'a str,
     pub mount_path: &'a str,
     /// False when the pod has its own volume named `volume_name` that holds no token: then
@@ -36,10 +61,11 @@ pub(crate) struct ContainerOutcome {
     /// The container was changed.
     pub changed: bool,
     /// What was left out because it would conflict with the container's own setup.
-    pub warning: Option<String>,
+    pub warnings: Vec<String>,
 }
 
-/// Appends the operations for one container.
+/// Appends the operations for one container. `role`: the role the pod's
+/// `container-role-arns` annotation assigns to it, in place of the ServiceAccount's.
 ///
 /// Rules, as the reference: variables already set by the user are never overridden; a
 /// container that already has the identity pair, a region and the STS variable is left alone
@@ -49,72 +75,95 @@ pub(crate) struct ContainerOutcome {
 /// mounted there, and the identity pair is set only if what occupies the path is itself a
 /// projected service-account token with the same file name, mounted whole. A container that
 /// mounts the token volume somewhere else gets it at the mount path too when it gets the
-/// identity pair from us, so the token file is where the pair points.
+/// identity pair from us, so the token file is where the pair points. `AWS_ROLE_SESSION_NAME`,
+/// when asked for, comes with the pair and only with it.
 pub(crate) fn mutate_container(
     patch: &mut Patch,
     list: ContainerList,
     index: usize,
     container: &Container<'_>,
     plan: &ContainerPlan<'_>,
+    role: Option<&str>,
 ) -> ContainerOutcome {
     let defined = |name: &str| container.sets(name);
-    let identity_defined = plan.env_pair.iter().any(|(name, _)| defined(name));
     let region_defined = REGION_VARIABLES.iter().any(|name| defined(name));
-    let sts_defined = defined(REGIONAL_STS);
-    if identity_defined && region_defined && sts_defined {
-        return ContainerOutcome {
-            changed: false,
-            warning: None,
-        };
-    }
-
-    let mount = mount_decision(container, plan, identity_defined);
+    let index = index.to_string();
+    let path = |field| ["spec", list.field(), index.as_str(), field];
     // The entries' members, kept here for the additions to borrow.
     let region_entries = plan
         .region
         .map(|region| REGION_VARIABLES.map(|name| env_entry(name, region)));
-    let identity_entries = plan
-        .env_pair
-        .each_ref()
-        .map(|(name, value)| env_entry(name, value));
-    let mut additions = Vec::with_capacity(5);
+    let region_additions = || match (&region_entries, region_defined) {
+        (Some(entries), false) => entries.iter().map(|entry| Json::Object(entry)).collect(),
+        _ => Vec::new(),
+    };
+
+    let Some(credentials) = &plan.credentials else {
+        let additions: Vec<Json<'_>> = region_additions();
+        patch.append_all(&path("env"), container.env.is_some(), &additions);
+        return ContainerOutcome {
+            changed: !additions.is_empty(),
+            warnings: Vec::new(),
+        };
+    };
+    let [(role_name, own_role), token_file] = credentials.env_pair;
+    let env_pair = [(role_name, role.unwrap_or(own_role)), token_file];
+    let identity_defined = env_pair.iter().any(|(name, _)| defined(name));
+    let mut warnings = Vec::new();
+    if let (Some(role), true) = (role, identity_defined) {
+        warnings.push(format!(
+            "container {:?} sets {} itself: its own variables are kept, not role {role} from the pod's annotation",
+            container.name(),
+            env_pair.map(|(name, _)| name).join(" or ")
+        ));
+    }
+    let sts_defined = defined(REGIONAL_STS);
+    if identity_defined && region_defined && sts_defined {
+        return ContainerOutcome {
+            changed: false,
+            warnings,
+        };
+    }
+
+    let mount = mount_decision(container, credentials, identity_defined);
+    let identity_entries = env_pair.map(|(name, value)| env_entry(name, value));
+    let mut additions = Vec::with_capacity(6);
     if plan.regional_sts && !sts_defined {
         additions.push(Json::Object(&REGIONAL_STS_ENTRY));
     }
-    if let (Some(entries), false) = (&region_entries, region_defined) {
-        additions.extend(entries.iter().map(|entry| Json::Object(entry)));
-    }
+    additions.extend(region_additions());
     if !identity_defined && mount.token_reachable {
         additions.extend(identity_entries.iter().map(|entry| Json::Object(entry)));
+        if credentials.session_name && !defined(SESSION_NAME) {
+            additions.push(Json::Object(&SESSION_NAME_ENTRY));
+        }
     }
-    let index = index.to_string();
-    let path = |field| ["spec", list.field(), index.as_str(), field];
     let mut changed = !additions.is_empty();
     patch.append_all(&path("env"), container.env.is_some(), &additions);
 
     if mount.add {
         let mount = Json::Object(&[
-            ("name", Json::Str(plan.volume_name)),
-            ("mountPath", Json::Str(plan.mount_path)),
+            ("name", Json::Str(credentials.volume_name)),
+            ("mountPath", Json::Str(credentials.mount_path)),
             ("readOnly", Json::Bool(true)),
         ]);
         let exists = container.volume_mounts.is_some();
         patch.append_all(&path("volumeMounts"), exists, &[mount]);
         changed = true;
     }
-    let warning = mount.conflict.map(|conflict| {
+    if let Some(conflict) = mount.conflict {
         let mut skipped = Vec::new();
         if !identity_defined && !mount.token_reachable {
-            skipped.extend(plan.env_pair.iter().map(|(name, _)| *name));
+            skipped.extend(env_pair.iter().map(|(name, _)| *name));
         }
         skipped.push("the token mount");
-        format!(
+        warnings.push(format!(
             "container {:?} {conflict}: not added: {}",
             container.name(),
             skipped.join(", ")
-        )
-    });
-    ContainerOutcome { changed, warning }
+        ));
+    }
+    ContainerOutcome { changed, warnings }
 }
 
 /// Whether to mount the token, and whether the token file will be where the identity
@@ -129,7 +178,7 @@ struct MountDecision {
 /// `identity_defined`: the container sets an identity variable itself, so it gets none from us.
 fn mount_decision(
     container: &Container<'_>,
-    plan: &ContainerPlan<'_>,
+    plan: &Credentials<'_>,
     identity_defined: bool,
 ) -> MountDecision {
     let keep = |token_reachable| MountDecision {

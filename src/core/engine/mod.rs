@@ -9,6 +9,7 @@
 //! against (the skipped names, the token volumes) is a set.
 
 mod container;
+mod container_roles;
 mod patch;
 mod skip_containers;
 
@@ -20,10 +21,11 @@ use crate::core::expiration::{
 };
 use crate::core::go_syntax;
 use crate::core::identity::{CredentialKind, Identity};
-use crate::core::json::Warnings;
+use crate::core::json::{bounded, Warnings};
 use crate::core::pod::Pod;
-use crate::core::settings::MutationSettings;
-use container::{mutate_container, ContainerPlan};
+use crate::core::settings::{AnnotationKeys, MutationSettings};
+use container::{mutate_container, ContainerPlan, Credentials};
+pub use container_roles::ContainerRoles;
 pub(crate) use patch::Json;
 pub use patch::Patch;
 
@@ -33,6 +35,9 @@ const POD_IDENTITY_LABEL_VALUE: &str = "enabled";
 /// Name of the IRSA token volume, and the file inside it.
 pub(crate) const WEB_IDENTITY_VOLUME: &str = "aws-iam-token";
 pub(crate) const WEB_IDENTITY_TOKEN_PATH: &str = "token";
+/// The longest role session name AWS STS accepts; names made from `generateName` are at most
+/// 63 characters.
+pub(crate) const MAX_SESSION_NAME: usize = 64;
 
 /// The largest patch the engine answers with. The API server takes no request over 3 MiB,
 /// and a pod that needs a larger patch would be larger still once patched, so it could not be
@@ -59,6 +64,182 @@ pub fn mutate(
 ) -> Mutation {
     let keys = &settings.keys;
     let mut warnings = Warnings::default();
+    let skip_value = pod.annotation(&keys.skip_containers).unwrap_or_default();
+    let skip = skip_containers::parse(skip_value).unwrap_or_else(|err| {
+        warnings.push(format!(
+            "pod annotation {} has value {skip_value:?}, which is not a comma-separated list of names ({err}); no container is skipped",
+            keys.skip_containers
+        ));
+        HashSet::new()
+    });
+    let roles = container_roles(pod, identity, keys, &mut warnings);
+    let mut patch = Patch::with_limit(MAX_PATCH_BYTES);
+
+    let projection = TokenProjection::new(identity, settings, pod.is_windows());
+    let token = projection
+        .as_ref()
+        .map(|projection| add_token(pod, identity, projection, &mut patch, &mut warnings, jitter));
+    let credentials = projection
+        .as_ref()
+        .zip(token.as_ref())
+        .map(|(projection, token)| Credentials {
+            env_pair: projection.env_pair(),
+            session_name: session_name(pod, identity, &mut warnings),
+            volume_name: projection.volume_name,
+            mount_path: projection.mount_path,
+            volume_usable: token.volume_usable,
+            token_volumes: &token.volumes,
+        });
+    let plan = ContainerPlan {
+        credentials,
+        regional_sts: identity.regional_sts,
+        region: identity.region.as_deref(),
+    };
+
+    let mut containers = Vec::new();
+    let mut named = HashSet::new();
+    for (list, index, container) in pod.containers() {
+        if patch.is_over_limit() {
+            break;
+        }
+        let role = roles.get(container.name());
+        if role.is_some() {
+            named.insert(container.name());
+        }
+        if skip.contains(container.name()) {
+            continue;
+        }
+        let outcome = mutate_container(&mut patch, list, index, container, &plan, role);
+        if outcome.changed {
+            containers.push(container.name().to_string());
+        }
+        for warning in outcome.warnings {
+            warnings.push(warning);
+        }
+    }
+    for (name, _) in roles.entries() {
+        if skip.contains(name) {
+            warnings.push(format!(
+                "container {name:?} is named in both {} and {}: left untouched",
+                keys.skip_containers, keys.container_role_arns
+            ));
+        } else if !named.contains(name) {
+            warnings.push(format!(
+                "pod annotation {} names {name:?}, which is no container or init container of the pod",
+                keys.container_role_arns
+            ));
+        }
+    }
+
+    if patch.is_over_limit() {
+        let mut warnings = Warnings::default();
+        warnings.push(format!(
+            "the pod needs a patch of more than {MAX_PATCH_BYTES} bytes (it has {} containers and init containers), more than the API server takes: left unchanged, without AWS credentials",
+            pod.containers().count()
+        ));
+        return Mutation {
+            warnings,
+            ..Mutation::default()
+        };
+    }
+    Mutation {
+        patch,
+        warnings,
+        containers,
+    }
+}
+
+/// The roles the pod's `container-role-arns` annotation assigns, read only for IRSA: under
+/// container credentials, or without a role, the annotation is reported and left unused.
+fn container_roles<'p>(
+    pod: &'p Pod<'_>,
+    identity: &Identity,
+    keys: &AnnotationKeys,
+    warnings: &mut Warnings,
+) -> ContainerRoles<'p> {
+    let Some(value) = pod.annotation(&keys.container_role_arns) else {
+        return ContainerRoles::default();
+    };
+    match &identity.source {
+        CredentialKind::WebIdentity { .. } => {
+            let roles = ContainerRoles::parse(value, &keys.container_role_arns);
+            for warning in &roles.warnings {
+                warnings.push(warning.clone());
+            }
+            roles
+        }
+        CredentialKind::ContainerCredentials => {
+            warnings.push(format!(
+                "pod annotation {} is ignored: the pod gets EKS Pod Identity credentials, whose role is the ServiceAccount's association",
+                keys.container_role_arns
+            ));
+            ContainerRoles::default()
+        }
+        CredentialKind::RegionOnly => {
+            warnings.push(roles_without_role(keys));
+            ContainerRoles::default()
+        }
+    }
+}
+
+/// The warning for a pod that assigns container roles while its ServiceAccount has no role
+/// (per-container roles are an exception to the ServiceAccount's role, not a way to get one).
+pub(crate) fn roles_without_role(keys: &AnnotationKeys) -> String {
+    format!(
+        "pod annotation {} is ignored: the pod's ServiceAccount has no role ({} annotation or role mapping), so no container gets a token",
+        keys.container_role_arns, keys.role_arn
+    )
+}
+
+/// Whether the pod's containers get `AWS_ROLE_SESSION_NAME` from its name: asked for, IRSA,
+/// and a name STS accepts. A pod of `generateName` has no name yet and always gets one STS
+/// accepts; a given name that STS would refuse is left out with a warning, since the variable
+/// would make every AWS call of the pod fail.
+fn session_name(pod: &Pod<'_>, identity: &Identity, warnings: &mut Warnings) -> bool {
+    let web_identity = matches!(identity.source, CredentialKind::WebIdentity { .. });
+    if !identity.session_name_from_pod || !web_identity {
+        return false;
+    }
+    match pod.given_name() {
+        Some(name) if !is_session_name(name) => {
+            warnings.push(format!(
+                "pod name {:?} has {} characters; AWS STS takes 2 to {MAX_SESSION_NAME} of [\\w+=,.@-] as a session name: AWS_ROLE_SESSION_NAME not set, the SDKs name the session",
+                bounded(name, 40),
+                name.chars().count(),
+            ));
+            false
+        }
+        _ => true,
+    }
+}
+
+/// `RoleSessionName` as STS checks it: 2 to 64 characters of `[\w+=,.@-]`.
+pub(crate) fn is_session_name(name: &str) -> bool {
+    (2..=MAX_SESSION_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b))
+}
+
+/// The pod's token volume as the engine found or added it.
+struct TokenVolume<'p> {
+    /// Names of the pod's volumes that hold a token where the identity variables point.
+    volumes: HashSet<&'p str>,
+    /// False when the pod has its own non-token volume of the token volume's name.
+    volume_usable: bool,
+}
+
+/// The pod-level part of the credentials: the token's lifetime (the pod's annotation, jitter),
+/// the token volume unless one of its name exists, and the pod-identity label.
+fn add_token<'p>(
+    pod: &'p Pod<'_>,
+    identity: &Identity,
+    projection: &TokenProjection<'_>,
+    patch: &mut Patch,
+    warnings: &mut Warnings,
+    jitter: &mut dyn FnMut(RangeInclusive<i64>) -> i64,
+) -> TokenVolume<'p> {
+    let keys = &projection.settings.keys;
     let mut token_expiration = identity.token_expiration;
     let container_credentials = identity.source == CredentialKind::ContainerCredentials;
     if let Some(value) = pod.annotation(&keys.token_expiration) {
@@ -74,17 +255,6 @@ pub fn mutate(
     if container_credentials && token_expiration == JITTERED_EXPIRATION {
         token_expiration = jitter(JITTER_RANGE);
     }
-    let skip_value = pod.annotation(&keys.skip_containers).unwrap_or_default();
-    let skip = skip_containers::parse(skip_value).unwrap_or_else(|err| {
-        warnings.push(format!(
-            "pod annotation {} has value {skip_value:?}, which is not a comma-separated list of names ({err}); no container is skipped",
-            keys.skip_containers
-        ));
-        HashSet::new()
-    });
-
-    let projection = TokenProjection::new(identity, settings, pod.is_windows());
-    let mut patch = Patch::with_limit(MAX_PATCH_BYTES);
 
     // Volumes that already hold a token where the identity variables point: the pod's own
     // volume of our name (reinvocation, or a hand-made setup), or another one a container
@@ -100,7 +270,7 @@ pub fn mutate(
         .any(|v| v.name.as_deref() == Some(projection.volume_name));
     let volume_usable = !existing || token_volumes.contains(projection.volume_name);
     if !volume_usable {
-        let [(first, _), (second, _)] = &projection.env_pair();
+        let [(first, _), (second, _)] = projection.env_pair();
         warnings.push(format!(
             "the pod's volume {:?} is not a projected service-account token with path {:?}: left as is; no container gets {first}, {second} or a mount of it",
             projection.volume_name, projection.token_path
@@ -132,50 +302,11 @@ pub fn mutate(
         && volume_usable
         && pod.label(POD_IDENTITY_LABEL) != Some(POD_IDENTITY_LABEL_VALUE)
     {
-        add_label(&mut patch, pod);
+        add_label(patch, pod);
     }
-
-    let plan = ContainerPlan {
-        env_pair: projection.env_pair(),
-        regional_sts: identity.regional_sts,
-        region: settings.aws_default_region.as_deref(),
-        volume_name: projection.volume_name,
-        mount_path: projection.mount_path,
+    TokenVolume {
+        volumes: token_volumes,
         volume_usable,
-        token_volumes: &token_volumes,
-    };
-    let mut containers = Vec::new();
-    for (list, index, container) in pod.containers() {
-        if patch.is_over_limit() {
-            break;
-        }
-        if skip.contains(container.name()) {
-            continue;
-        }
-        let outcome = mutate_container(&mut patch, list, index, container, &plan);
-        if outcome.changed {
-            containers.push(container.name().to_string());
-        }
-        if let Some(warning) = outcome.warning {
-            warnings.push(warning);
-        }
-    }
-
-    if patch.is_over_limit() {
-        let mut warnings = Warnings::default();
-        warnings.push(format!(
-            "the pod needs a patch of more than {MAX_PATCH_BYTES} bytes (it has {} containers and init containers), more than the API server takes: left unchanged, without AWS credentials",
-            pod.containers().count()
-        ));
-        return Mutation {
-            warnings,
-            ..Mutation::default()
-        };
-    }
-    Mutation {
-        patch,
-        warnings,
-        containers,
     }
 }
 
@@ -186,63 +317,60 @@ struct TokenProjection<'a> {
     mount_path: &'a str,
     token_path: &'a str,
     audience: &'a str,
+    /// The variable naming the credentials (the role, or the node agent's URI) and its value.
+    credentials_variable: (&'static str, &'a str),
+    /// The variable naming the token file, and the file.
+    token_variable: &'static str,
     token_file: String,
-    identity: &'a Identity,
     settings: &'a MutationSettings,
 }
 
 impl<'a> TokenProjection<'a> {
-    fn new(identity: &'a Identity, settings: &'a MutationSettings, windows: bool) -> Self {
-        let (volume_name, mount_path, token_path, audience) = match &identity.source {
-            CredentialKind::WebIdentity { audience, .. } => (
-                WEB_IDENTITY_VOLUME,
-                settings.token_mount_path.as_str(),
-                WEB_IDENTITY_TOKEN_PATH,
-                audience.as_str(),
-            ),
-            CredentialKind::ContainerCredentials => {
-                let cc = &settings.container_credentials;
-                (
+    /// `None` for an identity without credentials (only the region).
+    fn new(identity: &'a Identity, settings: &'a MutationSettings, windows: bool) -> Option<Self> {
+        let cc = &settings.container_credentials;
+        let (volume_name, mount_path, token_path, audience, credentials_variable, token_variable) =
+            match &identity.source {
+                CredentialKind::WebIdentity { role_arn, audience } => (
+                    WEB_IDENTITY_VOLUME,
+                    settings.token_mount_path.as_str(),
+                    WEB_IDENTITY_TOKEN_PATH,
+                    audience.as_str(),
+                    ("AWS_ROLE_ARN", role_arn.as_str()),
+                    "AWS_WEB_IDENTITY_TOKEN_FILE",
+                ),
+                CredentialKind::ContainerCredentials => (
                     cc.volume_name.as_str(),
                     cc.mount_path.as_str(),
                     cc.token_path.as_str(),
                     cc.audience.as_str(),
-                )
-            }
-        };
+                    ("AWS_CONTAINER_CREDENTIALS_FULL_URI", cc.full_uri.as_str()),
+                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                ),
+                CredentialKind::RegionOnly => return None,
+            };
         let mut token_file = go_syntax::join_path(mount_path, token_path);
         if windows {
             token_file = format!("C:{}", token_file.replace('/', "\\"));
         }
-        Self {
+        Some(Self {
             volume_name,
             mount_path,
             token_path,
             audience,
+            credentials_variable,
+            token_variable,
             token_file,
-            identity,
             settings,
-        }
+        })
     }
 
     /// The two variables that carry the identity: (name, value) twice.
-    fn env_pair(&self) -> [(&'a str, String); 2] {
-        match &self.identity.source {
-            CredentialKind::WebIdentity { role_arn, .. } => [
-                ("AWS_ROLE_ARN", role_arn.clone()),
-                ("AWS_WEB_IDENTITY_TOKEN_FILE", self.token_file.clone()),
-            ],
-            CredentialKind::ContainerCredentials => [
-                (
-                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                    self.settings.container_credentials.full_uri.clone(),
-                ),
-                (
-                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-                    self.token_file.clone(),
-                ),
-            ],
-        }
+    fn env_pair(&self) -> [(&'static str, &str); 2] {
+        [
+            self.credentials_variable,
+            (self.token_variable, self.token_file.as_str()),
+        ]
     }
 }
 
@@ -281,6 +409,8 @@ mod tests {
             },
             regional_sts: false,
             token_expiration: 86400,
+            region: None,
+            session_name_from_pod: false,
         }
     }
 
@@ -290,6 +420,8 @@ mod tests {
             source: CredentialKind::ContainerCredentials,
             regional_sts: false,
             token_expiration: 86400,
+            region: None,
+            session_name_from_pod: false,
         };
         let pod = json!({
             "metadata": {"annotations": {"eks.amazonaws.com/token-expiration": "1e400"}},
@@ -303,6 +435,23 @@ mod tests {
         );
         let patch = mutation.patch.as_json();
         assert!(patch.contains("\"expirationSeconds\":80000"), "{patch}");
+    }
+
+    #[test]
+    fn session_names_are_what_sts_accepts() {
+        let longest = "a".repeat(64);
+        for good in [
+            "ab",
+            "web-7d9f8c6b5-x2x9z",
+            "a.b@c=d,e+f_g",
+            longest.as_str(),
+        ] {
+            assert!(is_session_name(good), "{good}");
+        }
+        let too_long = "a".repeat(65);
+        for bad in ["", "a", too_long.as_str(), "a b", "a/b", "é1"] {
+            assert!(!is_session_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub enum CredentialKind {
     WebIdentity { role_arn: String, audience: String },
     /// EKS Pod Identity: the node agent at `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
     ContainerCredentials,
+    /// No credentials: a ServiceAccount without a role whose pods get only the region
+    /// (`--inject-region-without-role`).
+    RegionOnly,
 }
 
 /// The resolved identity of a ServiceAccount, before pod-level annotations apply.
@@ -30,6 +33,11 @@ pub struct Identity {
     pub regional_sts: bool,
     /// Seconds, already clamped.
     pub token_expiration: i64,
+    /// `AWS_DEFAULT_REGION` and `AWS_REGION`: the ServiceAccount's `region` annotation, else
+    /// `--aws-default-region`; `None` sets neither.
+    pub region: Option<String>,
+    /// `AWS_ROLE_SESSION_NAME` from the pod's name (IRSA only).
+    pub session_name_from_pod: bool,
 }
 
 /// What resolution found, with warnings for values it had to ignore or doubts.
@@ -68,6 +76,8 @@ pub(crate) fn resolve_identity(
             .and_then(|mapping| mapping.lookup(namespace, service_account)),
     };
     let who = || format!("ServiceAccount {namespace}/{service_account}");
+    let region = resolve_region(annotations, settings, &who);
+    warnings.extend(region.warnings.iter().cloned());
 
     let regional_sts = annotations
         .and_then(|a| a.sts_regional_endpoints.as_deref())
@@ -111,10 +121,7 @@ pub(crate) fn resolve_identity(
     } else {
         let role = annotated_role.or_else(|| entry.and_then(|e| e.role_arn.as_deref()));
         let Some(role) = role else {
-            return Resolution {
-                identity: None,
-                warnings,
-            };
+            return without_role(region, warnings, settings);
         };
         if !is_iam_role_arn(role) {
             warnings.push(format!(
@@ -141,13 +148,115 @@ pub(crate) fn resolve_identity(
             audience: audience.to_string(),
         }
     };
+    let session_name_from_pod = annotations
+        .and_then(|a| a.role_session_name_from_pod.as_deref())
+        .and_then(|value| {
+            let parsed = go_syntax::parse_bool(value);
+            if parsed.is_none() {
+                warnings.push(format!(
+                    "{}: annotation {} has value {value:?}, which is not a boolean (true/false/1/0/t/f); using {}",
+                    who(),
+                    settings.keys.role_session_name_from_pod,
+                    settings.role_session_name_from_pod
+                ));
+            }
+            parsed
+        })
+        .unwrap_or(settings.role_session_name_from_pod);
     Resolution {
         identity: Some(Identity {
             source,
             regional_sts,
             token_expiration,
+            region: region.value,
+            session_name_from_pod,
         }),
         warnings,
+    }
+}
+
+/// The region, and the warnings about it, kept apart: a ServiceAccount without a role keeps
+/// only these.
+struct ResolvedRegion {
+    value: Option<String>,
+    warnings: Vec<String>,
+}
+
+/// The ServiceAccount's `region` annotation, else the flag. An empty or `none` value opts out
+/// of the flag's region; a value that is not shaped like a region is reported and the flag's
+/// region used.
+fn resolve_region(
+    annotations: Option<&ServiceAccountAnnotations>,
+    settings: &MutationSettings,
+    who: &dyn Fn() -> String,
+) -> ResolvedRegion {
+    let flag = || settings.aws_default_region.clone();
+    let mut own = Vec::new();
+    let value = match annotations.and_then(|a| a.region.as_deref()) {
+        None => flag(),
+        Some(value) if value.is_empty() || value.eq_ignore_ascii_case(NO_REGION) => None,
+        Some(value) if is_region(value) => Some(value.to_string()),
+        Some(value) => {
+            own.push(format!(
+                "{}: annotation {} has value {value:?}, which is not a region (like eu-west-1) or {NO_REGION:?}; using {}",
+                who(),
+                settings.keys.region,
+                settings
+                    .aws_default_region
+                    .as_deref()
+                    .map_or("no region".to_string(), |region| format!("--aws-default-region {region}"))
+            ));
+            flag()
+        }
+    };
+    ResolvedRegion {
+        value,
+        warnings: own,
+    }
+}
+
+/// The value of the `region` annotation that opts a ServiceAccount out of the flag's region.
+pub const NO_REGION: &str = "none";
+
+/// `<2 letters>(-<letters>)+-<digits>`: every AWS region's name (`eu-west-1`, `us-gov-east-1`,
+/// `cn-northwest-1`), the same shape the chart's schema checks `--aws-default-region` against.
+pub(crate) fn is_region(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let [first, middle @ .., last] = parts.as_slice() else {
+        return false;
+    };
+    let letters = |part: &&str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase());
+    first.len() == 2
+        && letters(first)
+        && !middle.is_empty()
+        && middle.iter().all(letters)
+        && !last.is_empty()
+        && last.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// What a ServiceAccount without a role gives: nothing, or with `--inject-region-without-role`
+/// the region alone. Only the region's warnings are kept then: the other annotations affect
+/// nothing that is applied.
+fn without_role(
+    region: ResolvedRegion,
+    warnings: Vec<String>,
+    settings: &MutationSettings,
+) -> Resolution {
+    match region.value {
+        Some(value) if settings.inject_region_without_role => Resolution {
+            identity: Some(Identity {
+                source: CredentialKind::RegionOnly,
+                regional_sts: false,
+                token_expiration: settings.token_expiration,
+                region: Some(value),
+                session_name_from_pod: false,
+            }),
+            warnings: region.warnings,
+        },
+        _ => Resolution {
+            identity: None,
+            warnings,
+        },
     }
 }
 
@@ -273,6 +382,8 @@ mod tests {
                 "audience" => &mut a.audience,
                 "sts-regional-endpoints" => &mut a.sts_regional_endpoints,
                 "token-expiration" => &mut a.token_expiration,
+                "region" => &mut a.region,
+                "role-session-name-from-pod" => &mut a.role_session_name_from_pod,
                 other => panic!("unknown {other}"),
             };
             *slot = Some((*v).into());
@@ -306,6 +417,8 @@ mod tests {
                 },
                 regional_sts: false,
                 token_expiration: 86400,
+                region: None,
+                session_name_from_pod: false,
             }
         );
     }
@@ -483,6 +596,97 @@ mod tests {
         let identity = r.identity.unwrap();
         assert_eq!(identity.source, CredentialKind::ContainerCredentials);
         assert!(identity.regional_sts);
+    }
+
+    #[test]
+    fn region_annotation_beats_the_flag_and_none_or_empty_opts_out() {
+        let settings = MutationSettings {
+            aws_default_region: Some("eu-west-1".into()),
+            ..Default::default()
+        };
+        let region = |value: Option<&str>| {
+            let mut pairs = vec![("role-arn", ROLE)];
+            pairs.extend(value.map(|v| ("region", v)));
+            let r = resolve(Some(&annotations(&pairs)), &settings);
+            (r.identity.unwrap().region, r.warnings)
+        };
+        assert_eq!(region(None), (Some("eu-west-1".into()), vec![]));
+        assert_eq!(
+            region(Some("us-gov-west-1")),
+            (Some("us-gov-west-1".into()), vec![])
+        );
+        for opt_out in ["", "none", "None"] {
+            assert_eq!(region(Some(opt_out)), (None, vec![]), "{opt_out:?}");
+        }
+        let (value, warnings) = region(Some("eu-west"));
+        assert_eq!(value.as_deref(), Some("eu-west-1"));
+        assert!(
+            warnings[0].contains("\"eu-west\", which is not a region"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn without_a_role_only_the_opt_in_flag_gives_the_region_alone() {
+        let sa = annotations(&[("region", "us-east-2"), ("token-expiration", "1h")]);
+        let mut settings = MutationSettings::default();
+        assert_eq!(resolve(Some(&sa), &settings).identity, None);
+        settings.inject_region_without_role = true;
+        let r = resolve(Some(&sa), &settings);
+        assert!(
+            r.warnings.is_empty(),
+            "only the region's warnings count: {:?}",
+            r.warnings
+        );
+        let identity = r.identity.unwrap();
+        assert_eq!(identity.source, CredentialKind::RegionOnly);
+        assert_eq!(identity.region.as_deref(), Some("us-east-2"));
+        // No region at all: nothing to inject.
+        assert_eq!(resolve(None, &settings).identity, None);
+        settings.aws_default_region = Some("eu-west-1".into());
+        let unknown = resolve(None, &settings).identity.unwrap();
+        assert_eq!(unknown.region.as_deref(), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn session_name_annotation_beats_the_flag_and_a_bad_value_warns() {
+        let mut settings = MutationSettings::default();
+        let session = |value: &str, settings: &MutationSettings| {
+            let sa = annotations(&[("role-arn", ROLE), ("role-session-name-from-pod", value)]);
+            let r = resolve(Some(&sa), settings);
+            (r.identity.unwrap().session_name_from_pod, r.warnings.len())
+        };
+        assert_eq!(session("true", &settings), (true, 0));
+        assert_eq!(session("maybe", &settings), (false, 1));
+        settings.role_session_name_from_pod = true;
+        assert_eq!(session("f", &settings), (false, 0));
+        assert_eq!(session("maybe", &settings), (true, 1));
+    }
+
+    #[test]
+    fn region_names_have_the_shape_of_aws_regions() {
+        for good in [
+            "eu-west-1",
+            "us-gov-east-1",
+            "cn-northwest-1",
+            "eu-isoe-west-1",
+            "ap-southeast-10",
+        ] {
+            assert!(is_region(good), "{good}");
+        }
+        for bad in [
+            "",
+            "none",
+            "eu",
+            "eu-west",
+            "EU-WEST-1",
+            "eu-west-1a",
+            "e-west-1",
+            "eu--1",
+            " eu-west-1",
+        ] {
+            assert!(!is_region(bad), "{bad}");
+        }
     }
 
     #[test]

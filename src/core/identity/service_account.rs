@@ -16,6 +16,10 @@ pub struct ServiceAccountAnnotations {
     pub sts_regional_endpoints: Option<Box<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_expiration: Option<Box<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_session_name_from_pod: Option<Box<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<Box<str>>,
 }
 
 impl ServiceAccountAnnotations {
@@ -34,6 +38,10 @@ impl ServiceAccountAnnotations {
                 &mut entry.sts_regional_endpoints
             } else if *key == keys.token_expiration {
                 &mut entry.token_expiration
+            } else if *key == keys.role_session_name_from_pod {
+                &mut entry.role_session_name_from_pod
+            } else if *key == keys.region {
+                &mut entry.region
             } else {
                 continue;
             };
@@ -59,6 +67,9 @@ mod tests {
         let annotations: BTreeMap<String, String> = [
             ("example.com/role-arn", "arn:aws:iam::111122223333:role/x"),
             ("example.com/audience", "aud"),
+            ("example.com/region", "eu-west-1"),
+            ("example.com/role-session-name-from-pod", "true"),
+            ("example.com/container-role-arns", "a pod annotation"),
             ("example.com/other", "ignored"),
             ("eks.amazonaws.com/role-arn", "wrong prefix"),
             ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
@@ -71,6 +82,8 @@ mod tests {
         assert_eq!(entry.audience.as_deref(), Some("aud"));
         assert_eq!(entry.sts_regional_endpoints, None);
         assert_eq!(entry.token_expiration, None);
+        assert_eq!(entry.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(entry.role_session_name_from_pod.as_deref(), Some("true"));
     }
 
     #[test]

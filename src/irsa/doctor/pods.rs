@@ -4,10 +4,10 @@
 
 use serde_json::Value;
 
-use crate::core::engine;
+use crate::core::engine::{self, ContainerRoles};
 use crate::core::identity::{CredentialKind, Identity};
 use crate::core::pod::Pod;
-use crate::core::settings::MutationSettings;
+use crate::core::settings::{AnnotationKeys, MutationSettings};
 use crate::irsa::checklist::Check;
 
 /// The label that keeps the API server from calling the webhook for a pod.
@@ -71,8 +71,8 @@ pub(crate) fn running_pods(
             }
             Ok(_) => {
                 if let CredentialKind::WebIdentity { role_arn, .. } = &identity.source {
-                    if let Some(old) = role_in(pod).filter(|r| r != role_arn) {
-                        stale.push(format!("{name}{owner}: runs with role {old}, the ServiceAccount now says {role_arn}"));
+                    if let Some(line) = older_role(pod, role_arn, &settings.keys) {
+                        stale.push(format!("{name}{owner}: {line}"));
                     }
                 }
             }
@@ -105,14 +105,31 @@ fn missing_in(containers: &[String]) -> String {
     }
 }
 
-fn role_in(pod: &Value) -> Option<String> {
+/// The first container that runs with another role than it would get now: the role the pod's
+/// `container-role-arns` annotation gives it, else the ServiceAccount's.
+fn older_role(pod: &Value, role_arn: &str, keys: &AnnotationKeys) -> Option<String> {
+    let key = &keys.container_role_arns;
+    let annotation = pod["metadata"]["annotations"][key.as_str()].as_str();
+    let roles = annotation
+        .map(|value| ContainerRoles::parse(value, key))
+        .unwrap_or_default();
     pod["spec"]["containers"].as_array()?.iter().find_map(|c| {
-        c["env"]
+        let old = c["env"]
             .as_array()?
             .iter()
             .find(|e| e["name"] == "AWS_ROLE_ARN")?["value"]
-            .as_str()
-            .map(str::to_string)
+            .as_str()?;
+        let name = c["name"].as_str().unwrap_or_default();
+        match roles.get(name) {
+            Some(own) if own != old => Some(format!(
+                "container {name} runs with role {old}, the pod's annotation {key} says {own}"
+            )),
+            Some(_) => None,
+            None if old != role_arn => Some(format!(
+                "runs with role {old}, the ServiceAccount now says {role_arn}"
+            )),
+            None => None,
+        }
     })
 }
 
@@ -130,6 +147,8 @@ mod tests {
             },
             regional_sts: false,
             token_expiration: 86400,
+            region: None,
+            session_name_from_pod: false,
         }
     }
 
@@ -197,5 +216,26 @@ mod tests {
         );
         assert_eq!(ok.status, Status::Pass);
         assert_eq!(ok.details[0], "1 running pod(s), all with the injection");
+    }
+
+    #[test]
+    fn a_container_with_its_own_role_is_compared_with_the_pods_annotation() {
+        let settings = MutationSettings::default();
+        let role = "arn:aws:iam::111122223333:role/app";
+        let own = "arn:aws:iam::111122223333:role/own";
+        let mut pod = mutated(own);
+        pod["metadata"]["annotations"] =
+            json!({"eks.amazonaws.com/container-role-arns": format!("app={own}")});
+        let ok = running_pods(&Ok(vec![pod.clone()]), Some(&identity(role)), &settings);
+        assert_eq!(ok.status, Status::Pass, "{:?}", ok.details);
+        pod["metadata"]["annotations"] =
+            json!({"eks.amazonaws.com/container-role-arns": format!("app={role}2")});
+        let stale = running_pods(&Ok(vec![pod]), Some(&identity(role)), &settings);
+        assert_eq!(stale.status, Status::Fail);
+        assert!(
+            stale.details[1].contains(&format!("container app runs with role {own}, the pod's annotation eks.amazonaws.com/container-role-arns says {role}2")),
+            "{:?}",
+            stale.details
+        );
     }
 }

@@ -490,6 +490,10 @@ pub(crate) fn dry_run(
             Some(uri) => check.detail(format!("AWS_CONTAINER_CREDENTIALS_FULL_URI={uri}")),
             None => check.fail(not_called, "make the webhook ready and registered (checks above), and give it the same container-credentials file"),
         },
+        CredentialKind::RegionOnly => match env(pod, "AWS_REGION") {
+            Some(region) => check.detail(format!("AWS_REGION={region} (no credentials: the ServiceAccount has no role)")),
+            None => check.fail(not_called, "make the webhook ready and registered (checks above), with --inject-region-without-role as the doctor was given"),
+        },
     }
 }
 
@@ -628,6 +632,8 @@ mod tests {
             },
             regional_sts: false,
             token_expiration: 86400,
+            region: None,
+            session_name_from_pod: false,
         };
         let pod = probe_pod("app");
         let check = dry_run(&Ok((pod.clone(), vec![])), Some(&identity));

@@ -25,7 +25,7 @@ struct Entry(Box<[u8]>);
 
 impl Entry {
     /// How many annotation values an entry can hold, in the order of the presence bits.
-    const FIELDS: usize = 4;
+    const FIELDS: usize = 6;
 
     fn new(name: &str, annotations: &ServiceAccountAnnotations) -> Self {
         let values = Self::values_of(annotations);
@@ -63,6 +63,8 @@ impl Entry {
             annotations.audience.as_deref(),
             annotations.sts_regional_endpoints.as_deref(),
             annotations.token_expiration.as_deref(),
+            annotations.role_session_name_from_pod.as_deref(),
+            annotations.region.as_deref(),
         ]
     }
 
@@ -113,7 +115,7 @@ impl Entry {
 
     fn annotations(&self) -> ServiceAccountAnnotations {
         // Every part was copied from a `&str` whole, so it is UTF-8.
-        let [role_arn, audience, sts_regional_endpoints, token_expiration] =
+        let [role_arn, audience, sts_regional_endpoints, token_expiration, role_session_name_from_pod, region] =
             self.layout().1.map(|value| {
                 value
                     .and_then(|bytes| std::str::from_utf8(bytes).ok())
@@ -124,6 +126,8 @@ impl Entry {
             audience,
             sts_regional_endpoints,
             token_expiration,
+            role_session_name_from_pod,
+            region,
         }
     }
 }
@@ -395,11 +399,14 @@ mod tests {
             audience: Some("".into()),
             sts_regional_endpoints: Some(long.as_str().into()),
             token_expiration: Some("86400".into()),
+            role_session_name_from_pod: Some("true".into()),
+            region: Some("".into()),
         };
         store.upsert("ns", "all", all.clone());
         let some = ServiceAccountAnnotations {
             audience: Some("sts.amazonaws.com".into()),
             token_expiration: Some("3600".into()),
+            region: Some("eu-west-1".into()),
             ..Default::default()
         };
         store.upsert("ns", "some", some.clone());

@@ -557,3 +557,128 @@ fn doctor_reports_a_webhook_not_registered_not_running_or_not_trusted() {
         "{stdout}"
     );
 }
+
+#[test]
+fn doctor_checks_the_trust_policy_of_each_role_a_container_is_given() {
+    let _gate = suite_gate::enter("real_cluster");
+    let Some(c) = cluster("doctor_checks_the_trust_policy_of_each_role_a_container_is_given")
+    else {
+        return;
+    };
+    let _lock = shared();
+    let ns = "doctor-roles";
+    let sidecar_role = "arn:aws:iam::111122223333:role/doctor-sidecar";
+    c.namespace(ns, &[]);
+    c.service_account(
+        ns,
+        "app",
+        &[
+            (ROLE_KEY, ROLE),
+            ("eks.amazonaws.com/role-session-name-from-pod", "true"),
+            ("eks.amazonaws.com/region", "eu-central-1"),
+        ],
+    );
+    wait_for_webhook(c, ns, "app");
+    let mut pod = probe_pod("app", "with-roles");
+    pod["metadata"]["annotations"] =
+        json!({"eks.amazonaws.com/container-role-arns": format!("sidecar={sidecar_role}")});
+    pod["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "sidecar", "image": "busybox:1.36", "command": ["sleep", "3600"]}));
+    let (created, warnings) = c.create_pod(ns, &pod);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // What the API server stored: each container's role, the session name from the pod's name
+    // (the fieldRef as the API server keeps it) and the ServiceAccount's region.
+    let env = |index: usize| {
+        let env = &created["spec"]["containers"][index]["env"];
+        let by_name = |name: &str| {
+            env.as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["name"] == name)
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        (
+            by_name("AWS_ROLE_ARN")["value"].clone(),
+            by_name("AWS_ROLE_SESSION_NAME")["valueFrom"].clone(),
+            by_name("AWS_REGION")["value"].clone(),
+        )
+    };
+    let session = json!({"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}});
+    assert_eq!(
+        env(0),
+        (json!(ROLE), session.clone(), json!("eu-central-1")),
+        "{created:#}"
+    );
+    assert_eq!(
+        env(1),
+        (json!(sidecar_role), session, json!("eu-central-1")),
+        "{created:#}"
+    );
+
+    // The two roles' policies in one directory: the ServiceAccount's as `aws iam get-role`
+    // prints it, the sidecar's a plain document named after its role, for the wrong namespace.
+    let policies = out_dir(c, "container-roles");
+    std::fs::create_dir_all(&policies).unwrap();
+    let written = |subject: &str| {
+        let (code, stdout, stderr) = piw(&[
+            "trust-policy",
+            "--account",
+            "111122223333",
+            "--issuer-url",
+            &c.env["SERVICE_ACCOUNT_ISSUER"],
+            subject,
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        serde_json::from_str::<Value>(&stdout).unwrap()
+    };
+    let role =
+        json!({"Role": {"Arn": ROLE, "AssumeRolePolicyDocument": written(&format!("{ns}:app"))}});
+    std::fs::write(policies.join("app-role.json"), role.to_string()).unwrap();
+    std::fs::write(
+        policies.join("doctor-sidecar.json"),
+        written("team-a:app").to_string(),
+    )
+    .unwrap();
+    let doctor = || {
+        piw(&[
+            "doctor",
+            &format!("{ns}/app"),
+            "--webhook-namespace",
+            RELEASE_NS,
+            &kubeconfig(c),
+            "--trust-policy",
+            policies.to_str().unwrap(),
+        ])
+    };
+    let (code, stdout, stderr) = doctor();
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    for line in [
+        "[ok  ] the role's trust policy lets this token assume it".to_string(),
+        format!("[FAIL] the trust policy of role {sidecar_role} (with-roles/sidecar) lets the ServiceAccount's token assume it"),
+        "wrong namespace: the policy expects team-a, the pod runs in doctor-roles".to_string(),
+        "[ok  ] containers with a role of their own (pod annotation)".to_string(),
+        format!("{sidecar_role}: with-roles/sidecar"),
+        "AWS_ROLE_SESSION_NAME: the pod's name, through the downward API (from annotation eks.amazonaws.com/role-session-name-from-pod)".to_string(),
+        "region: AWS_REGION and AWS_DEFAULT_REGION=eu-central-1 (from annotation eks.amazonaws.com/region)".to_string(),
+        "[ok  ] pods already running under the ServiceAccount have the injection".to_string(),
+    ] {
+        assert!(stdout.contains(&line), "{line}\n{stdout}");
+    }
+    assert!(stdout.contains("1 of 12 checks failed"), "{stdout}");
+
+    // The sidecar's role trusting this ServiceAccount: everything passes.
+    std::fs::write(
+        policies.join("doctor-sidecar.json"),
+        written(&format!("{ns}:app")).to_string(),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = doctor();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("[ok  ] the trust policy of role {sidecar_role}")),
+        "{stdout}"
+    );
+}

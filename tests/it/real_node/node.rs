@@ -286,6 +286,15 @@ impl Node {
     /// `helm upgrade --install` of the shared release with `extra` `--set-string` values, waiting
     /// for the rollout and for the API server to route reviews to it.
     pub fn install_chart(&self, extra: &[&str]) -> Result<(), String> {
+        self.install_chart_with("--set-string", extra)
+    }
+
+    /// `install_chart` with `--set` values, typed as YAML reads them (booleans, numbers).
+    pub fn install_chart_typed(&self, extra: &[&str]) -> Result<(), String> {
+        self.install_chart_with("--set", extra)
+    }
+
+    fn install_chart_with(&self, set: &str, extra: &[&str]) -> Result<(), String> {
         let mut helm = self.helm();
         helm.args(["upgrade", "--install", RELEASE])
             .arg(repo_root().join("charts/pod-identity-webhook"))
@@ -293,7 +302,7 @@ impl Node {
             .arg(self.chart_values())
             .args(["--wait", "--timeout", "180s"]);
         for value in extra {
-            helm.args(["--set-string", value]);
+            helm.args([set, value]);
         }
         run(&mut helm)?;
         self.wait_webhook_answers("webhook-probe")
