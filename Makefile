@@ -6,7 +6,7 @@ SHELL := /bin/bash
 TOOLS_BIN := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pod-identity-webhook/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: test tools image lint unit real-cluster real-node demo demo-down bench render-deploy fuzz fuzz-smoke
+.PHONY: test tools image lint unit real-cluster real-node demo demo-down bench bench-load bench-node render-deploy fuzz fuzz-smoke
 
 ## Build helm (3 and 4), promtool, etcd and Kubernetes from their Go modules (cached after the
 ## first run); Debian's containerd, runc, CNI plugins and buildah for the local node; the
@@ -84,6 +84,16 @@ bench:
 	cargo bench --bench engine
 	cargo bench --bench request_path
 	cargo bench --bench cache_memory
+
+## The load benchmark: ours, a null webhook and the reference webhook (built from its Go
+## module, cached) on one core, h2load on the other; installs h2load if missing.
+bench-load:
+	benches/load.sh
+
+## Pods created per second through a real API server with the webhook called and not
+## called: the image on a one-node cluster (needs root).
+bench-node: tools image
+	benches/pod_rate.sh
 
 ## Regenerate deploy/ from the chart.
 render-deploy:

@@ -1,22 +1,34 @@
-//! The webhook against a webhook that does nothing, under the same load on the same core.
+//! The webhook against a webhook that does nothing and against the reference webhook, under
+//! the same load on the same core.
 //!
-//! `cargo bench --bench load` (or `benches/load.sh`, which installs h2load first) builds
-//! nothing itself: it runs the release binary `target/release/pod-identity-webhook` (build it
-//! first) and a null webhook from this file, which uses the same stack (tokio-rustls with the
-//! ring provider, hyper-util's HTTP/1.1 + HTTP/2 server) and answers every review with a
-//! constant `allowed: true` after reading its body. Both run pinned to CPU 0 (`taskset`),
-//! with the same certificate; h2load, pinned to CPU 1, sends the same bodies to each, one
-//! server after the other, for each protocol and pod size, and the ratios are printed.
+//! `cargo bench --bench load` (or `benches/load.sh`, which installs h2load and builds both
+//! servers first) builds nothing itself: it runs the release binary
+//! `target/release/pod-identity-webhook` (build it first), the reference webhook's server
+//! (`hack/install-reference-webhook.sh`) and a null webhook from this file, which uses the
+//! same stack as ours (tokio-rustls with the ring provider, hyper-util's HTTP/1.1 + HTTP/2
+//! server) and answers every review with a constant `allowed: true` after reading its body.
+//! All three run pinned to CPU 0 (`taskset`), with the same certificate; h2load, pinned to
+//! CPU 1, sends the same bodies to each, one server after the other, for each protocol and
+//! pod size, and the ratios are printed: every ratio comes from one run.
 //!
-//! The real server gets its ServiceAccount from a stand-in API server (the tests' fake) and
-//! logs to a file, as in production; every answer is a mutation. Each run is a few seconds.
+//! Ours and the reference both run in container-credentials (EKS Pod Identity) mode, their
+//! `--watch-container-credentials-config` file listing the review's ServiceAccount: the same
+//! lookup and the same patch from both, and the reference needs no API server for it (its
+//! kubeconfig points at a closed port). Ours also reads ServiceAccounts from a stand-in API
+//! server (the tests' fake), which its readiness waits for. `PIW_LOAD_IRSA=1` runs ours in
+//! IRSA mode instead (the ServiceAccount's role annotation from that stand-in), as this
+//! benchmark did before the reference was added. Both log to a file, as in production; each
+//! answers one review by hand before the load, which must carry the patch, and every answer
+//! must be counted as a mutation. Each run is a few seconds.
 //!
 //! Then each server is sent the same bodies at a fixed, moderate rate ([`FIXED_RATES`], open
 //! loop from an h2load timing script), and the latency percentiles of every request are
 //! printed from h2load's per-request log: throughput shows the cost of a request, this shows
-//! what one waits at a load a cluster would actually send.
-//! `PIW_WEBHOOK_BINARY=path` measures another build; `PIW_NULL_NO_LIFO=1` runs the null
-//! webhook with the webhook's runtime setting (the LIFO slot off, see main.rs).
+//! what one waits at a load a cluster would actually send. A server that sustained less than
+//! twice that rate is left out there: the wait in its queue would be measured instead.
+//! `PIW_WEBHOOK_BINARY=path` measures another build of ours, `PIW_REFERENCE_WEBHOOK_BINARY=path`
+//! another build of the reference; `PIW_NULL_NO_LIFO=1` runs the null webhook with the
+//! webhook's runtime setting (the LIFO slot off, see main.rs).
 //! Without `--bench` (as under `cargo test --benches`) nothing is measured.
 
 // The integration tests' stand-in API server; the benchmark uses part of it.
@@ -31,6 +43,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -41,14 +54,22 @@ use serde_json::{json, Value};
 use common::{certificate, free_port, http_get, metric, Guard};
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/payments-api";
+/// The reference webhook's version `hack/install-reference-webhook.sh` builds by default.
+const REFERENCE_VERSION: &str = "v0.6.17";
 const NULL_ANSWER: &[u8] =
     br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true}}"#;
 /// Seconds of load per run, after one second of warm-up.
 const SECONDS: u32 = 3;
 /// The fixed-rate runs: requests per second for each pod size, spread over this many
-/// connections. Moderate for both servers on one core (a fraction of what either sustains),
-/// so the latency measured is that of a request, not of a queue.
-const FIXED_RATES: [(&str, u32); 2] = [("small", 2000), ("large", 500)];
+/// connections. The higher rates are moderate for ours and the null webhook on one core (a
+/// fraction of what either sustains), so the latency measured is that of a request, not of
+/// a queue; the lower ones are moderate for the reference too.
+const FIXED_RATES: [(&str, u32); 4] = [
+    ("small", 2000),
+    ("small", 400),
+    ("large", 500),
+    ("large", 100),
+];
 const FIXED_CONNECTIONS: u32 = 4;
 
 fn main() {
@@ -79,6 +100,43 @@ struct Scenario {
     body: PathBuf,
 }
 
+/// One server under test: where it listens and how to read its CPU time and counters.
+struct Server {
+    name: &'static str,
+    process: Guard,
+    port: u16,
+    /// The admin port serving `/metrics` (ours and the reference; not the null webhook).
+    metrics_port: Option<u16>,
+    /// The mutation it makes (not the null webhook).
+    mode: Option<&'static Mode>,
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.process.0.id()
+    }
+}
+
+/// The mutation both ours and the reference are set up to make, and the counter it is
+/// counted under (the same metric name in both).
+struct Mode {
+    name: &'static str,
+    /// A variable the patch adds to the containers.
+    injected: &'static str,
+    metric: &'static str,
+}
+
+const CONTAINER_CREDENTIALS: Mode = Mode {
+    name: "container-credentials",
+    injected: "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    metric: "pod_identity_webhook_pod_count{method=\"container_credentials\"}",
+};
+const IRSA: Mode = Mode {
+    name: "IRSA",
+    injected: "AWS_ROLE_ARN",
+    metric: "pod_identity_webhook_pod_count{method=\"sts_web_identity\"}",
+};
+
 fn run() -> Result<(), String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // Another build (an older commit, another allocator) can be measured the same way.
@@ -91,9 +149,16 @@ fn run() -> Result<(), String> {
             binary.display()
         ));
     }
+    let reference = reference_binary()?;
     if Command::new("h2load").arg("--version").output().is_err() {
         return Err("h2load not found: install nghttp2-client (benches/load.sh does)".into());
     }
+    let ours_irsa = std::env::var_os("PIW_LOAD_IRSA").is_some_and(|v| v == "1");
+    let ours_mode = if ours_irsa {
+        &IRSA
+    } else {
+        &CONTAINER_CREDENTIALS
+    };
     let dir = tempfile::tempdir().map_err(|err| err.to_string())?;
     let (cert, key) = certificate(dir.path());
 
@@ -108,6 +173,12 @@ fn run() -> Result<(), String> {
         small.len(),
         large.len()
     );
+    println!(
+        "ours: {}, {} mode; reference: {}, container-credentials mode",
+        binary.display(),
+        ours_mode.name,
+        reference.display()
+    );
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -120,39 +191,137 @@ fn run() -> Result<(), String> {
     // The fake API answers the server's list and watch from a thread of its own while
     // h2load runs.
     std::thread::spawn(move || runtime.block_on(std::future::pending::<()>()));
+    // The review's ServiceAccount in the container-credentials list (the reference's format,
+    // which ours reads too).
+    let identities = dir.path().join("container-credentials.json");
+    std::fs::write(
+        &identities,
+        r#"{"identities":[{"namespace":"payments","serviceAccount":"api"}]}"#,
+    )
+    .unwrap();
+    // The reference lists and watches ServiceAccounts too, but container-credentials mode
+    // does not need them: its kubeconfig points at a port nothing listens on.
+    let nowhere = dir.path().join("kubeconfig-nowhere");
+    std::fs::write(
+        &nowhere,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: none, cluster: {{server: \"https://127.0.0.1:{}\"}}}}]\n\
+             users: [{{name: none, user: {{}}}}]\ncontexts: [{{name: none, context: {{cluster: none, user: none}}}}]\n\
+             current-context: none\n",
+            free_port()
+        ),
+    )
+    .unwrap();
 
     let null_port = free_port();
-    let null_server = Guard(
-        Command::new("taskset")
-            .args(["-c", "0"])
-            .arg(std::env::current_exe().unwrap())
-            .arg("--null-webhook")
-            .args([&cert, &key])
-            .arg(null_port.to_string())
-            .spawn()
-            .map_err(|err| format!("cannot start the null webhook: {err}"))?,
-    );
+    let null = Server {
+        name: "null",
+        process: Guard(
+            Command::new("taskset")
+                .args(["-c", "0"])
+                .arg(std::env::current_exe().unwrap())
+                .arg("--null-webhook")
+                .args([&cert, &key])
+                .arg(null_port.to_string())
+                .spawn()
+                .map_err(|err| format!("cannot start the null webhook: {err}"))?,
+        ),
+        port: null_port,
+        metrics_port: None,
+        mode: None,
+    };
+
     let (port, metrics_port) = (free_port(), free_port());
-    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-    let real_server = Guard(
-        Command::new("taskset")
-            .args(["-c", "0"])
-            .arg(&binary)
-            .arg(format!("--port={port}"))
-            .arg(format!("--metrics-port={metrics_port}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--tls-cert={}", cert.display()))
-            .arg(format!("--tls-key={}", key.display()))
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|err| format!("cannot start {}: {err}", binary.display()))?,
-    );
-    wait_until(|| http_get(metrics_port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")))
-        .map_err(|()| "the server did not become ready within 20 s".to_string())?;
-    wait_until(|| TcpStream::connect(("127.0.0.1", null_port)).is_ok())
-        .map_err(|()| "the null webhook did not start within 20 s".to_string())?;
+    let log = std::fs::File::create(dir.path().join("ours.log")).unwrap();
+    let mut command = Command::new("taskset");
+    command
+        .args(["-c", "0"])
+        .arg(&binary)
+        .arg(format!("--port={port}"))
+        .arg(format!("--metrics-port={metrics_port}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--tls-cert={}", cert.display()))
+        .arg(format!("--tls-key={}", key.display()))
+        .arg(format!("--kubeconfig={}", kubeconfig.display()));
+    if !ours_irsa {
+        command.arg(format!(
+            "--watch-container-credentials-config={}",
+            identities.display()
+        ));
+    }
+    let ours = Server {
+        name: "ours",
+        process: Guard(
+            command
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(|err| format!("cannot start {}: {err}", binary.display()))?,
+        ),
+        port,
+        metrics_port: Some(metrics_port),
+        mode: Some(ours_mode),
+    };
+
+    let (port, metrics_port) = (free_port(), free_port());
+    let log = std::fs::File::create(dir.path().join("reference.log")).unwrap();
+    let reference = Server {
+        name: "reference",
+        process: Guard(
+            Command::new("taskset")
+                .args(["-c", "0"])
+                .arg(&reference)
+                .arg("--in-cluster=false")
+                .arg(format!("--port={port}"))
+                .arg(format!("--metrics-port={metrics_port}"))
+                .arg(format!("--tls-cert={}", cert.display()))
+                .arg(format!("--tls-key={}", key.display()))
+                .arg(format!("--kubeconfig={}", nowhere.display()))
+                .arg(format!(
+                    "--watch-container-credentials-config={}",
+                    identities.display()
+                ))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(|err| format!("cannot start {}: {err}", reference.display()))?,
+        ),
+        port,
+        metrics_port: Some(metrics_port),
+        mode: Some(&CONTAINER_CREDENTIALS),
+    };
+
+    let ours_metrics = ours.metrics_port.unwrap_or_default();
+    wait_until(|| http_get(ours_metrics, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")))
+        .map_err(|()| "ours did not become ready within 20 s".to_string())?;
+    for server in [&null, &reference] {
+        wait_until(|| TcpStream::connect(("127.0.0.1", server.port)).is_ok())
+            .map_err(|()| format!("the {} webhook did not start within 20 s", server.name))?;
+    }
+
+    // Both answer a review with the patch before they are measured. The reference reads its
+    // container-credentials file after it starts listening, so it gets a few seconds.
+    for server in [&ours, &reference] {
+        let injected = server.mode.map_or("", |mode| mode.injected);
+        for body in [&small, &large] {
+            let mut outcome = Err(String::new());
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(10) {
+                outcome = check_mutation(server.port, &cert, body, injected);
+                if outcome.is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            outcome.map_err(|problem| {
+                format!(
+                    "{} did not answer with a patch: {problem}; see {}",
+                    server.name,
+                    dir.path().join(format!("{}.log", server.name)).display()
+                )
+            })?;
+        }
+    }
 
     let scenarios = [
         ("h2", vec!["-c16", "-m8"]),
@@ -169,75 +338,226 @@ fn run() -> Result<(), String> {
     })
     .collect::<Vec<_>>();
 
-    // Idle: ready, the ServiceAccount cached, nothing served yet.
+    // Idle: ready, the ServiceAccount cached, two reviews served.
     std::thread::sleep(Duration::from_secs(1));
-    println!("webhook RSS when idle: {:.1} MiB", rss_mib(metrics_port));
     println!(
-        "| protocol | pod | null webhook (req/s) | webhook (req/s) | ratio | CPU: null, webhook, h2load | ratio per CPU second |"
+        "RSS when idle: ours {:.1} MiB, reference {:.1} MiB",
+        rss_mib(&ours),
+        rss_mib(&reference)
     );
-    println!("|---|---|---:|---:|---:|---:|---:|");
-    let mutated_before = mutated_count(metrics_port);
-    let mut real_requests = 0;
+    println!("\nthroughput (h2load, {SECONDS} s after 1 s of warm-up; req/s):");
+    println!(
+        "| protocol | pod | null | ours | reference | ours / null | ours / reference | server CPU: null, ours, reference | h2load CPU | ours / null, ours / reference per CPU second |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let servers = [&null, &ours, &reference];
+    let mutated_before = [mutated_count(&ours)?, mutated_count(&reference)?];
+    // Requests each server answered, in the order of `servers`.
+    let mut answered = [0; 3];
+    // What each server sustained, per scenario, in the order of `servers`.
+    let mut sustained = Vec::new();
     for scenario in &scenarios {
-        let null = h2load(scenario, null_port, null_server.0.id())?;
-        let real = h2load(scenario, port, real_server.0.id())?;
-        real_requests += real.succeeded;
+        let [null_run, ours_run, reference_run] = [
+            h2load(scenario, &null)?,
+            h2load(scenario, &ours)?,
+            h2load(scenario, &reference)?,
+        ];
+        answered[1] += ours_run.succeeded;
+        answered[2] += reference_run.succeeded;
+        sustained.push([null_run.rate, ours_run.rate, reference_run.rate]);
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.1}% | {:.0}%, {:.0}%, {:.0}% / {:.0}% | {:.1}% |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1}% | {:.0}% | {:.0}%, {:.0}%, {:.0}% | {:.0}%, {:.0}%, {:.0}% | {:.1}%, {:.0}% |",
             scenario.protocol,
             scenario.pod,
-            null.rate,
-            real.rate,
-            100.0 * real.rate / null.rate,
-            100.0 * null.server_cpu,
-            100.0 * real.server_cpu,
-            100.0 * null.client_cpu,
-            100.0 * real.client_cpu,
-            100.0 * real.per_cpu_second() / null.per_cpu_second(),
+            null_run.rate,
+            ours_run.rate,
+            reference_run.rate,
+            100.0 * ours_run.rate / null_run.rate,
+            100.0 * ours_run.rate / reference_run.rate,
+            100.0 * null_run.server_cpu,
+            100.0 * ours_run.server_cpu,
+            100.0 * reference_run.server_cpu,
+            100.0 * null_run.client_cpu,
+            100.0 * ours_run.client_cpu,
+            100.0 * reference_run.client_cpu,
+            100.0 * ours_run.per_cpu_second() / null_run.per_cpu_second(),
+            100.0 * ours_run.per_cpu_second() / reference_run.per_cpu_second(),
         );
     }
     println!(
-        "\nlatency at a fixed rate ({FIXED_CONNECTIONS} connections, {SECONDS} s, open loop), µs:"
+        "\nlatency at a fixed rate ({FIXED_CONNECTIONS} connections, {SECONDS} s, open loop), µs, \
+         p50 / p99 / max; - where the rate is over half what that server sustained above (the \
+         wait in its queue would be measured, not a request):"
     );
-    println!("| protocol | pod | req/s | null p50 | null p99 | webhook p50 | webhook p99 | webhook max |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
-    for scenario in &scenarios {
-        let Some(&(_, rate)) = FIXED_RATES.iter().find(|(pod, _)| *pod == scenario.pod) else {
-            continue;
-        };
-        let null = fixed_rate(scenario, null_port, rate, dir.path())?;
-        let real = fixed_rate(scenario, port, rate, dir.path())?;
-        real_requests += real.len() as u64;
-        println!(
-            "| {} | {} | {rate} | {} | {} | {} | {} | {} |",
-            scenario.protocol,
-            scenario.pod,
-            percentile(&null, 50.0),
-            percentile(&null, 99.0),
-            percentile(&real, 50.0),
-            percentile(&real, 99.0),
-            real.last().copied().unwrap_or(0),
-        );
+    println!("| protocol | pod | req/s | null | ours | reference |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for (scenario, sustained) in scenarios.iter().zip(&sustained) {
+        for &(_, rate) in FIXED_RATES.iter().filter(|(pod, _)| *pod == scenario.pod) {
+            let mut cells = Vec::new();
+            for (i, server) in servers.iter().enumerate() {
+                if f64::from(rate) > sustained[i] / 2.0 {
+                    cells.push("-".to_string());
+                    continue;
+                }
+                let times = fixed_rate(scenario, server.port, rate, dir.path())?;
+                answered[i] += times.len() as u64;
+                cells.push(format!(
+                    "{} / {} / {}",
+                    percentile(&times, 50.0),
+                    percentile(&times, 99.0),
+                    times.last().copied().unwrap_or(0)
+                ));
+            }
+            println!(
+                "| {} | {} | {rate} | {} |",
+                scenario.protocol,
+                scenario.pod,
+                cells.join(" | ")
+            );
+        }
     }
     // Every measured request (and the warm-up ones) must have been a mutation.
-    let mutated = mutated_count(metrics_port) - mutated_before;
-    if mutated < real_requests {
-        return Err(format!(
-            "only {mutated} of {real_requests} requests were mutations; see {}",
-            dir.path().join("server.log").display()
-        ));
+    for ((server, before), answered) in [&ours, &reference]
+        .into_iter()
+        .zip(mutated_before)
+        .zip(&answered[1..])
+    {
+        let mutated = mutated_count(server)?.saturating_sub(before);
+        if mutated < *answered {
+            return Err(format!(
+                "only {mutated} of {answered} requests to {} were mutations; see {}",
+                server.name,
+                dir.path().join(format!("{}.log", server.name)).display()
+            ));
+        }
     }
     println!(
-        "\nwebhook RSS right after the load: {:.1} MiB",
-        rss_mib(metrics_port)
+        "\nRSS right after the load: ours {:.1} MiB, reference {:.1} MiB",
+        rss_mib(&ours),
+        rss_mib(&reference)
     );
     std::thread::sleep(Duration::from_secs(5));
-    println!("webhook RSS 5 s later: {:.1} MiB", rss_mib(metrics_port));
+    println!(
+        "RSS 5 s later: ours {:.1} MiB, reference {:.1} MiB",
+        rss_mib(&ours),
+        rss_mib(&reference)
+    );
     Ok(())
 }
 
-fn rss_mib(metrics_port: u16) -> f64 {
-    http_get(metrics_port, "/metrics")
+/// The reference webhook's server: `PIW_REFERENCE_WEBHOOK_BINARY`, or where
+/// `hack/install-reference-webhook.sh` puts the version it builds by default.
+fn reference_binary() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("PIW_REFERENCE_WEBHOOK_BINARY") {
+        return Ok(PathBuf::from(path));
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .ok_or("neither XDG_CACHE_HOME nor HOME is set: set PIW_REFERENCE_WEBHOOK_BINARY")?;
+    let path = cache.join(format!(
+        "pod-identity-webhook/reference-webhook-{REFERENCE_VERSION}/amazon-eks-pod-identity-webhook"
+    ));
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} not found: run hack/install-reference-webhook.sh (benches/load.sh does), or set PIW_REFERENCE_WEBHOOK_BINARY",
+            path.display()
+        ))
+    }
+}
+
+/// Sends `body` to `/mutate` over HTTP/1.1 and checks the answer allows the pod with a JSON
+/// patch that adds `injected`.
+fn check_mutation(port: u16, cert: &Path, body: &[u8], injected: &str) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| err.to_string())?;
+    let answer = runtime.block_on(post_review(port, cert, body.to_vec()))?;
+    let review: Value = serde_json::from_slice(&answer).map_err(|err| {
+        format!(
+            "the answer is not JSON ({err}): {}",
+            String::from_utf8_lossy(&answer)
+        )
+    })?;
+    let response = &review["response"];
+    let patch = response["patch"]
+        .as_str()
+        .and_then(|patch| base64::engine::general_purpose::STANDARD.decode(patch).ok())
+        .and_then(|patch| serde_json::from_slice::<Value>(&patch).ok());
+    match patch {
+        Some(patch @ Value::Array(_))
+            if response["allowed"] == true
+                && response["patchType"] == "JSONPatch"
+                && patch.to_string().contains(injected) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!("no JSON patch adding {injected} in {review}")),
+    }
+}
+
+async fn post_review(port: u16, cert: &Path, body: Vec<u8>) -> Result<Vec<u8>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in rustls_pki_types::CertificateDer::pem_file_iter(cert).map_err(|e| e.to_string())? {
+        roots
+            .add(der.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let request = http::Request::post("/mutate")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
+        .await
+        .map_err(|_| "no answer within 5 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if status.is_success() {
+        Ok(body.to_vec())
+    } else {
+        Err(format!(
+            "status {status}: {}",
+            String::from_utf8_lossy(&body)
+        ))
+    }
+}
+
+/// The server's resident memory from its own `process_resident_memory_bytes`.
+fn rss_mib(server: &Server) -> f64 {
+    server
+        .metrics_port
+        .and_then(|port| http_get(port, "/metrics"))
         .and_then(|text| metric(&text, "process_resident_memory_bytes"))
         .unwrap_or(0.0)
         / 1024.0
@@ -301,9 +621,9 @@ fn clock_ticks_per_second() -> f64 {
     }
 }
 
-/// One h2load run on CPU 1 against the server `pid` listening on `port`; every request must
-/// get a 2xx.
-fn h2load(scenario: &Scenario, port: u16, pid: u32) -> Result<Rate, String> {
+/// One h2load run on CPU 1 against `server`; every request must get a 2xx.
+fn h2load(scenario: &Scenario, server: &Server) -> Result<Rate, String> {
+    let (port, pid) = (server.port, server.pid());
     let (started, server_before, client_before) = (
         Instant::now(),
         process_cpu_seconds(pid),
@@ -346,7 +666,8 @@ fn h2load(scenario: &Scenario, port: u16, pid: u32) -> Result<Rate, String> {
             client_cpu,
         }),
         _ => Err(format!(
-            "h2load against port {port} ({} {}) did not answer every request with 2xx:\n{text}{}",
+            "h2load against {} ({} {}) did not answer every request with 2xx:\n{text}{}",
+            server.name,
             scenario.protocol,
             scenario.pod,
             String::from_utf8_lossy(&output.stderr)
@@ -429,15 +750,15 @@ fn percentile(sorted: &[u64], percent: f64) -> u64 {
         .unwrap_or(0)
 }
 
-fn mutated_count(metrics_port: u16) -> u64 {
-    http_get(metrics_port, "/metrics")
-        .and_then(|text| {
-            metric(
-                &text,
-                "pod_identity_webhook_pod_count{method=\"sts_web_identity\"}",
-            )
-        })
-        .unwrap_or(0.0) as u64
+/// Reviews `server` counted as mutations of its mode.
+fn mutated_count(server: &Server) -> Result<u64, String> {
+    let (Some(port), Some(mode)) = (server.metrics_port, server.mode) else {
+        return Err(format!("{} counts no mutations", server.name));
+    };
+    http_get(port, "/metrics")
+        .and_then(|text| metric(&text, mode.metric))
+        .map(|count| count as u64)
+        .ok_or_else(|| format!("no {} in the /metrics of {}", mode.metric, server.name))
 }
 
 fn wait_until(mut ready: impl FnMut() -> bool) -> Result<(), ()> {

@@ -48,7 +48,9 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
 }
 
-/// A plain HTTP/1.1 GET on the admin port; `None` when it does not answer within 5 s.
+/// A plain HTTP/1.1 GET on the admin port: the status line and headers, then the body (its
+/// chunks joined: Go's servers send a long body in chunks, which may split a line); `None`
+/// when it does not answer within 5 s.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -59,5 +61,23 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    Some(response)
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let chunked = head.lines().any(|line| {
+        line.to_ascii_lowercase()
+            .replace(' ', "")
+            .starts_with("transfer-encoding:chunked")
+    });
+    if !chunked {
+        return Some(response);
+    }
+    let (mut rest, mut joined) = (body, String::new());
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(format!("{head}\r\n\r\n{joined}"));
+        }
+        joined.push_str(after.get(..size)?);
+        rest = after.get(size..)?.strip_prefix("\r\n")?;
+    }
 }
