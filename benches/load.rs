@@ -27,8 +27,7 @@
 //! what one waits at a load a cluster would actually send. A server that sustained less than
 //! twice that rate is left out there: the wait in its queue would be measured instead.
 //! `PIW_WEBHOOK_BINARY=path` measures another build of ours, `PIW_REFERENCE_WEBHOOK_BINARY=path`
-//! another build of the reference; `PIW_NULL_NO_LIFO=1` runs the null webhook with the
-//! webhook's runtime setting (the LIFO slot off, see main.rs).
+//! another build of the reference.
 //! Without `--bench` (as under `cargo test --benches`) nothing is measured.
 
 // The integration tests' stand-in API server; the benchmark uses part of it.
