@@ -6,13 +6,13 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
+use axum::Router;
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
 use pod_identity_webhook::core::identity::ServiceAccountAnnotations;
 use pod_identity_webhook::core::settings::MutationSettings;
 use pod_identity_webhook::ops::health::Readiness;
 use pod_identity_webhook::ops::metrics::Metrics;
-use axum::Router;
 use pod_identity_webhook::server::{webhook_router, Components, Limits};
 use pod_identity_webhook::sources::service_accounts::FixedServiceAccounts;
 use pod_identity_webhook::sources::WatchedConfig;
