@@ -163,7 +163,9 @@ fn ours(
     settings: &MutationSettings,
 ) -> Ours {
     let pod = Pod::from_value(pod).map_err(|err| err.to_string())?;
-    let decision = decide(&pod, namespace, inputs, settings, &mut |range| *range.start());
+    let decision = decide(&pod, namespace, inputs, settings, &mut |range| {
+        *range.start()
+    });
     let patch = decision
         .patch
         .unwrap_or_default()

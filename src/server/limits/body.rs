@@ -1,6 +1,21 @@
 //! Memory for request bodies in flight (BodyBudget), and how a body is read whole within its
 //! deadline, rate and budget (BodyReading).
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Bytes, HttpBody};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
+use http_body_util::BodyExt;
+
+use super::{Rejection, RejectionLog};
+use crate::server::Limits;
+
 /// Memory for request bodies in flight, in bytes: a budget for the whole server and a smaller
 /// one per peer address for bodies still arriving, so that one peer holding its bodies open
 /// cannot spend what the others need.

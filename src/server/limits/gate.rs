@@ -1,6 +1,17 @@
 //! Connections and TLS handshakes shared fairly between client addresses (ConnectionGate)
 //! and what each connection's quiet time is measured from (Activity).
 
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::time::Instant;
+
+use super::Rejection;
+
 /// How long a connection must have gone without a request in progress (counted from when it
 /// got its slot if it never had one) before it may be closed to make room for another, and how
 /// long a TLS handshake must have been running before it may be cut off for another: a
@@ -1089,3 +1100,4 @@ mod tests {
         drop((held, queued, third, _queued_too, _fourth));
         assert_empty(&gate);
     }
+}

@@ -5,22 +5,21 @@
 //! misbehaves (too slow, too large, flooding, still waiting at its deadline) is refused, and
 //! counted in `pod_identity_webhook_rejected_total{reason}`.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Bytes, HttpBody};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures::FutureExt;
-use http_body_util::BodyExt;
-use tokio::sync::{oneshot, watch, Notify};
-use tokio::time::Instant;
 
-use super::Limits;
 use crate::ops::metrics::Metrics;
+
+mod body;
+mod gate;
+
+pub(crate) use body::{BodyBudget, BodyReading, PARSED_BODY_FACTOR, SMALL_BODY_RESERVE_DIVISOR};
+pub(crate) use gate::{Activity, ConnectionGate, ConnectionSlot, Turn};
 
 /// Why a client was refused: the `reason` label of the rejection counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,12 +145,6 @@ impl RejectionLog {
     }
 }
 
-mod body;
-mod gate;
-
-pub(crate) use body::*;
-pub(crate) use gate::*;
-
 /// The answer to a request not completed within the request timeout, `limit`.
 pub(crate) fn request_timed_out(limit: Duration) -> Response {
     (
@@ -182,5 +175,4 @@ mod tests {
             "every reason is exported from the start"
         );
     }
-
 }
