@@ -67,7 +67,7 @@ pub fn mutate(
     let skip_value = pod.annotation(&keys.skip_containers).unwrap_or_default();
     let skip = skip_containers::parse(skip_value).unwrap_or_else(|err| {
         warnings.push(format!(
-            "pod annotation {} has value {skip_value:?}, which is not a comma-separated list of names ({err}); no container is skipped",
+            "pod annotation {} is not a comma-separated list of names ({err}): no container is skipped",
             keys.skip_containers
         ));
         HashSet::new()
