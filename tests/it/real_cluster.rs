@@ -1322,6 +1322,9 @@ fn every_chart_variant_passes_server_side_dry_run() {
     // The test hook's pod names this ServiceAccount, which a dry run does not create, and a
     // pod whose ServiceAccount does not exist is refused.
     c.service_account(ns, "dry-pod-identity-webhook-test", &[]);
+    // A variant may put an object elsewhere (full-values.yaml: the dashboard in `monitoring`);
+    // every object the chart renders names its namespace, so none is passed to kubectl.
+    c.namespace("monitoring", &[]);
     // Minimal CRDs (own schema) for the cert-manager and Prometheus-operator kinds the chart
     // can render.
     let crds = harness::repo_root().join("tests/fixtures/crds/minimal-crds.yaml");
@@ -1368,14 +1371,7 @@ fn every_chart_variant_passes_server_side_dry_run() {
                     }
                     let rendered = run(&mut helm).map_err(|e| format!("{label}: {e}"))?;
                     let applied = run_with_input(
-                        c.kubectl().args([
-                            "apply",
-                            "--dry-run=server",
-                            "--namespace",
-                            ns,
-                            "-f",
-                            "-",
-                        ]),
+                        c.kubectl().args(["apply", "--dry-run=server", "-f", "-"]),
                         &rendered.stdout,
                     )
                     .map_err(|e| format!("{label}: {e}"))?;
