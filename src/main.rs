@@ -17,10 +17,12 @@ use pod_identity_webhook::sources::service_accounts::{CacheSettings, KubeService
 use pod_identity_webhook::sources::WatchedConfig;
 use pod_identity_webhook::sources::{config_map_watch, container_credentials_watch};
 
-// Faster than the C library's allocator on a request's many small, short-lived allocations
-// (docs/benchmarks.md).
+// jemalloc: as fast as the alternatives on a request's many small, short-lived allocations,
+// and the one that hands memory back to the system after a burst (an attack, a large
+// cluster's first list) without being called to: its background thread purges on a timer,
+// configured in .cargo/config.toml (docs/benchmarks.md, "The allocator").
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     match cli::parse_or_exit(std::env::args_os()).into_command() {
