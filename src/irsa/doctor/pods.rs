@@ -1,14 +1,14 @@
 //! Doctor check on pods already running under the ServiceAccount: the engine itself says
-//! whether each would still be changed (created before the annotation, or while the webhook
-//! was down with failurePolicy Ignore), so such pods are listed for a restart.
+//! whether each would still be changed or runs with an older role (`stale`), so such pods are
+//! listed for a restart.
 
 use serde_json::Value;
 
-use crate::core::engine;
-use crate::core::identity::{CredentialKind, Identity};
-use crate::core::pod::Pod;
+use crate::core::identity::Identity;
 use crate::core::settings::MutationSettings;
 use crate::irsa::checklist::Check;
+
+use super::stale;
 
 /// The label that keeps the API server from calling the webhook for a pod.
 pub const SKIP_LABEL: &str = "eks.amazonaws.com/skip-pod-identity-webhook";
@@ -59,23 +59,9 @@ pub(crate) fn running_pods(
                 )
             })
             .unwrap_or_default();
-        // Fixed jitter: whether anything is missing does not depend on the drawn lifetime.
-        let outcome = Pod::from_value(pod)
-            .map(|read| engine::mutate(&read, identity, settings, &mut |range| *range.start()));
-        match outcome {
-            Ok(mutation) if !mutation.patch.is_empty() => {
-                stale.push(format!(
-                    "{name}{owner}: lacks {}",
-                    missing_in(&mutation.containers)
-                ));
-            }
-            Ok(_) => {
-                if let CredentialKind::WebIdentity { role_arn, .. } = &identity.source {
-                    if let Some(old) = role_in(pod).filter(|r| r != role_arn) {
-                        stale.push(format!("{name}{owner}: runs with role {old}, the ServiceAccount now says {role_arn}"));
-                    }
-                }
-            }
+        match stale::judge(pod, Some(identity), settings) {
+            Ok(Some(found)) => stale.push(format!("{name}{owner}: {}", found.detail)),
+            Ok(None) => {}
             Err(err) => stale.push(format!("{name}{owner}: unreadable pod ({err})")),
         }
     }
@@ -97,28 +83,12 @@ pub(crate) fn running_pods(
     )
 }
 
-fn missing_in(containers: &[String]) -> String {
-    if containers.is_empty() {
-        "the token volume".into()
-    } else {
-        format!("credentials in container(s) {}", containers.join(", "))
-    }
-}
-
-fn role_in(pod: &Value) -> Option<String> {
-    pod["spec"]["containers"].as_array()?.iter().find_map(|c| {
-        c["env"]
-            .as_array()?
-            .iter()
-            .find(|e| e["name"] == "AWS_ROLE_ARN")?["value"]
-            .as_str()
-            .map(str::to_string)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::engine;
+    use crate::core::identity::CredentialKind;
+    use crate::core::pod::Pod;
     use crate::irsa::checklist::Status;
     use serde_json::json;
 
@@ -186,7 +156,7 @@ mod tests {
         let check = running_pods(&pods, Some(&identity(new_role)), &settings);
         assert_eq!(check.status, Status::Fail);
         assert!(
-            check.details[1].contains("runs with role arn:aws:iam::111122223333:role/old"),
+            check.details[1].contains("runs with role arn:aws:iam::111122223333:role/old in container(s) app, the webhook now gives arn:aws:iam::111122223333:role/new"),
             "{:?}",
             check.details
         );
