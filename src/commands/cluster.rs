@@ -68,12 +68,32 @@ pub async fn config_from_kubeconfig(path: &Path) -> Result<kube::Config, String>
         .map_err(|err| format!("--kubeconfig {}: {err}", path.display()))
 }
 
+/// What most calls accept. The API server serves the JWKS only as application/jwk-set+json.
+const ACCEPT_JSON: &str = "application/json, application/jwk-set+json";
+/// Only the metadata of a list's items (PartialObjectMetadataList), where the API server
+/// offers it (any current one), else the list itself.
+const ACCEPT_METADATA_LIST: &str =
+    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json";
+/// Only an object's metadata (PartialObjectMetadata).
+const ACCEPT_METADATA: &str =
+    "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json";
+
 /// One request; Err only when no HTTP answer came.
 pub async fn call(
     client: &kube::Client,
     method: &str,
     path: &str,
     body: Option<&Value>,
+) -> Result<ApiResponse, String> {
+    call_accepting(client, method, path, body, ACCEPT_JSON).await
+}
+
+async fn call_accepting(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    accept: &str,
 ) -> Result<ApiResponse, String> {
     let bytes = body
         .map(|b| serde_json::to_vec(b).expect("JSON values always serialize"))
@@ -82,11 +102,7 @@ pub async fn call(
         .method(method)
         .uri(path)
         .header(http::header::CONTENT_TYPE, "application/json")
-        // The API server serves the JWKS only as application/jwk-set+json.
-        .header(
-            http::header::ACCEPT,
-            "application/json, application/jwk-set+json",
-        )
+        .header(http::header::ACCEPT, accept)
         .body(kube::client::Body::from(bytes))
         .map_err(|err| format!("{method} {path}: {err}"))?;
     let exchange = async {
@@ -131,6 +147,83 @@ pub async fn get(client: &kube::Client, path: &str) -> Result<Option<Value>, Str
         404 => Ok(None),
         _ if response.is_success() => Ok(Some(response.body)),
         _ => Err(format!("GET {path}: {}", response.message())),
+    }
+}
+
+/// GET of an object's metadata only; `None` on 404.
+pub(crate) async fn get_metadata(
+    client: &kube::Client,
+    path: &str,
+) -> Result<Option<Value>, String> {
+    let response = call_accepting(client, "GET", path, None, ACCEPT_METADATA).await?;
+    match response.status {
+        404 => Ok(None),
+        _ if response.is_success() => Ok(Some(response.body)),
+        _ => Err(format!("GET {path}: {}", response.message())),
+    }
+}
+
+/// What a paged list reads of each item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Items {
+    Whole,
+    Metadata,
+}
+
+/// Lists `path` (which may carry a query) `limit` items at a time, following `continue`, and
+/// hands each page's items to `page`, so only one page is held at once. Returns the number of
+/// requests made.
+pub(crate) async fn list_pages(
+    client: &kube::Client,
+    path: &str,
+    limit: u32,
+    items: Items,
+    mut page: impl FnMut(Vec<Value>),
+) -> Result<usize, String> {
+    let accept = match items {
+        Items::Whole => ACCEPT_JSON,
+        Items::Metadata => ACCEPT_METADATA_LIST,
+    };
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let mut requests = 0;
+    let mut next: Option<String> = None;
+    loop {
+        let mut url = format!("{path}{separator}limit={limit}");
+        if let Some(token) = &next {
+            url.push_str("&continue=");
+            url.extend(percent_encoding::utf8_percent_encode(
+                token,
+                percent_encoding::NON_ALPHANUMERIC,
+            ));
+        }
+        let mut response = call_accepting(client, "GET", &url, None, accept).await?;
+        requests += 1;
+        if response.status == 410 {
+            return Err(format!(
+                "GET {path}: the list's snapshot expired between two pages ({}); run again, with a larger --page-size if it keeps happening",
+                response.message()
+            ));
+        }
+        if !response.is_success() {
+            return Err(format!("GET {path}: {}", response.message()));
+        }
+        next = response.body["metadata"]["continue"]
+            .as_str()
+            .filter(|token| !token.is_empty())
+            .map(str::to_string);
+        match response.body["items"].take() {
+            Value::Array(list) => page(list),
+            Value::Null => {}
+            other => {
+                return Err(format!(
+                    "GET {path}: the answer's items are {}, not a list",
+                    crate::core::json::json_type(&other)
+                ))
+            }
+        }
+        if next.is_none() {
+            return Ok(requests);
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! webhook registration, dry-run result, token, published documents, trust policy, pods) to a
 //! checklist line with cause and fix; and the audit of every pod of the cluster.
 
+pub mod audit;
 pub mod identity;
 pub mod pods;
 pub mod stale;
