@@ -92,7 +92,7 @@ pub struct DoctorArgs {
     #[arg(
         short = 'A',
         long,
-        conflicts_with_all = ["service_account", "trust_policy", "jwks", "webhook_config_name"]
+        conflicts_with_all = ["service_account", "trust_policy", "jwks"]
     )]
     pub all_namespaces: bool,
     /// With --all-namespaces: how many objects each list request asks for (one page is held

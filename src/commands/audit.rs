@@ -1,6 +1,7 @@
-//! `doctor --all-namespaces`: reads the cluster page by page (the role mapping, the metadata of
-//! every ServiceAccount, the pods not finished, then the owners of the pods that need a
-//! restart) into `crate::irsa::doctor::audit`, and prints its report.
+//! `doctor --all-namespaces`: reads the cluster page by page (the role mapping, the webhook's
+//! configuration and the namespaces' labels, the metadata of every ServiceAccount, the pods not
+//! finished, then the owners of the pods that need a restart) into
+//! `crate::irsa::doctor::audit`, and prints its report.
 //!
 //! Requests stay bounded: one per page of each list, and for owners either one GET each (a
 //! few) or the paged list of their kind (many), whichever is fewer.
@@ -10,7 +11,8 @@ use std::process::ExitCode;
 
 use crate::cli::{DoctorArgs, ReportFormat};
 use crate::core::identity::ContainerCredentialsConfig;
-use crate::irsa::doctor::audit::{Audit, AuditReport, OwnerKey, OwnerRef, Owners};
+use crate::irsa::doctor::audit::{Audit, AuditReport, OwnerKey, OwnerRef, Owners, Selection};
+use crate::irsa::doctor::webhook::DEFAULT_CONFIG_NAME;
 
 use super::cluster::{self, Items};
 use super::doctor::read_mapping;
@@ -46,8 +48,29 @@ async fn audit(
     let settings = args.mutation.settings();
     let limit = args.page_size;
     let (mapping, mapping_note) = read_mapping(&client, &args.webhook_namespace).await;
-    let mut requests = 1;
-    let mut audit = Audit::new(&settings, mapping.as_ref(), container_credentials);
+    let mut notes: Vec<String> = mapping_note.into_iter().collect();
+    let (selection, selection_note) = selection(&client, args.webhook_config_name.as_deref()).await;
+    notes.extend(selection_note);
+    let mut requests = 2;
+    let mut audit = Audit::new(
+        &settings,
+        mapping.as_ref(),
+        container_credentials,
+        selection,
+    );
+    if audit.selects_by_namespace() {
+        requests += cluster::list_pages(
+            &client,
+            "/api/v1/namespaces",
+            limit,
+            Items::Metadata,
+            |items| audit.namespaces(&items),
+        )
+        .await
+        .map_err(|err| {
+            format!("cannot list namespaces: {err}; the audit needs list on namespaces to apply the webhook's namespaceSelector")
+        })?;
+    }
     requests += cluster::list_pages(
         &client,
         "/api/v1/serviceaccounts",
@@ -68,7 +91,40 @@ async fn audit(
     })?;
     let (owners, owner_requests) = look_up(&client, &audit.owners_to_look_up(), limit).await;
     requests += owner_requests;
-    Ok(audit.finish(&owners, requests, mapping_note.into_iter().collect()))
+    Ok(audit.finish(&owners, requests, notes))
+}
+
+/// Which pods the API server sends to the webhook, from its MutatingWebhookConfigurations
+/// (one request); without them every pod is judged, and a note says why.
+async fn selection(
+    client: &kube::Client,
+    wanted: Option<&str>,
+) -> (Option<Selection>, Option<String>) {
+    let path = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
+    let configs = match cluster::get(client, path).await {
+        Ok(list) => list
+            .and_then(|mut list| list["items"].as_array_mut().map(std::mem::take))
+            .unwrap_or_default(),
+        Err(err) => {
+            return (
+                None,
+                Some(format!("the webhook's configuration could not be read ({err}): every pod is judged as if the webhook were called for it")),
+            )
+        }
+    };
+    match Selection::new(&configs, wanted) {
+        Some(selection) => (Some(selection), None),
+        None => {
+            let looked_for = match wanted {
+                Some(name) => format!("named {name}"),
+                None => format!("whose name contains {DEFAULT_CONFIG_NAME}"),
+            };
+            (
+                None,
+                Some(format!("no MutatingWebhookConfiguration {looked_for} has a webhook for pod creation: every pod is judged as if the webhook were called for it")),
+            )
+        }
+    }
 }
 
 /// The controllers of the ReplicaSets and Jobs in `wanted`, and the requests it took.

@@ -1,10 +1,11 @@
-//! The cluster audit behind `doctor --all-namespaces`: every running pod judged (`stale`)
-//! against the identity its ServiceAccount resolves to now, by the webhook's own resolution and
-//! engine; the pods that need a restart grouped by the workload that owns them, each with the
-//! command that restarts it.
+//! The cluster audit behind `doctor --all-namespaces`: every pod that has not finished and that
+//! the webhook is called for, judged (`stale`) against the identity its ServiceAccount resolves
+//! to now by the webhook's own resolution and engine; the pods that need a restart grouped by
+//! the workload that owns them, each with the command that restarts it.
 //!
-//! The adapter feeds it page by page, ServiceAccounts first, then pods: it keeps the prefixed
-//! annotations of annotated ServiceAccounts, counts, and the findings, never a whole list.
+//! The adapter feeds it page by page (namespaces, ServiceAccounts, then pods): it keeps the
+//! namespaces' labels, the prefixed annotations of annotated ServiceAccounts, counts and the
+//! findings, never a whole list.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -19,6 +20,10 @@ use crate::core::settings::MutationSettings;
 
 use super::pods::SKIP_LABEL;
 use super::stale::{self, Stale, Staleness};
+use super::webhook::{handles_pod_create, is_ours, selector_matches};
+
+/// How many namespaces or reasons a note names before it says `...`.
+const SHOWN: usize = 10;
 
 /// The annotation the kubelet puts on mirror pods of static pods: they cannot use
 /// ServiceAccount tokens, so the webhook has nothing for them.
@@ -67,6 +72,69 @@ pub struct OwnerKey {
 /// none), or why it could not be read.
 pub type Owners = HashMap<OwnerKey, Result<Option<OwnerRef>, String>>;
 
+/// Which pods the API server sends to the webhook: those its webhooks for pod creation select
+/// by namespace and by labels. A pod the webhook is never called for gets nothing from a
+/// restart, so it is not judged.
+pub struct Selection {
+    /// (namespaceSelector, objectSelector) of each of the webhook's webhooks.
+    webhooks: Vec<(Value, Value)>,
+    namespace_labels: HashMap<String, BTreeMap<String, String>>,
+}
+
+impl Selection {
+    /// The webhooks for pod creation of the configurations that are this webhook's (named
+    /// `wanted`, or by default containing `pod-identity-webhook`); None when there are none.
+    pub fn new(configs: &[Value], wanted: Option<&str>) -> Option<Self> {
+        let webhooks: Vec<(Value, Value)> = configs
+            .iter()
+            .filter(|config| is_ours(config, wanted))
+            .flat_map(|config| config["webhooks"].as_array().into_iter().flatten())
+            .filter(|webhook| handles_pod_create(webhook))
+            .map(|webhook| {
+                (
+                    webhook["namespaceSelector"].clone(),
+                    webhook["objectSelector"].clone(),
+                )
+            })
+            .collect();
+        (!webhooks.is_empty()).then(|| Self {
+            webhooks,
+            namespace_labels: HashMap::new(),
+        })
+    }
+
+    /// A page of namespaces (their metadata).
+    pub fn namespaces(&mut self, items: &[Value]) {
+        for item in items {
+            if let Some(name) = item["metadata"]["name"].as_str() {
+                self.namespace_labels
+                    .insert(name.to_string(), string_map(&item["metadata"]["labels"]));
+            }
+        }
+    }
+
+    /// Whether some webhook selects a pod with these labels in this namespace. A selector the
+    /// API server would not have accepted counts as selecting: the pod is judged.
+    fn selects(&self, namespace: &str, pod_labels: &Value) -> bool {
+        let none = BTreeMap::new();
+        let namespace_labels = self.namespace_labels.get(namespace).unwrap_or(&none);
+        let pod_labels = string_map(pod_labels);
+        self.webhooks.iter().any(|(namespaces, objects)| {
+            selector_matches(namespaces, namespace_labels).unwrap_or(true)
+                && selector_matches(objects, &pod_labels).unwrap_or(true)
+        })
+    }
+}
+
+fn string_map(value: &Value) -> BTreeMap<String, String> {
+    value
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(key, value)| Some((key.clone(), value.as_str()?.to_string())))
+        .collect()
+}
+
 /// One pod that needs a restart.
 struct Finding {
     namespace: String,
@@ -81,6 +149,8 @@ pub struct Audit<'a> {
     settings: &'a MutationSettings,
     mapping: Option<&'a ConfigMapMapping>,
     container_credentials: Option<&'a ContainerCredentialsConfig>,
+    /// None: every pod is judged as if the webhook were called for it.
+    selection: Option<Selection>,
     /// namespace -> name -> the annotations the webhook reads; only ServiceAccounts that have
     /// some (the others resolve as an unknown one does).
     service_accounts: HashMap<String, HashMap<String, ServiceAccountAnnotations>>,
@@ -89,8 +159,13 @@ pub struct Audit<'a> {
     namespaces: HashSet<String>,
     skipped_label: usize,
     skipped_mirror: usize,
+    /// Pods the webhook is not called for, and the namespaces they are in.
+    unselected: usize,
+    unselected_namespaces: BTreeSet<String>,
     findings: Vec<Finding>,
-    unreadable: Vec<String>,
+    /// Pods the engine could not read (none, from an API server), and the first few reasons.
+    unreadable: usize,
+    unreadable_reasons: Vec<String>,
 }
 
 impl<'a> Audit<'a> {
@@ -98,20 +173,37 @@ impl<'a> Audit<'a> {
         settings: &'a MutationSettings,
         mapping: Option<&'a ConfigMapMapping>,
         container_credentials: Option<&'a ContainerCredentialsConfig>,
+        selection: Option<Selection>,
     ) -> Self {
         Self {
             settings,
             mapping,
             container_credentials,
+            selection,
             service_accounts: HashMap::new(),
             service_accounts_listed: 0,
             pods: 0,
             namespaces: HashSet::new(),
             skipped_label: 0,
             skipped_mirror: 0,
+            unselected: 0,
+            unselected_namespaces: BTreeSet::new(),
             findings: Vec::new(),
-            unreadable: Vec::new(),
+            unreadable: 0,
+            unreadable_reasons: Vec::new(),
         }
+    }
+
+    /// A page of namespaces (their metadata), for the webhook's namespace selectors.
+    pub fn namespaces(&mut self, items: &[Value]) {
+        if let Some(selection) = &mut self.selection {
+            selection.namespaces(items);
+        }
+    }
+
+    /// Whether the audit needs the namespaces' labels.
+    pub fn selects_by_namespace(&self) -> bool {
+        self.selection.is_some()
     }
 
     /// A page of ServiceAccounts (full objects or their metadata).
@@ -162,6 +254,15 @@ impl<'a> Audit<'a> {
                 self.skipped_mirror += 1;
                 continue;
             }
+            if let Some(selection) = &self.selection {
+                if !selection.selects(namespace, &metadata["labels"]) {
+                    self.unselected += 1;
+                    if !self.unselected_namespaces.contains(namespace) {
+                        self.unselected_namespaces.insert(namespace.to_string());
+                    }
+                    continue;
+                }
+            }
             self.pods += 1;
             if !self.namespaces.contains(namespace) {
                 self.namespaces.insert(namespace.to_string());
@@ -193,9 +294,13 @@ impl<'a> Audit<'a> {
                     stale,
                     controller: OwnerRef::controller_of(metadata),
                 }),
-                Err(err) => self
-                    .unreadable
-                    .push(format!("pod {namespace}/{name} could not be read: {err}")),
+                Err(err) => {
+                    self.unreadable += 1;
+                    if self.unreadable_reasons.len() < SHOWN {
+                        self.unreadable_reasons
+                            .push(format!("pod {namespace}/{name}: {err}"));
+                    }
+                }
             }
         }
     }
@@ -223,7 +328,7 @@ impl<'a> Audit<'a> {
             pods: self.pods,
             namespaces: self.namespaces.len(),
             service_accounts: self.service_accounts_listed,
-            skipped: self.skipped_label + self.skipped_mirror,
+            skipped: self.skipped_label + self.skipped_mirror + self.unselected,
             missing: 0,
             outdated: 0,
             requests,
@@ -280,13 +385,36 @@ impl<'a> Audit<'a> {
                 self.skipped_label
             ));
         }
+        if self.unselected > 0 {
+            let mut namespaces: Vec<&str> = self
+                .unselected_namespaces
+                .iter()
+                .take(SHOWN)
+                .map(String::as_str)
+                .collect();
+            if self.unselected_namespaces.len() > SHOWN {
+                namespaces.push("...");
+            }
+            notes.push(format!(
+                "{} pod(s) the webhook's configuration does not select not judged: the API server never calls it for them, so a restart gives them nothing (namespaces: {})",
+                self.unselected,
+                namespaces.join(", ")
+            ));
+        }
         if self.skipped_mirror > 0 {
             notes.push(format!(
                 "{} mirror pod(s) of static pods not judged: they cannot use ServiceAccount tokens",
                 self.skipped_mirror
             ));
         }
-        notes.extend(self.unreadable);
+        if self.unreadable > 0 {
+            notes.push(format!(
+                "{} pod(s) could not be read, so not judged: {}{}",
+                self.unreadable,
+                self.unreadable_reasons.join("; "),
+                if self.unreadable > SHOWN { "; ..." } else { "" }
+            ));
+        }
         AuditReport {
             summary,
             notes,
@@ -662,7 +790,7 @@ mod tests {
 
     fn run(settings: &MutationSettings, owners: &Owners) -> (AuditReport, BTreeSet<OwnerKey>) {
         let (accounts, pages) = cluster_pages();
-        let mut audit = Audit::new(settings, None, None);
+        let mut audit = Audit::new(settings, None, None, None);
         audit.service_accounts(&accounts);
         for page in &pages {
             audit.pods(page);
@@ -793,7 +921,7 @@ mod tests {
                 .unwrap()
                 .mapping;
         let settings = MutationSettings::default();
-        let mut audit = Audit::new(&settings, Some(&mapping), None);
+        let mut audit = Audit::new(&settings, Some(&mapping), None, None);
         audit.pods(&[pod("team-c", "orphan-1", "default", json!(null))]);
         let report = audit.finish(&Owners::new(), 1, Vec::new());
         assert_eq!(report.summary.missing, 1);
@@ -817,10 +945,96 @@ mod tests {
         );
     }
 
+    /// The chart's configuration: namespaces and pods opt out by label, its own namespace is
+    /// left out.
+    fn chart_configuration(name: &str) -> Value {
+        let skip = json!({"matchExpressions": [{"key": SKIP_LABEL, "operator": "DoesNotExist"}]});
+        json!({"metadata": {"name": name}, "webhooks": [{
+            "name": "pod-identity-webhook.amazonaws.com",
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+            "namespaceSelector": {"matchExpressions": [
+                {"key": SKIP_LABEL, "operator": "DoesNotExist"},
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["piw"]}]},
+            "objectSelector": skip}]})
+    }
+
+    #[test]
+    fn pods_the_webhook_configuration_does_not_select_are_not_judged() {
+        let settings = MutationSettings::default();
+        let other = json!({"metadata": {"name": "something-else"}, "webhooks": [{
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]}]});
+        assert!(Selection::new(std::slice::from_ref(&other), None).is_none());
+        assert!(Selection::new(
+            &[chart_configuration("piw-pod-identity-webhook-mutating")],
+            Some("other")
+        )
+        .is_none());
+        let selection = Selection::new(
+            &[
+                other,
+                chart_configuration("piw-pod-identity-webhook-mutating"),
+            ],
+            None,
+        );
+        let mut audit = Audit::new(&settings, None, None, selection);
+        assert!(audit.selects_by_namespace());
+        let namespace = |name: &str, labels: Value| {
+            let mut labels = labels;
+            labels["kubernetes.io/metadata.name"] = json!(name);
+            json!({"metadata": {"name": name, "labels": labels}})
+        };
+        audit.namespaces(&[
+            namespace("team-a", json!({})),
+            namespace("opted-out", json!({SKIP_LABEL: "true"})),
+            namespace("piw", json!({})),
+        ]);
+        audit.service_accounts(&[
+            service_account("team-a", "web", Some(ROLE)),
+            service_account("opted-out", "web", Some(ROLE)),
+            service_account("piw", "web", Some(ROLE)),
+        ]);
+        audit.pods(&[
+            pod("team-a", "judged", "web", json!(null)),
+            pod("opted-out", "left-out", "web", json!(null)),
+            pod("piw", "own", "web", json!(null)),
+        ]);
+        let report = audit.finish(&Owners::new(), 4, Vec::new());
+        assert_eq!(report.summary.missing, 1);
+        assert_eq!(report.workloads[0].pods[0].name, "judged");
+        assert_eq!(report.summary.skipped, 2);
+        assert_eq!(
+            report.notes,
+            ["2 pod(s) the webhook's configuration does not select not judged: the API server never calls it for them, so a restart gives them nothing (namespaces: opted-out, piw)"]
+        );
+    }
+
+    #[test]
+    fn a_pod_the_engine_cannot_read_is_a_note_not_a_finding() {
+        let settings = MutationSettings::default();
+        let mut audit = Audit::new(&settings, None, None, None);
+        let mut odd = pod("team-a", "odd", "web", json!(null));
+        odd["spec"]["containers"] = json!("not a list");
+        audit.pods(&[odd]);
+        let report = audit.finish(&Owners::new(), 1, Vec::new());
+        assert!(report.passed());
+        assert_eq!(report.notes.len(), 1);
+        assert!(
+            report.notes[0]
+                .starts_with("1 pod(s) could not be read, so not judged: pod team-a/odd: "),
+            "{}",
+            report.notes[0]
+        );
+        assert!(
+            report.notes[0].contains("spec.containers"),
+            "{}",
+            report.notes[0]
+        );
+    }
+
     #[test]
     fn a_cluster_whose_pods_all_have_their_identity_passes() {
         let settings = MutationSettings::default();
-        let mut audit = Audit::new(&settings, None, None);
+        let mut audit = Audit::new(&settings, None, None, None);
         audit.service_accounts(&[service_account("team-a", "web", Some(ROLE))]);
         audit.pods(&[
             admitted(pod("team-a", "web-1", "web", json!(null)), ROLE),

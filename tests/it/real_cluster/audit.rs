@@ -1,13 +1,14 @@
 //! `doctor --all-namespaces` against the real API server: thousands of pods read a page at a
 //! time in a number of requests bounded by the pages, each pod created before its
 //! ServiceAccount had a role named under the Deployment that owns it (through its ReplicaSet)
-//! with the command that restarts it.
+//! with the command that restarts it, and a pod the webhook's configuration does not select
+//! left out.
 
 use std::process::Command;
 
 use serde_json::{json, Value};
 
-use super::harness::{self, exclusive, RELEASE_NS};
+use super::harness::{self, exclusive, OTHER_WEBHOOK_LABEL, RELEASE_NS};
 use crate::support::suite_gate;
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/audited";
@@ -110,12 +111,19 @@ fn audit_pages_through_thousands_of_pods_in_requests_bounded_by_the_pages() {
     }
     pods.push(pod("bare", "app", None));
     c.create_all(&format!("/api/v1/namespaces/{ns}/pods"), &pods, 16);
+    // A namespace the chart's webhook leaves out: its pod never gets a role, and a restart
+    // would not change that.
+    let left_out = "audit-left-out";
+    c.namespace(left_out, &[(OTHER_WEBHOOK_LABEL, "nobody")]);
+    c.service_account(left_out, "app", &[(ROLE_KEY, ROLE)]);
+    c.create_pod(left_out, &pod("never-called", "app", None));
     c.merge_patch(
         &format!("/api/v1/namespaces/{ns}/serviceaccounts/app"),
         &json!({"metadata": {"annotations": {ROLE_KEY: ROLE}}}),
     )
     .ok("annotate");
 
+    let namespaces = count(c, "/api/v1/namespaces");
     let service_accounts = count(c, "/api/v1/serviceaccounts");
     let running = count(
         c,
@@ -129,16 +137,26 @@ fn audit_pages_through_thousands_of_pods_in_requests_bounded_by_the_pages() {
     let report: Value =
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
 
-    // One request per page of each list: the ConfigMap, the ServiceAccounts, the pods and,
-    // more owners than it reads one by one, the ReplicaSets; a list may end with an empty page.
+    // The ConfigMap and the webhook configurations, then one request per page of each list:
+    // the namespaces, the ServiceAccounts, the pods and (more owners than it reads one by one)
+    // the ReplicaSets; a list may end with an empty page.
     let requests = report["summary"]["requests"].as_u64().unwrap() as usize;
-    let least = 1 + pages(service_accounts) + pages(running) + pages(replica_sets);
-    let most = least + 3;
+    let least =
+        2 + pages(namespaces) + pages(service_accounts) + pages(running) + pages(replica_sets);
+    let most = least + 4;
     assert!(
         (least..=most).contains(&requests),
-        "{requests} requests for {service_accounts} ServiceAccounts, {running} pods and {replica_sets} ReplicaSets in pages of {PAGE}: expected {least}..={most}"
+        "{requests} requests for {namespaces} namespaces, {service_accounts} ServiceAccounts, {running} pods and {replica_sets} ReplicaSets in pages of {PAGE}: expected {least}..={most}"
     );
     assert_eq!(report["summary"]["serviceAccounts"], service_accounts);
+    assert!(
+        report["notes"].as_array().unwrap().iter().any(|note| {
+            let note = note.as_str().unwrap();
+            note.contains("the webhook's configuration does not select") && note.contains(left_out)
+        }),
+        "{:#}",
+        report["notes"]
+    );
 
     let ours: Vec<&Value> = report["workloads"]
         .as_array()
@@ -147,6 +165,14 @@ fn audit_pages_through_thousands_of_pods_in_requests_bounded_by_the_pages() {
         .filter(|w| w["namespace"] == ns)
         .collect();
     assert_eq!(ours.len(), DEPLOYMENTS + 1, "{:#}", report["summary"]);
+    assert!(
+        !report["workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["namespace"] == left_out),
+        "a pod the webhook is never called for was judged"
+    );
     for workload in &ours[..DEPLOYMENTS] {
         let name = workload["name"].as_str().unwrap();
         assert_eq!(workload["kind"], "Deployment", "{workload:#}");
@@ -202,6 +228,13 @@ fn audit_pages_through_thousands_of_pods_in_requests_bounded_by_the_pages() {
         })
         .collect();
     c.send_all("DELETE", &deletions, 16);
+    c.request(
+        "DELETE",
+        &format!("/api/v1/namespaces/{left_out}/pods/never-called?gracePeriodSeconds=0"),
+        "application/json",
+        None,
+    )
+    .ok("delete the left-out pod");
     for collection in ["replicasets", "deployments"] {
         c.request(
             "DELETE",
