@@ -64,7 +64,7 @@ async fn audit(
             "/api/v1/namespaces",
             limit,
             Items::Metadata,
-            |items| audit.namespaces(&items),
+            |item| audit.namespace(&item),
         )
         .await
         .map_err(|err| {
@@ -76,14 +76,14 @@ async fn audit(
         "/api/v1/serviceaccounts",
         limit,
         Items::Metadata,
-        |items| audit.service_accounts(&items),
+        |item| audit.service_account(&item),
     )
     .await
     .map_err(|err| {
         format!("cannot list ServiceAccounts: {err}; the audit needs list on serviceaccounts and pods in every namespace")
     })?;
-    requests += cluster::list_pages(&client, PODS, limit, Items::Whole, |items| {
-        audit.pods(&items)
+    requests += cluster::list_pages(&client, PODS, limit, Items::Whole, |item| {
+        audit.pod(&item)
     })
     .await
     .map_err(|err| {
@@ -160,25 +160,23 @@ async fn look_up(
         .collect();
     for (api_version, kind) in kinds {
         let path = format!("/apis/{api_version}/{}", plural(kind));
-        let listed = cluster::list_pages(client, &path, limit, Items::Metadata, |items| {
-            for item in items {
-                let metadata = &item["metadata"];
-                let (Some(namespace), Some(name)) =
-                    (metadata["namespace"].as_str(), metadata["name"].as_str())
-                else {
-                    continue;
-                };
-                let key = OwnerKey {
-                    namespace: namespace.to_string(),
-                    owner: OwnerRef {
-                        api_version: api_version.to_string(),
-                        kind: kind.to_string(),
-                        name: name.to_string(),
-                    },
-                };
-                if wanted.contains(&key) {
-                    owners.insert(key, Ok(OwnerRef::controller_of(metadata)));
-                }
+        let listed = cluster::list_pages(client, &path, limit, Items::Metadata, |item| {
+            let metadata = &item["metadata"];
+            let (Some(namespace), Some(name)) =
+                (metadata["namespace"].as_str(), metadata["name"].as_str())
+            else {
+                return;
+            };
+            let key = OwnerKey {
+                namespace: namespace.to_string(),
+                owner: OwnerRef {
+                    api_version: api_version.to_string(),
+                    kind: kind.to_string(),
+                    name: name.to_string(),
+                },
+            };
+            if wanted.contains(&key) {
+                owners.insert(key, Ok(OwnerRef::controller_of(metadata)));
             }
         })
         .await;

@@ -95,6 +95,28 @@ async fn call_accepting(
     body: Option<&Value>,
     accept: &str,
 ) -> Result<ApiResponse, String> {
+    let (status, warnings, bytes) = exchange(client, method, path, body, accept).await?;
+    Ok(ApiResponse {
+        status,
+        body: json_or_text(&bytes),
+        warnings,
+    })
+}
+
+/// The answer as JSON, or as a JSON string when it is not JSON.
+fn json_or_text(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// One request: the status, the `Warning` headers and the body's bytes.
+async fn exchange(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    accept: &str,
+) -> Result<(u16, Vec<String>, bytes::Bytes), String> {
     let bytes = body
         .map(|b| serde_json::to_vec(b).expect("JSON values always serialize"))
         .unwrap_or_default();
@@ -121,13 +143,7 @@ async fn call_accepting(
             .await
             .map_err(|err| format!("reading the answer: {err}"))?
             .to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Ok(ApiResponse {
-            status,
-            body,
-            warnings,
-        })
+        Ok((status, warnings, bytes))
     };
     tokio::time::timeout(CALL_TIMEOUT, exchange)
         .await
@@ -170,15 +186,31 @@ pub(crate) enum Items {
     Metadata,
 }
 
+/// A page of a list as the API server sends it, its items left as text: each is read into a
+/// tree only when its turn comes, so a page costs its bytes and one item's tree.
+#[derive(serde::Deserialize)]
+struct Page<'a> {
+    #[serde(default, borrow)]
+    metadata: PageMetadata<'a>,
+    #[serde(default, borrow)]
+    items: Option<Vec<&'a serde_json::value::RawValue>>,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct PageMetadata<'a> {
+    #[serde(default, rename = "continue", borrow)]
+    next: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// Lists `path` (which may carry a query) `limit` items at a time, following `continue`, and
-/// hands each page's items to `page`, so only one page is held at once. Returns the number of
+/// hands each item to `each`, so only one page is held at once. Returns the number of
 /// requests made.
 pub(crate) async fn list_pages(
     client: &kube::Client,
     path: &str,
     limit: u32,
     items: Items,
-    mut page: impl FnMut(Vec<Value>),
+    mut each: impl FnMut(Value),
 ) -> Result<usize, String> {
     let accept = match items {
         Items::Whole => ACCEPT_JSON,
@@ -196,31 +228,34 @@ pub(crate) async fn list_pages(
                 percent_encoding::NON_ALPHANUMERIC,
             ));
         }
-        let mut response = call_accepting(client, "GET", &url, None, accept).await?;
+        let (status, _, bytes) = exchange(client, "GET", &url, None, accept).await?;
         requests += 1;
-        if response.status == 410 {
-            return Err(format!(
-                "GET {path}: the list's snapshot expired between two pages ({}); run again, with a larger --page-size if it keeps happening",
-                response.message()
-            ));
+        let failed = |what: &str| {
+            let answer = ApiResponse {
+                status,
+                body: json_or_text(&bytes),
+                warnings: Vec::new(),
+            };
+            format!("GET {path}: {what}{}", answer.message())
+        };
+        if status == 410 {
+            return Err(failed("the list's snapshot expired between two pages; run again, with a larger --page-size if it keeps happening: "));
         }
-        if !response.is_success() {
-            return Err(format!("GET {path}: {}", response.message()));
+        if !(200..300).contains(&status) {
+            return Err(failed(""));
         }
-        next = response.body["metadata"]["continue"]
-            .as_str()
+        let page: Page<'_> = serde_json::from_slice(&bytes)
+            .map_err(|err| format!("GET {path}: the answer is not a list: {err}"))?;
+        for item in page.items.unwrap_or_default() {
+            let item = serde_json::from_str(item.get())
+                .map_err(|err| format!("GET {path}: an item does not read: {err}"))?;
+            each(item);
+        }
+        next = page
+            .metadata
+            .next
             .filter(|token| !token.is_empty())
-            .map(str::to_string);
-        match response.body["items"].take() {
-            Value::Array(list) => page(list),
-            Value::Null => {}
-            other => {
-                return Err(format!(
-                    "GET {path}: the answer's items are {}, not a list",
-                    crate::core::json::json_type(&other)
-                ))
-            }
-        }
+            .map(|token| token.into_owned());
         if next.is_none() {
             return Ok(requests);
         }

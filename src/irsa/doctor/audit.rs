@@ -3,9 +3,9 @@
 //! to now by the webhook's own resolution and engine; the pods that need a restart grouped by
 //! the workload that owns them, each with the command that restarts it.
 //!
-//! The adapter feeds it page by page (namespaces, ServiceAccounts, then pods): it keeps the
-//! namespaces' labels, the prefixed annotations of annotated ServiceAccounts, counts and the
-//! findings, never a whole list.
+//! The adapter reads the lists a page at a time and hands on one object at a time
+//! (namespaces, ServiceAccounts, then pods): the audit keeps the namespaces' labels, the
+//! prefixed annotations of annotated ServiceAccounts, counts and the findings, never a list.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -103,13 +103,11 @@ impl Selection {
         })
     }
 
-    /// A page of namespaces (their metadata).
-    pub fn namespaces(&mut self, items: &[Value]) {
-        for item in items {
-            if let Some(name) = item["metadata"]["name"].as_str() {
-                self.namespace_labels
-                    .insert(name.to_string(), string_map(&item["metadata"]["labels"]));
-            }
+    /// A namespace (its metadata).
+    pub fn namespace(&mut self, item: &Value) {
+        if let Some(name) = item["metadata"]["name"].as_str() {
+            self.namespace_labels
+                .insert(name.to_string(), string_map(&item["metadata"]["labels"]));
         }
     }
 
@@ -194,10 +192,10 @@ impl<'a> Audit<'a> {
         }
     }
 
-    /// A page of namespaces (their metadata), for the webhook's namespace selectors.
-    pub fn namespaces(&mut self, items: &[Value]) {
+    /// A namespace (its metadata), for the webhook's namespace selectors.
+    pub fn namespace(&mut self, item: &Value) {
         if let Some(selection) = &mut self.selection {
-            selection.namespaces(items);
+            selection.namespace(item);
         }
     }
 
@@ -206,100 +204,95 @@ impl<'a> Audit<'a> {
         self.selection.is_some()
     }
 
-    /// A page of ServiceAccounts (full objects or their metadata).
-    pub fn service_accounts(&mut self, items: &[Value]) {
-        for item in items {
-            self.service_accounts_listed += 1;
-            let metadata = &item["metadata"];
-            let (Some(namespace), Some(name)) =
-                (metadata["namespace"].as_str(), metadata["name"].as_str())
-            else {
-                continue;
-            };
-            let annotations = metadata["annotations"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter_map(|(key, value)| match value {
-                    Value::String(value) => Some((key, value)),
-                    _ => None,
-                });
-            let kept =
-                ServiceAccountAnnotations::from_annotations(annotations, &self.settings.keys);
-            if kept != ServiceAccountAnnotations::default() {
-                self.service_accounts
-                    .entry(namespace.to_string())
-                    .or_default()
-                    .insert(name.to_string(), kept);
-            }
+    /// A ServiceAccount (the object or its metadata).
+    pub fn service_account(&mut self, item: &Value) {
+        self.service_accounts_listed += 1;
+        let metadata = &item["metadata"];
+        let (Some(namespace), Some(name)) =
+            (metadata["namespace"].as_str(), metadata["name"].as_str())
+        else {
+            return;
+        };
+        let annotations = metadata["annotations"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(key, value)| match value {
+                Value::String(value) => Some((key, value)),
+                _ => None,
+            });
+        let kept = ServiceAccountAnnotations::from_annotations(annotations, &self.settings.keys);
+        if kept != ServiceAccountAnnotations::default() {
+            self.service_accounts
+                .entry(namespace.to_string())
+                .or_default()
+                .insert(name.to_string(), kept);
         }
     }
 
-    /// A page of pods: those not finished (the adapter asks the API server to leave finished
+    /// A pod: judged unless finished (the adapter asks the API server to leave finished
     /// ones out, and they are skipped here too).
-    pub fn pods(&mut self, items: &[Value]) {
-        for pod in items {
-            let metadata = &pod["metadata"];
-            let phase = pod["status"]["phase"].as_str().unwrap_or_default();
-            if matches!(phase, "Succeeded" | "Failed") || !metadata["deletionTimestamp"].is_null() {
-                continue;
-            }
-            let namespace = metadata["namespace"].as_str().unwrap_or_default();
-            let name = metadata["name"].as_str().unwrap_or_default();
-            if metadata["labels"][SKIP_LABEL].is_string() {
-                self.skipped_label += 1;
-                continue;
-            }
-            if metadata["annotations"][MIRROR_ANNOTATION].is_string() {
-                self.skipped_mirror += 1;
-                continue;
-            }
-            if let Some(selection) = &self.selection {
-                if !selection.selects(namespace, &metadata["labels"]) {
-                    self.unselected += 1;
-                    if !self.unselected_namespaces.contains(namespace) {
-                        self.unselected_namespaces.insert(namespace.to_string());
-                    }
-                    continue;
+    pub fn pod(&mut self, pod: &Value) {
+        let metadata = &pod["metadata"];
+        let phase = pod["status"]["phase"].as_str().unwrap_or_default();
+        if matches!(phase, "Succeeded" | "Failed") || !metadata["deletionTimestamp"].is_null() {
+            return;
+        }
+        let namespace = metadata["namespace"].as_str().unwrap_or_default();
+        let name = metadata["name"].as_str().unwrap_or_default();
+        if metadata["labels"][SKIP_LABEL].is_string() {
+            self.skipped_label += 1;
+            return;
+        }
+        if metadata["annotations"][MIRROR_ANNOTATION].is_string() {
+            self.skipped_mirror += 1;
+            return;
+        }
+        if let Some(selection) = &self.selection {
+            if !selection.selects(namespace, &metadata["labels"]) {
+                self.unselected += 1;
+                if !self.unselected_namespaces.contains(namespace) {
+                    self.unselected_namespaces.insert(namespace.to_string());
                 }
+                return;
             }
-            self.pods += 1;
-            if !self.namespaces.contains(namespace) {
-                self.namespaces.insert(namespace.to_string());
-            }
-            let service_account = match pod["spec"]["serviceAccountName"].as_str() {
-                None | Some("") => "default",
-                Some(name) => name,
-            };
-            let annotations = self
-                .service_accounts
-                .get(namespace)
-                .and_then(|names| names.get(service_account));
-            let resolution = resolve_identity(
-                namespace,
-                service_account,
-                IdentityInputs {
-                    service_account: annotations,
-                    mapping: self.mapping,
-                    container_credentials: self.container_credentials,
-                },
-                self.settings,
-            );
-            match stale::judge(pod, resolution.identity.as_ref(), self.settings) {
-                Ok(None) => {}
-                Ok(Some(stale)) => self.findings.push(Finding {
-                    namespace: namespace.to_string(),
-                    pod: name.to_string(),
-                    service_account: service_account.to_string(),
-                    stale,
-                    controller: OwnerRef::controller_of(metadata),
-                }),
-                Err(err) => {
-                    self.unreadable += 1;
-                    if self.unreadable_reasons.len() < SHOWN {
-                        self.unreadable_reasons
-                            .push(format!("pod {namespace}/{name}: {err}"));
-                    }
+        }
+        self.pods += 1;
+        if !self.namespaces.contains(namespace) {
+            self.namespaces.insert(namespace.to_string());
+        }
+        let service_account = match pod["spec"]["serviceAccountName"].as_str() {
+            None | Some("") => "default",
+            Some(name) => name,
+        };
+        let annotations = self
+            .service_accounts
+            .get(namespace)
+            .and_then(|names| names.get(service_account));
+        let resolution = resolve_identity(
+            namespace,
+            service_account,
+            IdentityInputs {
+                service_account: annotations,
+                mapping: self.mapping,
+                container_credentials: self.container_credentials,
+            },
+            self.settings,
+        );
+        match stale::judge(pod, resolution.identity.as_ref(), self.settings) {
+            Ok(None) => {}
+            Ok(Some(stale)) => self.findings.push(Finding {
+                namespace: namespace.to_string(),
+                pod: name.to_string(),
+                service_account: service_account.to_string(),
+                stale,
+                controller: OwnerRef::controller_of(metadata),
+            }),
+            Err(err) => {
+                self.unreadable += 1;
+                if self.unreadable_reasons.len() < SHOWN {
+                    self.unreadable_reasons
+                        .push(format!("pod {namespace}/{name}: {err}"));
                 }
             }
         }
@@ -791,9 +784,12 @@ mod tests {
     fn run(settings: &MutationSettings, owners: &Owners) -> (AuditReport, BTreeSet<OwnerKey>) {
         let (accounts, pages) = cluster_pages();
         let mut audit = Audit::new(settings, None, None, None);
-        audit.service_accounts(&accounts);
-        for page in &pages {
-            audit.pods(page);
+        for account in &accounts {
+            audit.service_account(account);
+        }
+        // Pages of pods, as the adapter hands them on, one pod at a time.
+        for pod in pages.iter().flatten() {
+            audit.pod(pod);
         }
         let wanted = audit.owners_to_look_up();
         (audit.finish(owners, 7, vec!["a note".into()]), wanted)
@@ -922,7 +918,7 @@ mod tests {
                 .mapping;
         let settings = MutationSettings::default();
         let mut audit = Audit::new(&settings, Some(&mapping), None, None);
-        audit.pods(&[pod("team-c", "orphan-1", "default", json!(null))]);
+        audit.pod(&pod("team-c", "orphan-1", "default", json!(null)));
         let report = audit.finish(&Owners::new(), 1, Vec::new());
         assert_eq!(report.summary.missing, 1);
 
@@ -983,21 +979,27 @@ mod tests {
             labels["kubernetes.io/metadata.name"] = json!(name);
             json!({"metadata": {"name": name, "labels": labels}})
         };
-        audit.namespaces(&[
+        for item in [
             namespace("team-a", json!({})),
             namespace("opted-out", json!({SKIP_LABEL: "true"})),
             namespace("piw", json!({})),
-        ]);
-        audit.service_accounts(&[
+        ] {
+            audit.namespace(&item);
+        }
+        for item in [
             service_account("team-a", "web", Some(ROLE)),
             service_account("opted-out", "web", Some(ROLE)),
             service_account("piw", "web", Some(ROLE)),
-        ]);
-        audit.pods(&[
+        ] {
+            audit.service_account(&item);
+        }
+        for item in [
             pod("team-a", "judged", "web", json!(null)),
             pod("opted-out", "left-out", "web", json!(null)),
             pod("piw", "own", "web", json!(null)),
-        ]);
+        ] {
+            audit.pod(&item);
+        }
         let report = audit.finish(&Owners::new(), 4, Vec::new());
         assert_eq!(report.summary.missing, 1);
         assert_eq!(report.workloads[0].pods[0].name, "judged");
@@ -1014,7 +1016,7 @@ mod tests {
         let mut audit = Audit::new(&settings, None, None, None);
         let mut odd = pod("team-a", "odd", "web", json!(null));
         odd["spec"]["containers"] = json!("not a list");
-        audit.pods(&[odd]);
+        audit.pod(&odd);
         let report = audit.finish(&Owners::new(), 1, Vec::new());
         assert!(report.passed());
         assert_eq!(report.notes.len(), 1);
@@ -1035,11 +1037,13 @@ mod tests {
     fn a_cluster_whose_pods_all_have_their_identity_passes() {
         let settings = MutationSettings::default();
         let mut audit = Audit::new(&settings, None, None, None);
-        audit.service_accounts(&[service_account("team-a", "web", Some(ROLE))]);
-        audit.pods(&[
+        audit.service_account(&service_account("team-a", "web", Some(ROLE)));
+        for item in [
             admitted(pod("team-a", "web-1", "web", json!(null)), ROLE),
             pod("team-a", "other", "default", json!(null)),
-        ]);
+        ] {
+            audit.pod(&item);
+        }
         let report = audit.finish(&Owners::new(), 3, Vec::new());
         assert!(report.passed());
         assert_eq!(report.exit_code(), 0);
