@@ -21,6 +21,8 @@
 //! `cargo test --benches`) nothing is run.
 
 mod common;
+#[path = "common/control_plane.rs"]
+mod control_plane;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -33,6 +35,7 @@ use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::Api;
 
 use common::{certificate, free_port, http_get, metric, Guard};
+use control_plane::ControlPlane;
 
 const DEFAULT_SERVICE_ACCOUNTS: usize = 100_000;
 const NAMESPACES: usize = 1_000;
@@ -76,7 +79,7 @@ fn run() -> Result<(), String> {
         })?,
         Err(_) => DEFAULT_SERVICE_ACCOUNTS,
     };
-    let control_plane = ControlPlane::start(root)?;
+    let control_plane = ControlPlane::start(root, "cache-scale")?;
     let dir = tempfile::tempdir().map_err(|err| format!("cannot make a temp dir: {err}"))?;
     let (cert, key) = certificate(dir.path());
     let webhook = |log: &str| Webhook {
@@ -488,66 +491,4 @@ fn status_kib(child: &mut Guard, log: &Path, field: &str) -> Result<u64, String>
         .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))
-}
-
-/// The benchmark's own control plane, or one named by `PIW_CONTROL_PLANE_DIR`.
-struct ControlPlane {
-    script: PathBuf,
-    dir: PathBuf,
-    kubeconfig: PathBuf,
-    owned: bool,
-}
-
-impl ControlPlane {
-    fn start(root: &Path) -> Result<Self, String> {
-        let script = root.join("hack/control-plane.sh");
-        let (dir, owned) = match std::env::var_os("PIW_CONTROL_PLANE_DIR") {
-            Some(dir) => (PathBuf::from(dir), false),
-            None => {
-                let dir =
-                    std::env::temp_dir().join(format!("piw-cache-scale-{}", std::process::id()));
-                let status = Command::new(&script)
-                    .arg("up")
-                    .arg("--dir")
-                    .arg(&dir)
-                    .stdout(Stdio::null())
-                    .status()
-                    .map_err(|err| format!("cannot run {}: {err}", script.display()))?;
-                if !status.success() {
-                    return Err(format!(
-                        "{} up failed ({status}); install the tools with hack/install-control-plane.sh",
-                        script.display()
-                    ));
-                }
-                (dir, true)
-            }
-        };
-        let kubeconfig = dir.join("kubeconfig");
-        if !kubeconfig.exists() {
-            return Err(format!(
-                "{} not found: is {} a control-plane.sh directory?",
-                kubeconfig.display(),
-                dir.display()
-            ));
-        }
-        Ok(Self {
-            script,
-            dir,
-            kubeconfig,
-            owned,
-        })
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        if self.owned {
-            let _ = Command::new(&self.script)
-                .arg("down")
-                .arg("--dir")
-                .arg(&self.dir)
-                .stdout(Stdio::null())
-                .status();
-        }
-    }
 }

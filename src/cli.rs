@@ -565,6 +565,49 @@ mod tests {
     }
 
     #[test]
+    fn doctor_takes_a_service_account_or_all_namespaces_and_not_both() {
+        let doctor = |args: &[&str]| {
+            let mut all = vec!["doctor"];
+            all.extend_from_slice(args);
+            parse(&all).map(|cli| match cli.into_command() {
+                Command::Doctor(args) => args,
+                _ => panic!("not doctor"),
+            })
+        };
+        let args = doctor(&["team-a/app"]).unwrap();
+        assert_eq!(args.service_account.as_deref(), Some("team-a/app"));
+        assert!(!args.all_namespaces);
+        let args = doctor(&["-A", "--page-size", "50"]).unwrap();
+        assert!(args.all_namespaces && args.service_account.is_none());
+        assert_eq!(args.page_size, 50);
+        assert_eq!(doctor(&["--all-namespaces"]).unwrap().page_size, 500);
+        for (args, wanted) in [
+            (
+                &[][..],
+                "error: the following required arguments were not provided: <NAMESPACE/SERVICEACCOUNT>",
+            ),
+            (
+                &["-A", "team-a/app"],
+                "error: the argument '--all-namespaces' cannot be used with '[NAMESPACE/SERVICEACCOUNT]'",
+            ),
+            (
+                &["-A", "--trust-policy", "role.json"],
+                "error: the argument '--all-namespaces' cannot be used with '--trust-policy <FILE|DIR>'",
+            ),
+            (
+                &["-A", "--page-size", "0"],
+                "error: invalid value '0' for '--page-size <PAGE_SIZE>': 0 is not in 1..=5000",
+            ),
+            (
+                &["team-a/app", "--page-size", "10"],
+                "error: the argument '[NAMESPACE/SERVICEACCOUNT]' cannot be used with '--page-size <PAGE_SIZE>'",
+            ),
+        ] {
+            assert_eq!(one_line(&doctor(args).unwrap_err()), wanted, "{args:?}");
+        }
+    }
+
+    #[test]
     fn one_line_keeps_missing_arguments_possible_values_and_tips() {
         for (args, wanted) in [
             (

@@ -81,8 +81,25 @@ pub enum ReportFormat {
 #[derive(Debug, Clone, Args)]
 pub struct DoctorArgs {
     /// The ServiceAccount to examine, as NAMESPACE/NAME.
-    #[arg(value_name = "NAMESPACE/SERVICEACCOUNT")]
-    pub service_account: String,
+    #[arg(
+        value_name = "NAMESPACE/SERVICEACCOUNT",
+        required_unless_present = "all_namespaces"
+    )]
+    pub service_account: Option<String>,
+    /// Instead of one ServiceAccount, judge every running pod of the cluster: list those that
+    /// lack the identity the webhook gives now or run with an older one, by workload, with the
+    /// command that restarts each.
+    #[arg(
+        short = 'A',
+        long,
+        conflicts_with_all = ["service_account", "trust_policies", "jwks"]
+    )]
+    pub all_namespaces: bool,
+    /// With --all-namespaces: how many objects each list request asks for (one page is held
+    /// in memory at a time).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=5000),
+          conflicts_with = "service_account")]
+    pub page_size: u32,
     /// The role's trust policy: the document, or `aws iam get-role --role-name NAME` output;
     /// repeatable, or a directory of them, for the roles containers get of their own (each
     /// matched to the role it names, or to the role its file is named after).

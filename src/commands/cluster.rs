@@ -68,6 +68,16 @@ pub async fn config_from_kubeconfig(path: &Path) -> Result<kube::Config, String>
         .map_err(|err| format!("--kubeconfig {}: {err}", path.display()))
 }
 
+/// What most calls accept. The API server serves the JWKS only as application/jwk-set+json.
+const ACCEPT_JSON: &str = "application/json, application/jwk-set+json";
+/// Only the metadata of a list's items (PartialObjectMetadataList), where the API server
+/// offers it (any current one), else the list itself.
+const ACCEPT_METADATA_LIST: &str =
+    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json";
+/// Only an object's metadata (PartialObjectMetadata).
+const ACCEPT_METADATA: &str =
+    "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json";
+
 /// One request; Err only when no HTTP answer came.
 pub async fn call(
     client: &kube::Client,
@@ -75,6 +85,38 @@ pub async fn call(
     path: &str,
     body: Option<&Value>,
 ) -> Result<ApiResponse, String> {
+    call_accepting(client, method, path, body, ACCEPT_JSON).await
+}
+
+async fn call_accepting(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    accept: &str,
+) -> Result<ApiResponse, String> {
+    let (status, warnings, bytes) = exchange(client, method, path, body, accept).await?;
+    Ok(ApiResponse {
+        status,
+        body: json_or_text(&bytes),
+        warnings,
+    })
+}
+
+/// The answer as JSON, or as a JSON string when it is not JSON.
+fn json_or_text(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// One request: the status, the `Warning` headers and the body's bytes.
+async fn exchange(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    accept: &str,
+) -> Result<(u16, Vec<String>, bytes::Bytes), String> {
     let bytes = body
         .map(|b| serde_json::to_vec(b).expect("JSON values always serialize"))
         .unwrap_or_default();
@@ -82,11 +124,7 @@ pub async fn call(
         .method(method)
         .uri(path)
         .header(http::header::CONTENT_TYPE, "application/json")
-        // The API server serves the JWKS only as application/jwk-set+json.
-        .header(
-            http::header::ACCEPT,
-            "application/json, application/jwk-set+json",
-        )
+        .header(http::header::ACCEPT, accept)
         .body(kube::client::Body::from(bytes))
         .map_err(|err| format!("{method} {path}: {err}"))?;
     let exchange = async {
@@ -105,13 +143,7 @@ pub async fn call(
             .await
             .map_err(|err| format!("reading the answer: {err}"))?
             .to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Ok(ApiResponse {
-            status,
-            body,
-            warnings,
-        })
+        Ok((status, warnings, bytes))
     };
     tokio::time::timeout(CALL_TIMEOUT, exchange)
         .await
@@ -131,6 +163,102 @@ pub async fn get(client: &kube::Client, path: &str) -> Result<Option<Value>, Str
         404 => Ok(None),
         _ if response.is_success() => Ok(Some(response.body)),
         _ => Err(format!("GET {path}: {}", response.message())),
+    }
+}
+
+/// GET of an object's metadata only; `None` on 404.
+pub(crate) async fn get_metadata(
+    client: &kube::Client,
+    path: &str,
+) -> Result<Option<Value>, String> {
+    let response = call_accepting(client, "GET", path, None, ACCEPT_METADATA).await?;
+    match response.status {
+        404 => Ok(None),
+        _ if response.is_success() => Ok(Some(response.body)),
+        _ => Err(format!("GET {path}: {}", response.message())),
+    }
+}
+
+/// What a paged list reads of each item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Items {
+    Whole,
+    Metadata,
+}
+
+/// A page of a list as the API server sends it, its items left as text: each is read into a
+/// tree only when its turn comes, so a page costs its bytes and one item's tree.
+#[derive(serde::Deserialize)]
+struct Page<'a> {
+    #[serde(default, borrow)]
+    metadata: PageMetadata<'a>,
+    #[serde(default, borrow)]
+    items: Option<Vec<&'a serde_json::value::RawValue>>,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct PageMetadata<'a> {
+    #[serde(default, rename = "continue", borrow)]
+    next: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Lists `path` (which may carry a query) `limit` items at a time, following `continue`, and
+/// hands each item to `each`, so only one page is held at once. Returns the number of
+/// requests made.
+pub(crate) async fn list_pages(
+    client: &kube::Client,
+    path: &str,
+    limit: u32,
+    items: Items,
+    mut each: impl FnMut(Value),
+) -> Result<usize, String> {
+    let accept = match items {
+        Items::Whole => ACCEPT_JSON,
+        Items::Metadata => ACCEPT_METADATA_LIST,
+    };
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let mut requests = 0;
+    let mut next: Option<String> = None;
+    loop {
+        let mut url = format!("{path}{separator}limit={limit}");
+        if let Some(token) = &next {
+            url.push_str("&continue=");
+            url.extend(percent_encoding::utf8_percent_encode(
+                token,
+                percent_encoding::NON_ALPHANUMERIC,
+            ));
+        }
+        let (status, _, bytes) = exchange(client, "GET", &url, None, accept).await?;
+        requests += 1;
+        let failed = |what: &str| {
+            let answer = ApiResponse {
+                status,
+                body: json_or_text(&bytes),
+                warnings: Vec::new(),
+            };
+            format!("GET {path}: {what}{}", answer.message())
+        };
+        if status == 410 {
+            return Err(failed("the list's snapshot expired between two pages; run again, with a larger --page-size if it keeps happening: "));
+        }
+        if !(200..300).contains(&status) {
+            return Err(failed(""));
+        }
+        let page: Page<'_> = serde_json::from_slice(&bytes)
+            .map_err(|err| format!("GET {path}: the answer is not a list: {err}"))?;
+        for item in page.items.unwrap_or_default() {
+            let item = serde_json::from_str(item.get())
+                .map_err(|err| format!("GET {path}: an item does not read: {err}"))?;
+            each(item);
+        }
+        next = page
+            .metadata
+            .next
+            .filter(|token| !token.is_empty())
+            .map(|token| token.into_owned());
+        if next.is_none() {
+            return Ok(requests);
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `doctor` command: gathers what the cluster and the given files say about one
 //! ServiceAccount and runs the checks of `crate::irsa::doctor` over it, printing a checklist
-//! (or JSON). Exit code 0 only when every check passes.
+//! (or JSON). Exit code 0 only when every check passes. With `--all-namespaces`, the audit of
+//! every pod instead (`super::audit`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,7 @@ use crate::irsa::issuer::{Issuer, DISCOVERY_PATH, JWKS_PATH};
 use crate::irsa::policy;
 use crate::sources::config_map_watch::CONFIG_MAP_NAME;
 
-use super::cluster;
+use super::{audit, cluster};
 
 /// The files given on the command line, read before anything is asked of the cluster.
 struct Inputs {
@@ -33,11 +34,16 @@ struct Inputs {
 }
 
 pub fn run(args: DoctorArgs) -> ExitCode {
-    let (namespace, name) =
-        match super::split_service_account(&args.service_account, "ServiceAccount", '/') {
-            Ok(parts) => parts,
-            Err(message) => return super::bad_input(message),
-        };
+    // clap requires a ServiceAccount unless --all-namespaces is given.
+    let subject = match args.service_account.as_deref() {
+        Some(service_account) => {
+            match super::split_service_account(service_account, "ServiceAccount", '/') {
+                Ok(parts) => Some(parts),
+                Err(message) => return super::bad_input(message),
+            }
+        }
+        None => None,
+    };
     let inputs = match read_inputs(&args) {
         Ok(inputs) => inputs,
         Err(message) => return super::bad_input(message),
@@ -45,6 +51,9 @@ pub fn run(args: DoctorArgs) -> ExitCode {
     let runtime = match super::runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
+    };
+    let Some((namespace, name)) = subject else {
+        return audit::run(&runtime, &args, inputs.container_credentials.as_ref());
     };
     let report = match runtime.block_on(examine(&args, namespace, name, &inputs)) {
         Ok(report) => report,
@@ -323,7 +332,7 @@ async fn examine(
 }
 
 /// The role mapping the webhook would use, if its ConfigMap exists, with a note saying so.
-async fn read_mapping(
+pub(super) async fn read_mapping(
     client: &kube::Client,
     webhook_namespace: &str,
 ) -> (Option<ConfigMapMapping>, Option<String>) {

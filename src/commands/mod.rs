@@ -1,8 +1,9 @@
 //! The commands other than `serve`: `mutate` (the engine offline, on manifests) and the IRSA
-//! commands (`oidc`, `trust-policy`, `doctor`). Each reads files or the cluster, hands the facts
+//! commands (`oidc`, `trust-policy`, `doctor`, and its cluster audit). Each reads files or the cluster, hands the facts
 //! to the pure core or `crate::irsa`, prints, and chooses the exit code (0 all good, 1 a check
 //! failed, 2 bad input with one line naming it).
 
+mod audit;
 pub mod cluster;
 pub mod doctor;
 pub mod manifests;

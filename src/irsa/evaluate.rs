@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::core::identity::{split_iam_arn, IamArn};
+use crate::core::identity::{is_iam_role_arn, split_iam_arn, IamArn};
 
 use super::policy::{
     ActionSpec, Condition, Effect, PrincipalSpec, Principals, Statement, TrustPolicy,
@@ -19,8 +19,29 @@ pub(crate) struct WebIdentityRequest<'a> {
     pub iss: &'a str,
     pub sub: &'a str,
     pub aud: &'a [String],
-    /// The account of the role being assumed, when known: the provider must be in it.
-    pub role_account: Option<&'a str>,
+    /// Where the role being assumed lives, when known: the provider must be there too.
+    pub role: Option<RoleHome<'a>>,
+}
+
+/// The partition and account of a role. IAM looks the token's OIDC provider up in the role's own
+/// account, so a Federated principal of another partition or account never matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RoleHome<'a> {
+    pub partition: &'a str,
+    pub account: &'a str,
+}
+
+impl<'a> RoleHome<'a> {
+    /// From a role ARN; None when `role_arn` is not one (then nothing is known of its home).
+    pub(crate) fn of(role_arn: &'a str) -> Option<Self> {
+        if !is_iam_role_arn(role_arn) {
+            return None;
+        }
+        split_iam_arn(role_arn).map(|arn| Self {
+            partition: arn.partition,
+            account: arn.account,
+        })
+    }
 }
 
 impl WebIdentityRequest<'_> {
@@ -204,10 +225,16 @@ fn statement_mismatches(
 
 fn principal_mismatch(spec: &PrincipalSpec, request: &WebIdentityRequest<'_>) -> Option<Mismatch> {
     let provider = request.provider_name();
-    let expected = format!(
-        "arn:aws:iam::{}:oidc-provider/{provider}",
-        request.role_account.unwrap_or("<account>")
-    );
+    let (partition, account) = request
+        .role
+        .map_or(("aws", "<account>"), |role| (role.partition, role.account));
+    let expected = format!("arn:{partition}:iam::{account}:oidc-provider/{provider}");
+    // Without the role, its partition is a guess.
+    let partition_hint = if request.role.is_none() {
+        " (the partition may be aws-cn or aws-us-gov)"
+    } else {
+        ""
+    };
     let (principals, negated) = match spec {
         PrincipalSpec::Principal(p) => (p, false),
         PrincipalSpec::NotPrincipal(p) => (p, true),
@@ -246,7 +273,7 @@ fn principal_mismatch(spec: &PrincipalSpec, request: &WebIdentityRequest<'_>) ->
         } else {
             reasons.join("; ")
         },
-        fix: format!("set \"Principal\": {{\"Federated\": \"{expected}\"}} (the partition may be aws-cn or aws-us-gov)"),
+        fix: format!("set \"Principal\": {{\"Federated\": \"{expected}\"}}{partition_hint}"),
     })
 }
 
@@ -263,7 +290,9 @@ fn federated_matches(
         ));
     }
     let Some(IamArn {
-        account, resource, ..
+        partition,
+        account,
+        resource,
     }) = split_iam_arn(value)
     else {
         return Err(format!(
@@ -282,14 +311,32 @@ fn federated_matches(
             request.iss
         ));
     }
-    if let Some(role_account) = request.role_account {
-        if account != role_account {
-            return Err(format!(
-                "the provider ARN is in account {account}, the role in account {role_account}; IAM looks the provider up in the role's account"
-            ));
-        }
+    let Some(role) = request.role else {
+        return Ok(());
+    };
+    let mut elsewhere = Vec::new();
+    if partition != role.partition {
+        elsewhere.push(("partition", partition, role.partition));
     }
-    Ok(())
+    if account != role.account {
+        elsewhere.push(("account", account, role.account));
+    }
+    if elsewhere.is_empty() {
+        return Ok(());
+    }
+    let provider_in: Vec<String> = elsewhere
+        .iter()
+        .map(|(what, p, _)| format!("{what} {p}"))
+        .collect();
+    let role_in: Vec<String> = elsewhere
+        .iter()
+        .map(|(what, _, r)| format!("{what} {r}"))
+        .collect();
+    Err(format!(
+        "the provider ARN is in {}, the role in {}; IAM looks the provider up in the role's own partition and account, so this principal never matches",
+        provider_in.join(" and "),
+        role_in.join(" and ")
+    ))
 }
 
 /// Why two provider names differ, for the common slips.

@@ -9,6 +9,8 @@ const ISS: &str = "https://oidc.example.com/cluster-1";
 const PROVIDER: &str = "oidc.example.com/cluster-1";
 const PROVIDER_ARN: &str = "arn:aws:iam::111122223333:oidc-provider/oidc.example.com/cluster-1";
 const AUD: &str = "sts.amazonaws.com";
+/// The role being assumed in most cases.
+const ROLE: &str = "arn:aws:iam::111122223333:role/app";
 /// The token's subject in most cases: ServiceAccount app in namespace team-a.
 const SUB: &str = "system:serviceaccount:team-a:app";
 
@@ -34,6 +36,17 @@ fn allow_sub(allowed: &str) -> Value {
 }
 
 fn eval_with(statements: Vec<Value>, iss: &str, sub: &str, aud: &[&str]) -> Evaluation {
+    eval_as(statements, iss, sub, aud, Some(ROLE))
+}
+
+/// The evaluation for a token assuming `role` (None: the role is not known).
+fn eval_as(
+    statements: Vec<Value>,
+    iss: &str,
+    sub: &str,
+    aud: &[&str],
+    role: Option<&str>,
+) -> Evaluation {
     let document = json!({"Version": "2012-10-17", "Statement": statements});
     let policy = policy::parse(&document.to_string()).unwrap();
     let aud: Vec<String> = aud.iter().map(|a| a.to_string()).collect();
@@ -43,7 +56,7 @@ fn eval_with(statements: Vec<Value>, iss: &str, sub: &str, aud: &[&str]) -> Eval
             iss,
             sub,
             aud: &aud,
-            role_account: Some("111122223333"),
+            role: role.and_then(RoleHome::of),
         },
     )
 }
@@ -375,6 +388,119 @@ fn provider_in_another_account_is_named() {
     assert!(only_problem(&e)
         .0
         .contains("account 999999999999, the role in account 111122223333"));
+}
+
+/// IAM looks the provider up in the role's own partition and account: a principal elsewhere
+/// never matches, whatever its name.
+#[rstest::rstest]
+#[case::same_partition_and_account("aws", "111122223333", ROLE, None)]
+#[case::china_provider_for_a_commercial_role(
+    "aws-cn",
+    "111122223333",
+    ROLE,
+    Some("the provider ARN is in partition aws-cn, the role in partition aws;")
+)]
+#[case::govcloud_provider_for_a_china_role(
+    "aws-us-gov",
+    "111122223333",
+    "arn:aws-cn:iam::111122223333:role/app",
+    Some("the provider ARN is in partition aws-us-gov, the role in partition aws-cn;")
+)]
+#[case::commercial_provider_for_a_govcloud_role(
+    "aws",
+    "111122223333",
+    "arn:aws-us-gov:iam::111122223333:role/path/app",
+    Some("the provider ARN is in partition aws, the role in partition aws-us-gov;")
+)]
+#[case::other_partition_and_account(
+    "aws-cn",
+    "999999999999",
+    ROLE,
+    Some("the provider ARN is in partition aws-cn and account 999999999999, the role in partition aws and account 111122223333;")
+)]
+#[case::china_provider_for_a_china_role(
+    "aws-cn",
+    "111122223333",
+    "arn:aws-cn:iam::111122223333:role/app",
+    None
+)]
+fn provider_in_another_partition_never_matches(
+    #[case] provider_partition: &str,
+    #[case] provider_account: &str,
+    #[case] role: &str,
+    #[case] refused: Option<&str>,
+) {
+    let principal =
+        format!("arn:{provider_partition}:iam::{provider_account}:oidc-provider/{PROVIDER}");
+    let e = eval_as(
+        vec![statement(
+            "Allow",
+            &principal,
+            sub_condition("StringEquals", SUB),
+        )],
+        ISS,
+        SUB,
+        &[AUD],
+        Some(role),
+    );
+    match refused {
+        None => assert_eq!(e.verdict, Verdict::Allowed(1), "{:#?}", e.problems()),
+        Some(words) => {
+            let (message, fix) = implicit_deny_problem(&e);
+            assert!(message.contains(words), "{message}");
+            assert!(
+                message.ends_with("so this principal never matches"),
+                "{message}"
+            );
+            // The fix names the provider where the role is.
+            let home = RoleHome::of(role).unwrap();
+            assert_eq!(
+                fix,
+                format!(
+                    "set \"Principal\": {{\"Federated\": \"arn:{}:iam::{}:oidc-provider/{PROVIDER}\"}}",
+                    home.partition, home.account
+                )
+            );
+        }
+    }
+}
+
+#[test]
+fn without_a_known_role_any_partition_and_account_match_and_the_fix_says_so() {
+    for role in [
+        None,
+        Some("my-role"),
+        Some("arn:aws:iam::111122223333:user/app"),
+    ] {
+        let e = eval_as(
+            vec![statement(
+                "Allow",
+                &format!("arn:aws-cn:iam::999999999999:oidc-provider/{PROVIDER}"),
+                sub_condition("StringEquals", SUB),
+            )],
+            ISS,
+            SUB,
+            &[AUD],
+            role,
+        );
+        assert!(e.allowed(), "{role:?}: {:#?}", e.problems());
+    }
+    let e = eval_as(
+        vec![statement(
+            "Allow",
+            "arn:aws:iam::111122223333:oidc-provider/other.example.com",
+            sub_condition("StringEquals", SUB),
+        )],
+        ISS,
+        SUB,
+        &[AUD],
+        None,
+    );
+    let (_, fix) = implicit_deny_problem(&e);
+    assert_eq!(
+        fix,
+        format!("set \"Principal\": {{\"Federated\": \"arn:aws:iam::<account>:oidc-provider/{PROVIDER}\"}} (the partition may be aws-cn or aws-us-gov)")
+    );
 }
 
 #[test]

@@ -177,7 +177,7 @@ pub fn trust_policy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::irsa::evaluate::{evaluate, Verdict, WebIdentityRequest};
+    use crate::irsa::evaluate::{evaluate, RoleHome, Verdict, WebIdentityRequest};
     use crate::irsa::policy;
 
     fn issuer() -> Issuer {
@@ -235,12 +235,24 @@ mod tests {
                     iss: "https://oidc.example.com/c1",
                     sub,
                     aud: &aud,
-                    role_account: Some("111122223333"),
+                    role: RoleHome::of("arn:aws-cn:iam::111122223333:role/app"),
                 },
             )
             .verdict;
             assert_eq!(verdict == Verdict::Allowed(1), allowed, "{sub}");
         }
+        // Written for aws-cn, the policy lets no role of the aws partition be assumed.
+        let verdict = evaluate(
+            &policy,
+            &WebIdentityRequest {
+                iss: "https://oidc.example.com/c1",
+                sub: "system:serviceaccount:team-b:app",
+                aud: &aud,
+                role: RoleHome::of("arn:aws:iam::111122223333:role/app"),
+            },
+        )
+        .verdict;
+        assert_eq!(verdict, Verdict::ImplicitDeny);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! exclusively. Without the tools (`make tools`), every test prints SKIPPED and passes, unless
 //! `PIW_REQUIRE_TOOLS=1`.
 
+mod audit;
 mod certs;
 mod harness;
 mod irsa;

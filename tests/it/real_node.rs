@@ -40,6 +40,9 @@ macro_rules! node {
     };
 }
 
+// After `node!`, which it uses.
+mod audit;
+
 /// A shell script for the test image that prints what the container sees, one `KEY=VALUE`
 /// a line: its uid, the given variables, the token file named by `token_var` and its mode.
 fn report_script(vars: &[&str], token_var: &str) -> String {

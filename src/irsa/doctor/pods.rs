@@ -1,14 +1,14 @@
 //! Doctor check on pods already running under the ServiceAccount: the engine itself says
-//! whether each would still be changed (created before the annotation, or while the webhook
-//! was down with failurePolicy Ignore), so such pods are listed for a restart.
+//! whether each would still be changed or runs with an older role (`stale`), so such pods are
+//! listed for a restart.
 
 use serde_json::Value;
 
-use crate::core::engine::{self, ContainerRoles};
-use crate::core::identity::{CredentialKind, Identity};
-use crate::core::pod::Pod;
-use crate::core::settings::{AnnotationKeys, MutationSettings};
+use crate::core::identity::Identity;
+use crate::core::settings::MutationSettings;
 use crate::irsa::checklist::Check;
+
+use super::stale;
 
 /// The label that keeps the API server from calling the webhook for a pod.
 pub const SKIP_LABEL: &str = "eks.amazonaws.com/skip-pod-identity-webhook";
@@ -59,23 +59,9 @@ pub(crate) fn running_pods(
                 )
             })
             .unwrap_or_default();
-        // Fixed jitter: whether anything is missing does not depend on the drawn lifetime.
-        let outcome = Pod::from_value(pod)
-            .map(|read| engine::mutate(&read, identity, settings, &mut |range| *range.start()));
-        match outcome {
-            Ok(mutation) if !mutation.patch.is_empty() => {
-                stale.push(format!(
-                    "{name}{owner}: lacks {}",
-                    missing_in(&mutation.containers)
-                ));
-            }
-            Ok(_) => {
-                if let CredentialKind::WebIdentity { role_arn, .. } = &identity.source {
-                    if let Some(line) = older_role(pod, role_arn, &settings.keys) {
-                        stale.push(format!("{name}{owner}: {line}"));
-                    }
-                }
-            }
+        match stale::judge(pod, Some(identity), settings) {
+            Ok(Some(found)) => stale.push(format!("{name}{owner}: {}", found.detail)),
+            Ok(None) => {}
             Err(err) => stale.push(format!("{name}{owner}: unreadable pod ({err})")),
         }
     }
@@ -97,45 +83,12 @@ pub(crate) fn running_pods(
     )
 }
 
-fn missing_in(containers: &[String]) -> String {
-    if containers.is_empty() {
-        "the token volume".into()
-    } else {
-        format!("credentials in container(s) {}", containers.join(", "))
-    }
-}
-
-/// The first container that runs with another role than it would get now: the role the pod's
-/// `container-role-arns` annotation gives it, else the ServiceAccount's.
-fn older_role(pod: &Value, role_arn: &str, keys: &AnnotationKeys) -> Option<String> {
-    let key = &keys.container_role_arns;
-    let annotation = pod["metadata"]["annotations"][key.as_str()].as_str();
-    let roles = annotation
-        .map(|value| ContainerRoles::parse(value, key))
-        .unwrap_or_default();
-    pod["spec"]["containers"].as_array()?.iter().find_map(|c| {
-        let old = c["env"]
-            .as_array()?
-            .iter()
-            .find(|e| e["name"] == "AWS_ROLE_ARN")?["value"]
-            .as_str()?;
-        let name = c["name"].as_str().unwrap_or_default();
-        match roles.get(name) {
-            Some(own) if own != old => Some(format!(
-                "container {name} runs with role {old}, the pod's annotation {key} says {own}"
-            )),
-            Some(_) => None,
-            None if old != role_arn => Some(format!(
-                "runs with role {old}, the ServiceAccount now says {role_arn}"
-            )),
-            None => None,
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::engine;
+    use crate::core::identity::CredentialKind;
+    use crate::core::pod::Pod;
     use crate::irsa::checklist::Status;
     use serde_json::json;
 
@@ -205,7 +158,7 @@ mod tests {
         let check = running_pods(&pods, Some(&identity(new_role)), &settings);
         assert_eq!(check.status, Status::Fail);
         assert!(
-            check.details[1].contains("runs with role arn:aws:iam::111122223333:role/old"),
+            check.details[1].contains("runs with role arn:aws:iam::111122223333:role/old in container(s) app, the webhook now gives arn:aws:iam::111122223333:role/new"),
             "{:?}",
             check.details
         );
@@ -233,7 +186,9 @@ mod tests {
         let stale = running_pods(&Ok(vec![pod]), Some(&identity(role)), &settings);
         assert_eq!(stale.status, Status::Fail);
         assert!(
-            stale.details[1].contains(&format!("container app runs with role {own}, the pod's annotation eks.amazonaws.com/container-role-arns says {role}2")),
+            stale.details[1].contains(&format!(
+                "runs with role {own} in container(s) app, the webhook now gives {role}2"
+            )),
             "{:?}",
             stale.details
         );

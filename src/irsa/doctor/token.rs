@@ -6,7 +6,7 @@ use jsonwebtoken::jwk::JwkSet;
 
 use crate::irsa::checklist::Check;
 use crate::irsa::discovery::compare_keys;
-use crate::irsa::evaluate::{evaluate, WebIdentityRequest};
+use crate::irsa::evaluate::{evaluate, RoleHome, WebIdentityRequest};
 use crate::irsa::issuer::describe_difference;
 use crate::irsa::policy::TrustPolicy;
 use crate::irsa::token::{read_claims, verify, Claims};
@@ -201,14 +201,16 @@ pub fn trust_policy(policy: Option<&TrustPolicy>, claims: &Claims, role_arn: &st
             "report this: the API server issued an incomplete token",
         );
     };
-    let role_account = role_arn.split(':').nth(4).filter(|a| a.len() == 12);
+    // The pod assumes the ServiceAccount's role; `get-role` output names one too when that is
+    // not an ARN.
+    let role = RoleHome::of(role_arn).or_else(|| policy.role_arn.as_deref().and_then(RoleHome::of));
     let evaluation = evaluate(
         policy,
         &WebIdentityRequest {
             iss,
             sub,
             aud: &claims.aud,
-            role_account,
+            role,
         },
     );
     for note in &evaluation.notes {
@@ -302,5 +304,47 @@ mod tests {
             "the policy allows sub system:serviceaccount:team-a:app, this pod's token says system:serviceaccount:team-b:app"
         ));
         assert_eq!(trust_policy(None, &claims, "x").status, Status::Skip);
+    }
+
+    #[test]
+    fn a_provider_of_another_partition_than_the_role_fails_the_trust_policy_check() {
+        let claims = Claims {
+            iss: Some("https://oidc.example.com".into()),
+            sub: Some("system:serviceaccount:team-a:app".into()),
+            aud: vec!["sts.amazonaws.com".into()],
+            ..Default::default()
+        };
+        let document = |role: &str| {
+            json!({"Role": {"Arn": role, "AssumeRolePolicyDocument": {
+                "Statement": [{"Effect": "Allow", "Principal": {"Federated": "arn:aws-cn:iam::111122223333:oidc-provider/oidc.example.com"},
+                "Action": "sts:AssumeRoleWithWebIdentity"}]}}})
+            .to_string()
+        };
+        let china = "arn:aws-cn:iam::111122223333:role/app";
+        let commercial = "arn:aws:iam::111122223333:role/app";
+        let policy = policy::parse(&document(china)).unwrap();
+        assert_eq!(
+            trust_policy(Some(&policy), &claims, china).status,
+            Status::Pass
+        );
+        let policy = policy::parse(&document(commercial)).unwrap();
+        let check = trust_policy(Some(&policy), &claims, commercial);
+        assert_eq!(check.status, Status::Fail);
+        assert!(
+            check.problems[0]
+                .cause
+                .contains("the provider ARN is in partition aws-cn, the role in partition aws"),
+            "{:?}",
+            check.problems
+        );
+        // A ServiceAccount role that is no ARN: the role named by `get-role` output decides.
+        let check = trust_policy(Some(&policy), &claims, "app");
+        assert!(
+            check.problems.iter().any(|p| p
+                .cause
+                .contains("in partition aws-cn, the role in partition aws")),
+            "{:?}",
+            check.problems
+        );
     }
 }

@@ -73,13 +73,7 @@ pub fn registration(
             .unwrap_or_default()
             .to_string()
     };
-    let ours: Vec<&Value> = configs
-        .iter()
-        .filter(|c| match wanted {
-            Some(wanted) => name_of(c) == wanted,
-            None => name_of(c).contains(DEFAULT_CONFIG_NAME),
-        })
-        .collect();
+    let ours: Vec<&Value> = configs.iter().filter(|c| is_ours(c, wanted)).collect();
     if ours.is_empty() {
         let looked_for = match wanted {
             Some(name) => format!("named {name}"),
@@ -150,6 +144,16 @@ pub fn registration(
     (check, entries)
 }
 
+/// Whether a MutatingWebhookConfiguration is this webhook's: named `wanted`, or by default
+/// one whose name contains [`DEFAULT_CONFIG_NAME`].
+pub(crate) fn is_ours(config: &Value, wanted: Option<&str>) -> bool {
+    let name = config["metadata"]["name"].as_str().unwrap_or_default();
+    match wanted {
+        Some(wanted) => name == wanted,
+        None => name.contains(DEFAULT_CONFIG_NAME),
+    }
+}
+
 fn entry(config: &str, webhook: &Value) -> WebhookEntry {
     let client = &webhook["clientConfig"];
     let target = match (client["url"].as_str(), client.get("service")) {
@@ -183,7 +187,7 @@ fn entry(config: &str, webhook: &Value) -> WebhookEntry {
     }
 }
 
-fn handles_pod_create(webhook: &Value) -> bool {
+pub(crate) fn handles_pod_create(webhook: &Value) -> bool {
     let has = |list: &Value, wanted: &str| {
         list.as_array()
             .is_some_and(|items| items.iter().any(|i| i == wanted || i == "*"))
