@@ -350,6 +350,8 @@ fn injected(pod: &Value) -> Value {
         },
         regional_sts: false,
         token_expiration: 86400,
+        region: None,
+        session_name_from_pod: false,
     };
     let settings = MutationSettings::default();
     let read = Pod::from_value(pod).expect("the template is a pod");
