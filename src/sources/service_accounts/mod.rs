@@ -9,7 +9,7 @@ mod token_bucket;
 
 pub use fallback::{FallbackLimits, FetchError};
 pub use kube_cache::{CacheSettings, KubeServiceAccountCache};
-pub use store::{ServiceAccountStore, Snapshot};
+pub use store::ServiceAccountStore;
 pub use store_writer::{Applied, ServiceAccountMeta, StoreWriter};
 
 use std::collections::HashMap;

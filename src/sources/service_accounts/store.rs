@@ -1,5 +1,7 @@
 //! The compact in-memory ServiceAccount store: namespace → name → the annotations the engine
 //! reads, nothing else. Readers never wait on the watch; writers wake anyone waiting for a miss.
+//! A relist updates the entries in place and then removes those it did not list, so it never
+//! holds a second copy of the cluster's ServiceAccounts.
 //!
 //! A large cluster has a hundred thousand ServiceAccounts or more, and the webhook holds every
 //! one, so each costs one allocation: its name and the annotation values kept, packed into one
@@ -17,17 +19,19 @@ use tokio::sync::Notify;
 
 use crate::core::identity::ServiceAccountAnnotations;
 
-/// One ServiceAccount in a single allocation: a byte of which annotations are present (bit `i`
-/// for field `i` in [`Entry::FIELDS`] order), each present value's length as LEB128, then the
-/// name, then the present values. Hashed and compared by name only, so a namespace's entries
-/// form a set that is looked up by name.
+/// One ServiceAccount in a single allocation: a header byte of which annotations are present
+/// (bit `i` for field `i` in [`Entry::FIELDS`] order) and the relist mark ([`Entry::MARK`]),
+/// each present value's length as LEB128, then the name, then the present values. Hashed and
+/// compared by name only, so a namespace's entries form a set that is looked up by name.
 struct Entry(Box<[u8]>);
 
 impl Entry {
     /// How many annotation values an entry can hold, in the order of the presence bits.
     const FIELDS: usize = 6;
+    /// The header bit a relist marks the entries it has listed with: see [`Entries`].
+    const MARK: u8 = 0x80;
 
-    fn new(name: &str, annotations: &ServiceAccountAnnotations) -> Self {
+    fn new(name: &str, annotations: &ServiceAccountAnnotations, mark: bool) -> Self {
         let values = Self::values_of(annotations);
         let mut present = 0u8;
         let mut bytes = Vec::with_capacity(
@@ -49,7 +53,7 @@ impl Entry {
                 }
             }
         }
-        bytes[0] = present;
+        bytes[0] = present | if mark { Self::MARK } else { 0 };
         bytes.extend_from_slice(name.as_bytes());
         for value in values.iter().flatten() {
             bytes.extend_from_slice(value.as_bytes());
@@ -71,7 +75,7 @@ impl Entry {
     /// The name and each value's byte range, read from the header.
     fn layout(&self) -> (&[u8], [Option<&[u8]>; Self::FIELDS]) {
         let bytes = &self.0;
-        let present = bytes.first().copied().unwrap_or(0);
+        let present = self.present();
         let mut at = 1;
         let mut lengths = [None; Self::FIELDS];
         for (bit, slot) in lengths.iter_mut().enumerate() {
@@ -109,8 +113,26 @@ impl Entry {
         self.layout().0
     }
 
+    /// The presence bits.
+    fn present(&self) -> u8 {
+        self.0.first().map_or(0, |&header| header & !Self::MARK)
+    }
+
     fn has_annotations(&self) -> bool {
-        self.0.first().is_some_and(|&present| present != 0)
+        self.present() != 0
+    }
+
+    fn mark(&self) -> bool {
+        self.0
+            .first()
+            .is_some_and(|&header| header & Self::MARK != 0)
+    }
+
+    fn with_mark(mut self, mark: bool) -> Self {
+        if let Some(header) = self.0.first_mut() {
+            *header = (*header & !Self::MARK) | if mark { Self::MARK } else { 0 };
+        }
+        self
     }
 
     fn annotations(&self) -> ServiceAccountAnnotations {
@@ -161,21 +183,35 @@ impl std::fmt::Debug for Entry {
     }
 }
 
-/// A full set of entries, built off to the side during a relist and swapped in at once.
+/// Every entry, and where a relist stands.
+///
+/// A relist marks what it lists: every entry carries a mark bit, and `mark` is the value that
+/// means "listed by the relist under way, or written by the watch since it began". Outside a
+/// relist every entry carries `mark`. Beginning a relist flips `mark`, so every entry becomes
+/// unlisted at once; each listed entry is written again with the new value; at its end the
+/// entries still without it, the ServiceAccounts deleted while the watch was down, are removed.
 #[derive(Debug, Default)]
-pub struct Snapshot {
+struct Entries {
     by_namespace: HashMap<Box<str>, HashSet<Entry>>,
     len: usize,
+    mark: bool,
+    relisting: bool,
 }
 
-impl Snapshot {
-    /// Inserts or replaces one entry.
-    pub fn upsert(&mut self, namespace: &str, name: &str, annotations: &ServiceAccountAnnotations) {
+impl Entries {
+    /// Inserts or replaces one entry, with the given mark.
+    fn upsert(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        annotations: &ServiceAccountAnnotations,
+        mark: bool,
+    ) {
         let names = match self.by_namespace.get_mut(namespace) {
             Some(names) => names,
             None => self.by_namespace.entry(namespace.into()).or_default(),
         };
-        if names.replace(Entry::new(name, annotations)).is_none() {
+        if names.replace(Entry::new(name, annotations, mark)).is_none() {
             self.len += 1;
         }
     }
@@ -189,9 +225,8 @@ impl Snapshot {
             self.len -= 1;
             if names.is_empty() {
                 self.by_namespace.remove(namespace);
-            } else if names.len() < names.capacity() / 4 {
-                // A namespace whose ServiceAccounts were mostly deleted gives its table back.
-                names.shrink_to_fit();
+            } else {
+                give_back_unused_room(names);
             }
         }
         removed
@@ -201,12 +236,37 @@ impl Snapshot {
         self.by_namespace.get(namespace)?.get(name.as_bytes())
     }
 
-    pub fn len(&self) -> usize {
-        self.len
+    /// Removes every entry whose mark is not `mark`.
+    fn remove_unmarked(&mut self) {
+        let mark = self.mark;
+        let mut left = 0;
+        self.by_namespace.retain(|_, names| {
+            let had = names.len();
+            names.retain(|entry| entry.mark() == mark);
+            if names.len() < had {
+                give_back_unused_room(names);
+            }
+            left += names.len();
+            !names.is_empty()
+        });
+        self.len = left;
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+    /// Gives every entry the mark `mark`.
+    fn mark_all(&mut self, mark: bool) {
+        for names in self.by_namespace.values_mut() {
+            *names = std::mem::take(names)
+                .into_iter()
+                .map(|entry| entry.with_mark(mark))
+                .collect();
+        }
+    }
+}
+
+/// A namespace whose ServiceAccounts were mostly deleted gives its table back.
+fn give_back_unused_room(names: &mut HashSet<Entry>) {
+    if names.len() < names.capacity() / 4 {
+        names.shrink_to_fit();
     }
 }
 
@@ -216,7 +276,7 @@ impl Snapshot {
 /// cost only their name and a map slot, and are all answered with one shared empty entry.
 #[derive(Debug)]
 pub struct ServiceAccountStore {
-    entries: RwLock<Snapshot>,
+    entries: RwLock<Entries>,
     /// Woken on every insertion, so a lookup waiting out a miss sees the watch deliver.
     inserted: Notify,
     /// Counts deletions, so a fallback GET that raced with a delete does not resurrect the
@@ -234,7 +294,7 @@ impl Default for ServiceAccountStore {
 impl ServiceAccountStore {
     pub fn new() -> Self {
         Self {
-            entries: RwLock::new(Snapshot::default()),
+            entries: RwLock::new(Entries::default()),
             inserted: Notify::new(),
             deletions: AtomicU64::new(0),
             empty: Arc::new(ServiceAccountAnnotations::default()),
@@ -256,9 +316,14 @@ impl ServiceAccountStore {
         Some(self.unpack(entry))
     }
 
-    /// Adds or replaces the entry (a watch event) and wakes waiting lookups.
+    /// Adds or replaces the entry (a watch event, or one object of a list) and wakes waiting
+    /// lookups.
     pub fn upsert(&self, namespace: &str, name: &str, annotations: ServiceAccountAnnotations) {
-        self.write().upsert(namespace, name, &annotations);
+        {
+            let mut entries = self.write();
+            let mark = entries.mark;
+            entries.upsert(namespace, name, &annotations, mark);
+        }
         self.inserted.notify_waiters();
     }
 
@@ -271,24 +336,36 @@ impl ServiceAccountStore {
         }
     }
 
-    /// Replaces every entry at once (the end of a relist): ServiceAccounts deleted while the
-    /// watch was down disappear, and readers see either the old or the new set, never a mix.
-    pub fn replace_all(&self, snapshot: Snapshot) {
-        let old = {
-            let mut entries = self.write();
-            // Counted under the lock, so an `insert_fetched` after the swap sees the change.
-            self.deletions.fetch_add(1, Ordering::AcqRel);
-            std::mem::replace(&mut *entries, snapshot)
-        };
-        // Freeing up to every ServiceAccount in the cluster takes a while: done after the lock
-        // is released, so admission reads are not held up by it.
-        drop(old);
-        self.inserted.notify_waiters();
+    /// A (re)list begins: every entry is kept and answered, but counts as unlisted until the
+    /// list or the watch writes it again. A list that failed half-way and starts over forgets
+    /// what it had listed, so only what the new list holds is kept at its end.
+    pub fn begin_relist(&self) {
+        let mut entries = self.write();
+        if entries.relisting {
+            let unlisted = !entries.mark;
+            entries.mark_all(unlisted);
+        } else {
+            entries.mark = !entries.mark;
+            entries.relisting = true;
+        }
+    }
+
+    /// The (re)list is complete: the entries it did not list, ServiceAccounts deleted while
+    /// the watch was down, are removed. Returns how many entries are held.
+    pub fn end_relist(&self) -> usize {
+        let mut entries = self.write();
+        // Counted under the lock, so an `insert_fetched` that began before sees the change.
+        self.deletions.fetch_add(1, Ordering::AcqRel);
+        entries.remove_unmarked();
+        entries.relisting = false;
+        entries.len
     }
 
     /// Adds an entry found by a direct GET, unless the watch already has one (the watch is the
     /// authority) or a deletion happened since `deletions_before` was read (the GET may have
-    /// seen the object just before it was deleted). Returns the entry now in effect.
+    /// seen the object just before it was deleted). Returns the entry now in effect. During a
+    /// relist the entry is added unlisted: should the object be deleted before the list is
+    /// read, no deletion event would come for it, and the relist's end removes it.
     pub fn insert_fetched(
         &self,
         namespace: &str,
@@ -303,7 +380,12 @@ impl ServiceAccountStore {
         if self.deletions.load(Ordering::Acquire) != deletions_before {
             return Arc::new(annotations);
         }
-        entries.upsert(namespace, name, &annotations);
+        let mark = if entries.relisting {
+            !entries.mark
+        } else {
+            entries.mark
+        };
+        entries.upsert(namespace, name, &annotations, mark);
         drop(entries);
         self.inserted.notify_waiters();
         if annotations == *self.empty {
@@ -325,7 +407,7 @@ impl ServiceAccountStore {
     }
 
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -349,7 +431,7 @@ impl ServiceAccountStore {
         all
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Snapshot> {
+    fn read(&self) -> RwLockReadGuard<'_, Entries> {
         // A panic while holding the lock cannot leave a HashMap half-updated in a way that
         // matters here, so a poisoned lock is still used.
         self.entries
@@ -357,7 +439,7 @@ impl ServiceAccountStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Snapshot> {
+    fn write(&self) -> RwLockWriteGuard<'_, Entries> {
         self.entries
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -441,16 +523,83 @@ mod tests {
     }
 
     #[test]
-    fn replace_all_drops_entries_missing_from_the_new_set() {
+    fn a_relist_answers_every_entry_meanwhile_and_drops_the_unlisted_at_its_end() {
         let store = ServiceAccountStore::new();
         store.upsert("ns", "kept", role("r"));
         store.upsert("ns", "gone", role("r"));
-        let mut snapshot = Snapshot::default();
-        snapshot.upsert("ns", "kept", &role("r-new"));
-        store.replace_all(snapshot);
-        assert_eq!(store.len(), 1);
+        store.upsert("emptied", "gone", role("r"));
+        store.begin_relist();
+        store.upsert("ns", "kept", role("r-new"));
+        store.upsert("ns", "added", role("r"));
         assert_eq!(store.get("ns", "kept").unwrap().role(), Some("r-new"));
+        assert_eq!(store.get("ns", "gone").unwrap().role(), Some("r"));
+        assert!(store.get("ns", "added").is_some());
+        assert_eq!(store.len(), 4);
+        assert_eq!(store.end_relist(), 2);
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.get("ns", "kept").unwrap().role(), Some("r-new"));
+        assert!(store.get("ns", "added").is_some());
         assert!(store.get("ns", "gone").is_none());
+        assert!(store.get("emptied", "gone").is_none());
+        assert_eq!(store.sorted_entries().len(), 2);
+
+        // The next relist starts from what this one left, all of it listed.
+        store.begin_relist();
+        store.upsert("ns", "added", role("r"));
+        assert_eq!(store.end_relist(), 1);
+        assert!(store.get("ns", "kept").is_none());
+    }
+
+    #[test]
+    fn a_relist_that_starts_over_keeps_only_what_the_last_attempt_listed() {
+        let store = ServiceAccountStore::new();
+        store.upsert("ns", "a", role("r"));
+        store.upsert("ns", "b", role("r"));
+        store.begin_relist();
+        store.upsert("ns", "a", role("r"));
+        store.upsert("ns", "b", role("r"));
+        // The list failed half-way; the next one no longer sees `a`.
+        store.begin_relist();
+        store.upsert("ns", "b", role("r"));
+        assert_eq!(store.end_relist(), 1);
+        assert!(store.get("ns", "a").is_none());
+        assert!(store.get("ns", "b").is_some());
+    }
+
+    #[test]
+    fn a_fetched_entry_added_during_a_relist_stays_only_if_the_relist_lists_it() {
+        let store = ServiceAccountStore::new();
+        store.begin_relist();
+        store.insert_fetched(
+            "ns",
+            "deleted-before-the-list",
+            role("r"),
+            store.deletions(),
+        );
+        store.insert_fetched("ns", "listed", role("r"), store.deletions());
+        assert!(store.get("ns", "deleted-before-the-list").is_some());
+        store.upsert("ns", "listed", role("r"));
+        assert_eq!(store.end_relist(), 1);
+        assert!(store.get("ns", "deleted-before-the-list").is_none());
+        assert!(store.get("ns", "listed").is_some());
+
+        // Outside a relist a fetched entry is kept through the next one only if listed too.
+        store.insert_fetched("ns", "fetched", role("r"), store.deletions());
+        store.begin_relist();
+        store.upsert("ns", "listed", role("r"));
+        store.upsert("ns", "fetched", role("r"));
+        assert_eq!(store.end_relist(), 2);
+    }
+
+    #[test]
+    fn a_get_begun_before_a_relist_ended_adds_nothing_after_it() {
+        let store = ServiceAccountStore::new();
+        let before = store.deletions();
+        store.begin_relist();
+        store.end_relist();
+        let returned = store.insert_fetched("ns", "late", role("r"), before);
+        assert_eq!(returned.role(), Some("r"));
+        assert!(store.get("ns", "late").is_none());
     }
 
     #[test]

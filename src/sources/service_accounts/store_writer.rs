@@ -1,5 +1,5 @@
-//! Turns the ServiceAccount watch's events into store updates: single events apply at once,
-//! a (re)list is collected off to the side and swapped in whole when it completes.
+//! Turns the ServiceAccount watch's events into store updates: every object, listed or
+//! watched, is applied as it arrives, and a completed (re)list removes what it did not list.
 
 use std::sync::Arc;
 
@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::Event;
 
-use super::store::{ServiceAccountStore, Snapshot};
+use super::store::ServiceAccountStore;
 use crate::core::identity::ServiceAccountAnnotations;
 use crate::core::settings::AnnotationKeys;
 
@@ -17,9 +17,9 @@ pub type ServiceAccountMeta = PartialObjectMeta<ServiceAccount>;
 /// What applying one event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
-    /// A single entry changed, or a relist is still being collected.
+    /// A single entry changed, or a relist is still under way.
     Incremental,
-    /// A full list was swapped in; the store is in sync with the API server.
+    /// A full list was applied; the store is in sync with the API server.
     Synced { entries: usize },
 }
 
@@ -27,23 +27,18 @@ pub enum Applied {
 pub struct StoreWriter {
     store: Arc<ServiceAccountStore>,
     keys: AnnotationKeys,
-    /// The relist in progress, between `Init` and `InitDone`. Lookups keep using the old
-    /// entries meanwhile, so a relist never looks like a cluster without ServiceAccounts.
-    relist: Option<Snapshot>,
 }
 
 impl StoreWriter {
     pub fn new(store: Arc<ServiceAccountStore>, keys: AnnotationKeys) -> Self {
-        Self {
-            store,
-            keys,
-            relist: None,
-        }
+        Self { store, keys }
     }
 
     pub fn apply(&mut self, event: Event<ServiceAccountMeta>) -> Applied {
         match event {
-            Event::Apply(object) => {
+            // Lookups keep being answered from the entries held while a relist is under way,
+            // so it never looks like a cluster without ServiceAccounts.
+            Event::Apply(object) | Event::InitApply(object) => {
                 if let Some((namespace, name, annotations)) = self.extract(&object) {
                     self.store.upsert(namespace, name, annotations);
                 }
@@ -56,22 +51,9 @@ impl StoreWriter {
                     self.store.remove(namespace, name);
                 }
             }
-            Event::Init => {
-                self.relist = Some(Snapshot::default());
-            }
-            Event::InitApply(object) => {
-                if let Some((namespace, name, annotations)) = self.extract(&object) {
-                    self.relist.get_or_insert_with(Snapshot::default).upsert(
-                        namespace,
-                        name,
-                        &annotations,
-                    );
-                }
-            }
+            Event::Init => self.store.begin_relist(),
             Event::InitDone => {
-                let snapshot = self.relist.take().unwrap_or_default();
-                let entries = snapshot.len();
-                self.store.replace_all(snapshot);
+                let entries = self.store.end_relist();
                 return Applied::Synced { entries };
             }
         }
@@ -144,27 +126,54 @@ mod tests {
     }
 
     #[test]
-    fn relist_keeps_old_entries_until_done_then_swaps_and_drops_deleted_ones() {
+    fn a_relist_serves_old_or_new_entries_meanwhile_and_drops_the_deleted_ones_at_its_end() {
         let (store, mut reflector) = reflector();
         reflector.apply(Event::Apply(sa("ns", "deleted-while-away", Some("r"))));
         reflector.apply(Event::Apply(sa("ns", "kept", Some("old"))));
+        reflector.apply(Event::Apply(sa("ns", "not-yet-listed", Some("old"))));
         assert_eq!(reflector.apply(Event::Init), Applied::Incremental);
+        assert_eq!(store.get("ns", "kept").unwrap().role(), Some("old"));
         reflector.apply(Event::InitApply(sa("ns", "kept", Some("new"))));
         reflector.apply(Event::InitApply(sa("ns", "added", None)));
+        assert_eq!(store.get("ns", "kept").unwrap().role(), Some("new"));
         assert_eq!(
-            store.get("ns", "kept").unwrap().role(),
+            store.get("ns", "not-yet-listed").unwrap().role(),
             Some("old"),
-            "old set served during relist"
+            "an entry the relist has not reached yet is still answered"
         );
+        assert!(store.get("ns", "added").is_some());
         assert!(store.get("ns", "deleted-while-away").is_some());
+        reflector.apply(Event::InitApply(sa("ns", "not-yet-listed", Some("new"))));
         assert_eq!(
             reflector.apply(Event::InitDone),
-            Applied::Synced { entries: 2 }
+            Applied::Synced { entries: 3 }
         );
         assert!(store.get("ns", "deleted-while-away").is_none());
         assert_eq!(store.get("ns", "kept").unwrap().role(), Some("new"));
+        assert_eq!(
+            store.get("ns", "not-yet-listed").unwrap().role(),
+            Some("new")
+        );
         assert!(store.get("ns", "added").is_some());
-        assert_eq!(store.len(), 2);
+        assert_eq!(store.len(), 3);
+    }
+
+    #[test]
+    fn a_relist_that_failed_half_way_and_started_over_keeps_only_what_the_new_list_holds() {
+        let (store, mut reflector) = reflector();
+        reflector.apply(Event::Apply(sa("ns", "a", Some("r"))));
+        reflector.apply(Event::Apply(sa("ns", "b", Some("r"))));
+        reflector.apply(Event::Init);
+        reflector.apply(Event::InitApply(sa("ns", "a", Some("r"))));
+        // The list failed; kube's watcher starts over with `Init`, and `a` was deleted since.
+        reflector.apply(Event::Init);
+        reflector.apply(Event::InitApply(sa("ns", "b", Some("r"))));
+        assert_eq!(
+            reflector.apply(Event::InitDone),
+            Applied::Synced { entries: 1 }
+        );
+        assert!(store.get("ns", "a").is_none());
+        assert!(store.get("ns", "b").is_some());
     }
 
     #[test]
