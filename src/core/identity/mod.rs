@@ -79,24 +79,15 @@ pub(crate) fn resolve_identity(
     let region = resolve_region(annotations, settings, &who);
     warnings.extend(region.warnings.iter().cloned());
 
-    let regional_sts = annotations
-        .and_then(|a| a.sts_regional_endpoints.as_deref())
-        .and_then(|value| {
-            let parsed = go_syntax::parse_bool(value);
-            if parsed.is_none() {
-                warnings.push(format!(
-                    "{}: annotation {} has value {value:?}, which is not a boolean (true/false/1/0/t/f); using {}",
-                    who(),
-                    settings.keys.sts_regional_endpoints,
-                    entry
-                        .and_then(|e| e.use_regional_sts)
-                        .unwrap_or(settings.sts_regional_endpoint)
-                ));
-            }
-            parsed
-        })
-        .or_else(|| entry.and_then(|e| e.use_regional_sts))
-        .unwrap_or(settings.sts_regional_endpoint);
+    let regional_sts = boolean_annotation(
+        annotations.and_then(|a| a.sts_regional_endpoints.as_deref()),
+        &settings.keys.sts_regional_endpoints,
+        entry
+            .and_then(|e| e.use_regional_sts)
+            .unwrap_or(settings.sts_regional_endpoint),
+        &who,
+        &mut warnings,
+    );
 
     let fallback_expiration = entry
         .and_then(|e| e.token_expiration)
@@ -148,21 +139,13 @@ pub(crate) fn resolve_identity(
             audience: audience.to_string(),
         }
     };
-    let session_name_from_pod = annotations
-        .and_then(|a| a.role_session_name_from_pod.as_deref())
-        .and_then(|value| {
-            let parsed = go_syntax::parse_bool(value);
-            if parsed.is_none() {
-                warnings.push(format!(
-                    "{}: annotation {} has value {value:?}, which is not a boolean (true/false/1/0/t/f); using {}",
-                    who(),
-                    settings.keys.role_session_name_from_pod,
-                    settings.role_session_name_from_pod
-                ));
-            }
-            parsed
-        })
-        .unwrap_or(settings.role_session_name_from_pod);
+    let session_name_from_pod = boolean_annotation(
+        annotations.and_then(|a| a.role_session_name_from_pod.as_deref()),
+        &settings.keys.role_session_name_from_pod,
+        settings.role_session_name_from_pod,
+        &who,
+        &mut warnings,
+    );
     Resolution {
         identity: Some(Identity {
             source,
@@ -173,6 +156,27 @@ pub(crate) fn resolve_identity(
         }),
         warnings,
     }
+}
+
+/// A boolean annotation read as Go's `strconv.ParseBool` reads it; `fallback` when it is
+/// absent, and with a warning naming the value when it is not a boolean.
+fn boolean_annotation(
+    value: Option<&str>,
+    key: &str,
+    fallback: bool,
+    who: &dyn Fn() -> String,
+    warnings: &mut Vec<String>,
+) -> bool {
+    let Some(value) = value else {
+        return fallback;
+    };
+    go_syntax::parse_bool(value).unwrap_or_else(|| {
+        warnings.push(format!(
+            "{}: annotation {key} has value {value:?}, which is not a boolean (true/false/1/0/t/f); using {fallback}",
+            who()
+        ));
+        fallback
+    })
 }
 
 /// The region, and the warnings about it, kept apart: a ServiceAccount without a role keeps
