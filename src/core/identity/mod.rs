@@ -40,6 +40,24 @@ pub struct Identity {
     pub session_name_from_pod: bool,
 }
 
+#[cfg(test)]
+impl Identity {
+    /// IRSA with `role`, the default audience and lifetime and nothing else: what most tests
+    /// of the engine and the doctor start from.
+    pub(crate) fn web_identity(role: &str) -> Self {
+        Self {
+            source: CredentialKind::WebIdentity {
+                role_arn: role.into(),
+                audience: "sts.amazonaws.com".into(),
+            },
+            regional_sts: false,
+            token_expiration: 86400,
+            region: None,
+            session_name_from_pod: false,
+        }
+    }
+}
+
 /// What resolution found, with warnings for values it had to ignore or doubts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resolution {

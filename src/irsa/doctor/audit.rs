@@ -648,7 +648,7 @@ impl AuditReport {
 mod tests {
     use super::*;
     use crate::core::engine;
-    use crate::core::identity::{CredentialKind, Identity};
+    use crate::core::identity::Identity;
     use crate::core::pod::Pod;
     use serde_json::json;
 
@@ -682,16 +682,7 @@ mod tests {
 
     /// `pod` as the webhook admits it with `role`.
     fn admitted(mut pod: Value, role: &str) -> Value {
-        let identity = Identity {
-            source: CredentialKind::WebIdentity {
-                role_arn: role.into(),
-                audience: "sts.amazonaws.com".into(),
-            },
-            regional_sts: false,
-            token_expiration: 86400,
-            region: None,
-            session_name_from_pod: false,
-        };
+        let identity = Identity::web_identity(role);
         let copy = pod.clone();
         let mutation = engine::mutate(
             &Pod::from_value(&copy).unwrap(),

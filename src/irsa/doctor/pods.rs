@@ -87,23 +87,9 @@ pub(crate) fn running_pods(
 mod tests {
     use super::*;
     use crate::core::engine;
-    use crate::core::identity::CredentialKind;
     use crate::core::pod::Pod;
     use crate::irsa::checklist::Status;
     use serde_json::json;
-
-    fn identity(role: &str) -> Identity {
-        Identity {
-            source: CredentialKind::WebIdentity {
-                role_arn: role.into(),
-                audience: "sts.amazonaws.com".into(),
-            },
-            regional_sts: false,
-            token_expiration: 86400,
-            region: None,
-            session_name_from_pod: false,
-        }
-    }
 
     fn pod(name: &str, env: Value) -> Value {
         json!({"apiVersion": "v1", "kind": "Pod",
@@ -114,7 +100,7 @@ mod tests {
 
     fn mutated(role: &str) -> Value {
         let settings = MutationSettings::default();
-        let identity = identity(role);
+        let identity = Identity::web_identity(role);
         let mut p = pod("new", json!([]));
         let read = p.clone();
         let m = engine::mutate(
@@ -132,7 +118,7 @@ mod tests {
         let role = "arn:aws:iam::111122223333:role/app";
         let settings = MutationSettings::default();
         let pods = Ok(vec![pod("old", json!([])), mutated(role)]);
-        let check = running_pods(&pods, Some(&identity(role)), &settings);
+        let check = running_pods(&pods, Some(&Identity::web_identity(role)), &settings);
         assert_eq!(check.status, Status::Fail);
         assert_eq!(check.details[0], "1 of 2 running pod(s) need a restart:");
         assert_eq!(
@@ -155,7 +141,7 @@ mod tests {
             done,
             skipped,
         ]);
-        let check = running_pods(&pods, Some(&identity(new_role)), &settings);
+        let check = running_pods(&pods, Some(&Identity::web_identity(new_role)), &settings);
         assert_eq!(check.status, Status::Fail);
         assert!(
             check.details[1].contains("runs with role arn:aws:iam::111122223333:role/old in container(s) app, the webhook now gives arn:aws:iam::111122223333:role/new"),
@@ -164,7 +150,7 @@ mod tests {
         );
         let ok = running_pods(
             &Ok(vec![mutated(new_role)]),
-            Some(&identity(new_role)),
+            Some(&Identity::web_identity(new_role)),
             &settings,
         );
         assert_eq!(ok.status, Status::Pass);
@@ -179,11 +165,19 @@ mod tests {
         let mut pod = mutated(own);
         pod["metadata"]["annotations"] =
             json!({"eks.amazonaws.com/container-role-arns": format!("app={own}")});
-        let ok = running_pods(&Ok(vec![pod.clone()]), Some(&identity(role)), &settings);
+        let ok = running_pods(
+            &Ok(vec![pod.clone()]),
+            Some(&Identity::web_identity(role)),
+            &settings,
+        );
         assert_eq!(ok.status, Status::Pass, "{:?}", ok.details);
         pod["metadata"]["annotations"] =
             json!({"eks.amazonaws.com/container-role-arns": format!("app={role}2")});
-        let stale = running_pods(&Ok(vec![pod]), Some(&identity(role)), &settings);
+        let stale = running_pods(
+            &Ok(vec![pod]),
+            Some(&Identity::web_identity(role)),
+            &settings,
+        );
         assert_eq!(stale.status, Status::Fail);
         assert!(
             stale.details[1].contains(&format!(

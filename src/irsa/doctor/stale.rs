@@ -353,19 +353,6 @@ mod tests {
     const OLD: &str = "arn:aws:iam::111122223333:role/old";
     const NEW: &str = "arn:aws:iam::111122223333:role/new";
 
-    fn web_identity(role: &str) -> Identity {
-        Identity {
-            source: CredentialKind::WebIdentity {
-                role_arn: role.into(),
-                audience: "sts.amazonaws.com".into(),
-            },
-            regional_sts: false,
-            token_expiration: 86400,
-            region: None,
-            session_name_from_pod: false,
-        }
-    }
-
     fn pod(containers: &[&str]) -> Value {
         let containers: Vec<Value> = containers
             .iter()
@@ -393,7 +380,7 @@ mod tests {
         let settings = MutationSettings::default();
         let stale = judge(
             &pod(&["app", "sidecar"]),
-            Some(&web_identity(NEW)),
+            Some(&Identity::web_identity(NEW)),
             &settings,
         )
         .unwrap()
@@ -409,7 +396,7 @@ mod tests {
     #[test]
     fn a_pod_the_webhook_admitted_with_the_current_identity_is_fine() {
         let settings = MutationSettings::default();
-        let identity = web_identity(NEW);
+        let identity = Identity::web_identity(NEW);
         let pod = admitted(pod(&["app"]), &identity, &settings);
         assert_eq!(judge(&pod, Some(&identity), &settings).unwrap(), None);
         // A pod without any identity, under a ServiceAccount without one, is fine too.
@@ -419,8 +406,12 @@ mod tests {
     #[test]
     fn a_pod_admitted_with_an_older_role_names_both_roles() {
         let settings = MutationSettings::default();
-        let pod = admitted(pod(&["app", "sidecar"]), &web_identity(OLD), &settings);
-        let stale = judge(&pod, Some(&web_identity(NEW)), &settings)
+        let pod = admitted(
+            pod(&["app", "sidecar"]),
+            &Identity::web_identity(OLD),
+            &settings,
+        );
+        let stale = judge(&pod, Some(&Identity::web_identity(NEW)), &settings)
             .unwrap()
             .unwrap();
         assert_eq!(stale.staleness, Staleness::Outdated);
@@ -436,7 +427,7 @@ mod tests {
     #[test]
     fn a_role_removed_from_the_service_account_is_an_older_identity() {
         let settings = MutationSettings::default();
-        let pod = admitted(pod(&["app"]), &web_identity(OLD), &settings);
+        let pod = admitted(pod(&["app"]), &Identity::web_identity(OLD), &settings);
         let stale = judge(&pod, None, &settings).unwrap().unwrap();
         assert_eq!(stale.staleness, Staleness::Outdated);
         assert_eq!(
@@ -448,7 +439,7 @@ mod tests {
     #[test]
     fn a_container_the_webhook_skips_or_that_set_its_own_role_is_not_compared() {
         let settings = MutationSettings::default();
-        let mut pod = admitted(pod(&["app"]), &web_identity(NEW), &settings);
+        let mut pod = admitted(pod(&["app"]), &Identity::web_identity(NEW), &settings);
         // A container that brought its own pair, skipped by annotation.
         pod["spec"]["containers"].as_array_mut().unwrap().push(
             json!({"name": "own", "image": "x", "env": [
@@ -457,13 +448,13 @@ mod tests {
         );
         pod["metadata"]["annotations"] = json!({"eks.amazonaws.com/skip-containers": "own"});
         assert_eq!(
-            judge(&pod, Some(&web_identity(NEW)), &settings).unwrap(),
+            judge(&pod, Some(&Identity::web_identity(NEW)), &settings).unwrap(),
             None
         );
         // Without the annotation, the webhook would give it the token mount (and leave its
         // own pair alone).
         pod["metadata"]["annotations"] = json!({});
-        let stale = judge(&pod, Some(&web_identity(NEW)), &settings)
+        let stale = judge(&pod, Some(&Identity::web_identity(NEW)), &settings)
             .unwrap()
             .unwrap();
         assert_eq!(stale.containers, ["own"]);
@@ -472,7 +463,7 @@ mod tests {
 
     #[test]
     fn settings_added_since_creation_make_the_pod_outdated_and_are_named() {
-        let identity = web_identity(NEW);
+        let identity = Identity::web_identity(NEW);
         let pod = admitted(pod(&["app"]), &identity, &MutationSettings::default());
         let settings = MutationSettings {
             aws_default_region: Some("eu-west-1".into()),
@@ -494,7 +485,7 @@ mod tests {
     #[test]
     fn a_pod_moved_to_container_credentials_lacks_them_and_the_label() {
         let settings = MutationSettings::default();
-        let pod = admitted(pod(&["app"]), &web_identity(OLD), &settings);
+        let pod = admitted(pod(&["app"]), &Identity::web_identity(OLD), &settings);
         let identity = Identity {
             source: CredentialKind::ContainerCredentials,
             regional_sts: false,
@@ -522,7 +513,7 @@ mod tests {
     fn an_unreadable_pod_is_an_error_naming_the_field() {
         let err = judge(
             &json!({"spec": {"containers": "x"}}),
-            Some(&web_identity(NEW)),
+            Some(&Identity::web_identity(NEW)),
             &MutationSettings::default(),
         )
         .unwrap_err();
