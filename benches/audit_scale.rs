@@ -16,11 +16,13 @@
 //! within 10 minutes, and each audit within 2. The peak RSS is the audit's `VmHWM`, read every
 //! 2 ms while it runs. Without `--bench` (as under `cargo test --benches`) nothing is run.
 
+#[allow(dead_code)]
+mod common;
 #[path = "common/control_plane.rs"]
 mod control_plane;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -57,15 +59,7 @@ fn main() {
 
 fn run() -> Result<(), String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let binary = std::env::var_os("PIW_WEBHOOK_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/release/pod-identity-webhook"));
-    if !binary.exists() {
-        return Err(format!(
-            "{} not found: run `cargo build --release` first",
-            binary.display()
-        ));
-    }
+    let binary = common::webhook_binary(root)?;
     let wanted = match std::env::var("PIW_AUDIT_SCALE_PODS") {
         Ok(value) => value
             .parse::<usize>()

@@ -64,15 +64,7 @@ fn main() {
 
 fn run() -> Result<(), String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let binary = std::env::var_os("PIW_WEBHOOK_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/release/pod-identity-webhook"));
-    if !binary.exists() {
-        return Err(format!(
-            "{} not found: run `cargo build --release` first",
-            binary.display()
-        ));
-    }
+    let binary = common::webhook_binary(root)?;
     let wanted = match std::env::var("PIW_CACHE_SCALE_SERVICE_ACCOUNTS") {
         Ok(value) => value.parse::<usize>().map_err(|err| {
             format!("PIW_CACHE_SCALE_SERVICE_ACCOUNTS={value:?} is not a count: {err}")

@@ -138,16 +138,7 @@ const IRSA: Mode = Mode {
 
 fn run() -> Result<(), String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // Another build (an older commit, another allocator) can be measured the same way.
-    let binary = std::env::var_os("PIW_WEBHOOK_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/release/pod-identity-webhook"));
-    if !binary.exists() {
-        return Err(format!(
-            "{} not found: run `cargo build --release` first",
-            binary.display()
-        ));
-    }
+    let binary = common::webhook_binary(root)?;
     let reference = reference_binary()?;
     if Command::new("h2load").arg("--version").output().is_err() {
         return Err("h2load not found: install nghttp2-client (benches/load.sh does)".into());

@@ -1,12 +1,27 @@
-//! What the benchmarks that run the webhook as a process share: a loopback port, a serving
-//! certificate, a guard that stops the process however the benchmark ends, and reading its
-//! admin port.
+//! What the benchmarks that run the webhook as a process share: the binary they run, a
+//! loopback port, a serving certificate, a guard that stops the process however the benchmark
+//! ends, and reading its admin port.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
+
+/// The webhook binary a benchmark runs: `PIW_WEBHOOK_BINARY` (another build: an older commit,
+/// the image's static binary), else the release build of this checkout.
+pub fn webhook_binary(root: &Path) -> Result<PathBuf, String> {
+    let binary = std::env::var_os("PIW_WEBHOOK_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/release/pod-identity-webhook"));
+    if !binary.exists() {
+        return Err(format!(
+            "{} not found: run `cargo build --release` first, or set PIW_WEBHOOK_BINARY",
+            binary.display()
+        ));
+    }
+    Ok(binary)
+}
 
 /// A loopback port free at the time of the call.
 pub fn free_port() -> u16 {
