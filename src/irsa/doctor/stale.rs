@@ -157,14 +157,8 @@ impl Additions {
             .map(|(list, index, container)| ((list.field(), index.to_string()), container.name()))
             .collect();
         let mut additions = Self::default();
-        // The engine writes the patch; it always reads back.
-        let operations = patch.operations().unwrap_or_default();
-        for operation in &operations.0 {
-            let json_patch::PatchOperation::Add(add) = operation else {
-                continue;
-            };
-            let tokens: Vec<String> = add.path.tokens().map(|t| t.decoded().into()).collect();
-            let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+        for (path, value) in adds(patch) {
+            let tokens: Vec<&str> = path.iter().map(String::as_str).collect();
             match tokens.as_slice() {
                 ["metadata", ..] => additions.label = true,
                 ["spec", "volumes", ..] => additions.volume = true,
@@ -182,7 +176,7 @@ impl Additions {
                         }
                     };
                     match *field {
-                        "env" => added.env.extend(env_names(&add.value)),
+                        "env" => added.env.extend(env_names(&value)),
                         _ => added.mount = true,
                     }
                 }
@@ -193,13 +187,34 @@ impl Additions {
     }
 }
 
-/// The names of the env entries an `add` carries: one entry, or a new list of them.
-fn env_names(value: &Value) -> Vec<String> {
-    let entries = match value {
+/// Each `add` of a patch the engine wrote: its path, token by token (decoded), and its value.
+fn adds(patch: &engine::Patch) -> Vec<(Vec<String>, Value)> {
+    // The engine writes the patch; it always reads back.
+    let operations = patch.operations().unwrap_or_default();
+    operations
+        .0
+        .into_iter()
+        .filter_map(|operation| match operation {
+            json_patch::PatchOperation::Add(add) => Some((
+                add.path.tokens().map(|t| t.decoded().into()).collect(),
+                add.value,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The env entries an `add` to a container's env carries: one entry, or a new list of them.
+fn env_entries(value: &Value) -> Vec<&Value> {
+    match value {
         Value::Array(entries) => entries.iter().collect(),
         entry => vec![entry],
-    };
-    entries
+    }
+}
+
+/// The names of the env entries an `add` carries.
+fn env_names(value: &Value) -> Vec<String> {
+    env_entries(value)
         .into_iter()
         .filter_map(|entry| entry["name"].as_str().map(str::to_string))
         .collect()
@@ -318,23 +333,14 @@ fn injected_roles(pod: &Value) -> BTreeMap<(String, usize), (String, String)> {
 /// The role each container gets in a patch: (list field, index) -> role.
 fn roles_added(patch: &engine::Patch) -> BTreeMap<(String, usize), String> {
     let mut roles = BTreeMap::new();
-    let operations = patch.operations().unwrap_or_default();
-    for operation in &operations.0 {
-        let json_patch::PatchOperation::Add(add) = operation else {
-            continue;
-        };
-        let tokens: Vec<String> = add.path.tokens().map(|t| t.decoded().into()).collect();
-        let [_, list, index, env, ..] = tokens.as_slice() else {
+    for (path, value) in adds(patch) {
+        let [_, list, index, env, ..] = path.as_slice() else {
             continue;
         };
         let (Ok(index), "env") = (index.parse::<usize>(), env.as_str()) else {
             continue;
         };
-        let entries = match &add.value {
-            Value::Array(entries) => entries.iter().collect(),
-            entry => vec![entry],
-        };
-        for entry in entries {
+        for entry in env_entries(&value) {
             if entry["name"] == ROLE_VARIABLE {
                 if let Some(role) = entry["value"].as_str() {
                     roles.insert((list.clone(), index), role.to_string());
