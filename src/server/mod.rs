@@ -3,6 +3,7 @@
 //! ServiceAccount lookup and the cache dump come in as trait objects, so tests run it whole.
 
 pub mod admission;
+mod coalesce;
 mod h2_guard;
 pub mod limits;
 mod low_port;

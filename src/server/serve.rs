@@ -26,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::util::Oneshot;
 use tower::ServiceExt;
 
+use super::coalesce::CoalescedWrites;
 use super::h2_guard::ControlFrameGuard;
 use super::limits::{Activity, ConnectionGate, ConnectionSlot, Rejection, RejectionLog, Turn};
 use super::router::PeerAddr;
@@ -290,7 +291,7 @@ async fn connect(stream: TcpStream, arrival: Arrival, context: ConnectionContext
                 rejections,
                 ip,
             );
-            serve_connection(guarded, &http2, context, slot).await;
+            serve_connection(CoalescedWrites::new(guarded), &http2, context, slot).await;
         }
         Ok(Ok(stream)) => serve_connection(stream, &http1, context, slot).await,
         Ok(Err(err)) => tracing::debug!(peer = %ip, "TLS handshake failed: {err}"),
