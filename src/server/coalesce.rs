@@ -62,16 +62,20 @@ impl<IO: AsyncWrite + Unpin> CoalescedWrites<IO> {
         Poll::Ready(Ok(()))
     }
 
+    /// Holds a write, or once what is held would pass the limit, sends what is held and then
+    /// passes a large write on as it is (a large answer is not copied to be held).
     fn poll_hold(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        if self.held.len() >= HOLD_LIMIT {
+        let len: usize = bufs.iter().map(|buf| buf.len()).sum();
+        if self.held.len() + len > HOLD_LIMIT {
             std::task::ready!(self.poll_send(cx))?;
+            if len >= HOLD_LIMIT {
+                return Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+            }
         }
-        let mut taken = 0;
         for buf in bufs {
             self.held.extend_from_slice(buf);
-            taken += buf.len();
         }
-        Poll::Ready(Ok(taken))
+        Poll::Ready(Ok(len))
     }
 }
 
@@ -191,16 +195,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn past_the_hold_limit_writes_go_through_and_shutdown_sends_the_rest() {
+    async fn past_the_hold_limit_what_is_held_goes_first_and_a_large_write_goes_through() {
         let recorder = Recorder::default();
         let mut io = CoalescedWrites::new(recorder.clone());
-        let chunk = vec![7u8; HOLD_LIMIT];
-        io.write_all(&chunk).await.unwrap();
+        let large = vec![7u8; HOLD_LIMIT];
+        io.write_all(b"small").await.unwrap();
         assert!(writes(&recorder).is_empty());
+        io.write_all(&large).await.unwrap();
+        assert_eq!(writes(&recorder), vec![b"small".to_vec(), large.clone()]);
+        io.write_all(&large[..HOLD_LIMIT - 1]).await.unwrap();
         io.write_all(b"more").await.unwrap();
-        assert_eq!(writes(&recorder), vec![chunk]);
+        assert_eq!(
+            writes(&recorder).len(),
+            3,
+            "the held part sent to make room"
+        );
+        assert!(!io.held.is_empty());
         io.shutdown().await.unwrap();
-        assert_eq!(writes(&recorder)[1], b"more");
+        assert_eq!(writes(&recorder)[3], b"more", "shutdown sends what is held");
     }
 
     /// The runtime behaviour the adapter is for: in a connection task woken by each of its
