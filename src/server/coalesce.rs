@@ -17,9 +17,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Bytes held before a write goes through without waiting for the flush: room for several
 /// small answers, and little beside what TLS already buffers for a client that reads slowly.
+/// A held buffer whose capacity grew past it is freed once sent, so idle connections keep
+/// little.
 const HOLD_LIMIT: usize = 16 * 1024;
-/// A held buffer larger than this is freed once sent, so idle connections keep little.
-const KEEP_CAPACITY: usize = HOLD_LIMIT;
 
 /// The writing side of a connection, coalesced as the module describes; reads pass through.
 pub(crate) struct CoalescedWrites<IO> {
@@ -54,7 +54,7 @@ impl<IO: AsyncWrite + Unpin> CoalescedWrites<IO> {
                 }
             }
         }
-        if self.held.capacity() > KEEP_CAPACITY {
+        if self.held.capacity() > HOLD_LIMIT {
             self.held = Vec::new();
         } else {
             self.held.clear();
