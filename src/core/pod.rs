@@ -3,8 +3,9 @@
 //! fuzz targets all read pods through [`Pod`], so a field the engine starts to use is added here
 //! and nowhere else.
 //!
-//! Every field kept is checked for its type, and an error names the field by its path; the
-//! rest of the pod is skipped. Absent and `null` are both "not there", as in the API server.
+//! Every field kept is checked for its type (an object only from a JSON object:
+//! [`FromObject`]), and an error names the field by its path; the rest of the pod is skipped.
+//! Absent and `null` are both "not there", as in the API server.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -12,6 +13,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
 
+use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
@@ -22,9 +24,9 @@ use crate::core::json::json_type;
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", expecting = "a Pod object")]
 pub struct Pod<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_object")]
     pub metadata: Option<Metadata<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "object")]
     pub spec: Spec<'a>,
 }
 
@@ -50,7 +52,7 @@ pub struct Spec<'a> {
     pub service_account_name: Option<Str<'a>>,
     #[serde(borrow, default)]
     pub node_selector: Option<Map<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_object")]
     pub os: Option<PodOs<'a>>,
     #[serde(borrow, default)]
     pub volumes: Option<List<Volume<'a>>>,
@@ -113,7 +115,7 @@ pub struct VolumeDevice<'a> {
 pub struct Volume<'a> {
     #[serde(borrow, default)]
     pub name: Option<Str<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_object")]
     pub projected: Option<ProjectedVolume<'a>>,
 }
 
@@ -127,7 +129,7 @@ pub struct ProjectedVolume<'a> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", expecting = "an object")]
 pub struct ProjectedSource<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_object")]
     pub service_account_token: Option<TokenSource<'a>>,
 }
 
@@ -332,8 +334,8 @@ impl PodError {
     }
 }
 
-/// The pod is some other JSON value. Checked before reading, since serde's derive would read
-/// an array as a struct, field by field in order.
+/// The pod is some other JSON value. Checked before reading: serde's derive would read an
+/// array as a struct, field by field in order ([`FromObject`] guards the fields within).
 fn not_an_object(got: &str) -> PodError {
     PodError::new(String::new(), format!("expected an object, got {got}"))
 }
@@ -397,7 +399,48 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
     }
 }
 
-/// A list of the pod, charged to the [`Allowance`] entry by entry.
+/// `T` read from a JSON object and nothing else. serde's derive also reads a struct from an
+/// array, field by field in order: `{"spec":[]}` would read as an empty spec, and the engine's
+/// patch (`add /spec/volumes`) could not apply to the array the pod really holds.
+#[derive(Debug)]
+pub(crate) struct FromObject<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for FromObject<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        let visitor = ObjectVisitor(PhantomData);
+        deserializer.deserialize_map(visitor).map(FromObject)
+    }
+}
+
+/// A field that must be an object (`deserialize_with`).
+pub(crate) fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    FromObject::deserialize(deserializer).map(|object| object.0)
+}
+
+/// A field that must be an object, or `null` (`deserialize_with`; absent needs `default`).
+pub(crate) fn optional_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    let object = Option::<FromObject<T>>::deserialize(deserializer)?;
+    Ok(object.map(|object| object.0))
+}
+
+/// A list of objects of the pod, charged to the [`Allowance`] entry by entry.
 #[derive(Debug, Default)]
 pub struct List<T>(pub Vec<T>);
 
@@ -423,8 +466,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
                 let mut items = Vec::new();
                 loop {
                     Allowance::charge::<T, A::Error>()?;
-                    match seq.next_element()? {
-                        Some(item) => items.push(item),
+                    match seq.next_element::<FromObject<T>>()? {
+                        Some(FromObject(item)) => items.push(item),
                         None => return Ok(List(items)),
                     }
                 }
@@ -585,6 +628,22 @@ mod tests {
             (
                 r#"{"metadata":{"labels":{"a":1}},"spec":{}}"#,
                 "object is not a valid Pod: metadata.labels.a: invalid type: integer `1`, expected a string",
+            ),
+            (
+                r#"{"spec":[]}"#,
+                "object is not a valid Pod: spec: invalid type: sequence, expected an object",
+            ),
+            (
+                r#"{"metadata":[null,"n"],"spec":{}}"#,
+                "object is not a valid Pod: metadata: invalid type: sequence, expected an object",
+            ),
+            (
+                r#"{"spec":{"volumes":[{"projected":{"sources":[[{}]]}}]}}"#,
+                "object is not a valid Pod: spec.volumes[0].projected.sources[0]: invalid type: sequence, expected an object",
+            ),
+            (
+                r#"{"spec":{"os":["windows"]}}"#,
+                "object is not a valid Pod: spec.os: invalid type: sequence, expected an object",
             ),
             (
                 r#"{"spec":null}"#,

@@ -11,7 +11,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::core::json::{bound_owned, bounded, MAX_ECHO};
-use crate::core::pod::{leading_json_type, without_position, Allowance, Pod, PodError, Str};
+use crate::core::pod::{
+    leading_json_type, object, without_position, Allowance, FromObject, Pod, PodError, Str,
+};
 
 /// What reading may take for a pod's lists and maps, per byte of body: the body budget charges
 /// a body being answered at `limits::PARSED_BODY_FACTOR` (10) times its size, and a list's
@@ -59,7 +61,7 @@ struct Envelope<'a, O> {
     api_version: Str<'a>,
     #[serde(borrow)]
     kind: Str<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "object", bound = "O: Deserialize<'de>")]
     request: Request<'a, O>,
 }
 
@@ -68,9 +70,9 @@ struct Envelope<'a, O> {
 struct Request<'a, O> {
     #[serde(borrow)]
     uid: Str<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "object")]
     kind: GroupVersionKind<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "object")]
     resource: GroupVersionResource<'a>,
     #[serde(borrow, default)]
     sub_resource: Option<Str<'a>>,
@@ -157,15 +159,16 @@ impl<'a> Review<'a> {
 pub(super) fn decode(body: &[u8]) -> Result<Review<'_>, BadReview> {
     let text = std::str::from_utf8(body)
         .map_err(|err| not_review(format!("invalid JSON: not UTF-8 ({err})")))?;
-    // serde's derive would read an array as a struct, field by field in order.
+    // serde's derive would read an array as a struct, field by field in order (`FromObject`
+    // guards the fields within).
     if let Some(other) = leading_json_type(text).filter(|kind| *kind != "an object") {
         return Err(not_review(format!("expected a JSON object, got {other}")));
     }
     let allowance = text.len().saturating_mul(LIST_BYTES_PER_BODY_BYTE);
     {
         let _bound = Allowance::new(allowance);
-        if let Ok(envelope) = serde_json::from_str::<Envelope<'_, Pod<'_>>>(text) {
-            return Review::new(envelope, Object::Pod);
+        if let Ok(envelope) = serde_json::from_str::<Envelope<'_, FromObject<Pod<'_>>>>(text) {
+            return Review::new(envelope, |FromObject(pod)| Object::Pod(pod));
         }
     }
     // Read again, tracking where it went wrong: the envelope first, then the pod alone.
@@ -242,7 +245,8 @@ pub(super) mod tests {
             (b" 7", "expected a JSON object, got a number"),
             (b"{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"request\":{}}", "request: missing field `uid`"),
             (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\"}", "missing field `request`"),
-            (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":[]}", "request: invalid length 0, expected an object"),
+            (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":[]}", "request: invalid type: sequence, expected an object"),
+            (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"u\",\"kind\":[\"\",\"v1\",\"Pod\"]}}", "request.kind: invalid type: sequence, expected an object"),
             (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":1}}", "request.uid: invalid type: integer `1`, expected a string"),
             (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{}}", "request: missing field `uid`"),
             (b"{\"apiVersion\":1}", "apiVersion: invalid type: integer `1`, expected a string"),
@@ -291,14 +295,38 @@ pub(super) mod tests {
 
     #[test]
     fn a_malformed_pod_is_named_and_the_review_still_read() {
-        let body = String::from_utf8_lossy(POD_REVIEW)
-            .replace(r#""spec":{}"#, r#""spec":{"containers":[{"name":["x"]}]}"#);
-        let review = decode(body.as_bytes()).unwrap();
-        assert_eq!(&*review.uid, "u\"1");
-        let Object::Invalid(err) = &review.object else {
-            panic!("{:?}", review.object);
+        let review_of = |object: &str| {
+            String::from_utf8_lossy(POD_REVIEW)
+                .replace(r#"{"metadata":{"labels":{"a":"b"}},"spec":{}}"#, object)
         };
-        assert_eq!(err.to_string(), "object is not a valid Pod: spec.containers[0].name: invalid type: sequence, expected a string");
+        for (object, expected) in [
+            (
+                r#"{"spec":{"containers":[{"name":["x"]}]}}"#,
+                "spec.containers[0].name: invalid type: sequence, expected a string",
+            ),
+            // An array where an object belongs is no object, however its items would
+            // fill the object's fields in order.
+            (r#"[null,{}]"#, "expected an object, got an array"),
+            (
+                r#"{"spec":[]}"#,
+                "spec: invalid type: sequence, expected an object",
+            ),
+            (
+                r#"{"spec":{"containers":[[]]}}"#,
+                "spec.containers[0]: invalid type: sequence, expected an object",
+            ),
+        ] {
+            let body = review_of(object);
+            let review = decode(body.as_bytes()).unwrap();
+            assert_eq!(&*review.uid, "u\"1");
+            let Object::Invalid(err) = &review.object else {
+                panic!("{object}: {:?}", review.object);
+            };
+            assert_eq!(
+                err.to_string(),
+                format!("object is not a valid Pod: {expected}")
+            );
+        }
     }
 
     #[test]
