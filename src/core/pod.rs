@@ -664,6 +664,25 @@ mod tests {
         }
     }
 
+    /// Found by the `engine` fuzz target: an escape that JSON's grammar allows but no Rust
+    /// string holds (a lone surrogate) is read past in a field the reader skips, as the reader
+    /// does not decode what it skips; in a field it reads, the error names the field. (The API
+    /// server never sends one: its decoder turns a lone surrogate into U+FFFD.)
+    #[test]
+    fn a_lone_surrogate_is_skipped_unread_and_named_where_read() {
+        let skipped = r#"{"metadata":{"note":"\udddd"},"spec":{"containers":[{"name":"a"}]}}"#;
+        assert!(
+            serde_json::from_str::<Value>(skipped).is_err(),
+            "no Value holds it"
+        );
+        let pod = from_text(skipped).unwrap();
+        assert_eq!(pod.containers().count(), 1);
+        let read = r#"{"spec":{"containers":[{"name":"\udddd"}]}}"#;
+        let err = from_text(read).unwrap_err();
+        assert_eq!(err.field, "spec.containers[0].name", "{err}");
+        assert!(err.message.contains("surrogate"), "{err}");
+    }
+
     #[test]
     fn null_is_not_there() {
         let pod = from_text(
