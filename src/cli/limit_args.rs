@@ -18,10 +18,12 @@ pub struct LimitArgs {
     /// Time from accepting a connection to its first complete request head.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub first_request_timeout: Duration,
-    /// Time a connection with no request in progress stays open.
-    #[arg(long, default_value = "90s", value_parser = duration)]
+    /// Time a connection with no request in progress stays open. Longer than the API server's
+    /// own idle keep-alive (90 s), so that it closes its idle connections first: a close from
+    /// this side can cross a review just sent, which the API server does not send again.
+    #[arg(long, default_value = "120s", value_parser = duration)]
     pub idle_timeout: Duration,
-    /// Time to send a complete HTTP/1.1 request head.
+    /// Time to send a complete HTTP/1.1 request head, from its first byte.
     #[arg(long, default_value = "5s", value_parser = duration)]
     pub header_read_timeout: Duration,
     /// Time to read a request and answer it.

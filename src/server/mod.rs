@@ -5,6 +5,7 @@
 pub mod admission;
 mod coalesce;
 mod h2_guard;
+mod head_deadline;
 pub mod limits;
 mod low_port;
 pub mod review;
@@ -44,9 +45,10 @@ pub struct Limits {
     pub tls_handshake_timeout: Duration,
     /// Time from accepting a connection to its first complete request head.
     pub first_request_timeout: Duration,
-    /// Time a connection with no request in progress stays open.
+    /// Time a connection with no request in progress stays open: longer than the API server's
+    /// idle keep-alive, so that it is the one closing its idle connections.
     pub idle_timeout: Duration,
-    /// Time to send a complete HTTP/1 request head.
+    /// Time to send a complete HTTP/1 request head, from its first byte ([`head_deadline`]).
     pub header_read_timeout: Duration,
     /// Time to read the body and answer, once the head is in. The API server gives a webhook
     /// at most 30 s, so nobody waits longer for an answer.
@@ -93,7 +95,7 @@ impl Default for Limits {
         Self {
             tls_handshake_timeout: Duration::from_secs(5),
             first_request_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(90),
+            idle_timeout: Duration::from_secs(120),
             header_read_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(10),

@@ -28,6 +28,7 @@ use tower::ServiceExt;
 
 use super::coalesce::CoalescedWrites;
 use super::h2_guard::ControlFrameGuard;
+use super::head_deadline::HeadDeadline;
 use super::limits::{Activity, ConnectionGate, ConnectionSlot, Rejection, RejectionLog, Turn};
 use super::router::PeerAddr;
 use super::Limits;
@@ -140,7 +141,8 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // hyper's would also count the quiet time between requests: [`HeadDeadline`] instead.
+        .header_read_timeout(None)
         .max_buf_size((limits.max_header_bytes as usize).max(8192))
         .max_headers(100)
         .keep_alive(true);
@@ -268,6 +270,7 @@ async fn connect(stream: TcpStream, arrival: Arrival, context: ConnectionContext
         }
     };
     let Some(acceptor) = tls else {
+        let stream = head_deadline(stream, &slot, &context);
         serve_connection(stream, &http1, context, slot).await;
         return;
     };
@@ -293,10 +296,20 @@ async fn connect(stream: TcpStream, arrival: Arrival, context: ConnectionContext
             );
             serve_connection(CoalescedWrites::new(guarded), &http2, context, slot).await;
         }
-        Ok(Ok(stream)) => serve_connection(stream, &http1, context, slot).await,
+        Ok(Ok(stream)) => {
+            let stream = head_deadline(stream, &slot, &context);
+            serve_connection(stream, &http1, context, slot).await;
+        }
         Ok(Err(err)) => tracing::debug!(peer = %ip, "TLS handshake failed: {err}"),
         Err(reason) => rejections.reject(reason, Some(ip), refusal_detail(reason)),
     }
+}
+
+/// An HTTP/1.1 connection's reads, under the deadline of each request head.
+fn head_deadline<I>(io: I, slot: &ConnectionSlot, context: &ConnectionContext) -> HeadDeadline<I> {
+    let timeout = context.limits.header_read_timeout;
+    let rejections = context.rejections.clone();
+    HeadDeadline::new(io, slot.activity(), timeout, rejections, context.peer)
 }
 
 /// Why a connection was closed before its handshake completed.

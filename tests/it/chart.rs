@@ -356,7 +356,7 @@ fn default_args_spell_out_every_setting_in_builtin_certificate_mode() {
         "--max-inflight-body-bytes=50331648",
         "--body-timeout=10s",
         "--first-request-timeout=10s",
-        "--idle-timeout=90s",
+        "--idle-timeout=120s",
         "--http2-max-concurrent-streams=32",
     ];
     assert_eq!(args(default_docs(helm)), expected);

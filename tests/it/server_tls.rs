@@ -396,6 +396,46 @@ async fn client_sending_half_the_headers_is_disconnected_within_the_header_timeo
     server.stop().await;
 }
 
+/// An HTTP/1.1 keep-alive connection left quiet past the header timeout still takes the
+/// next review: the API server keeps idle connections for 90 s and sends a review on one
+/// without warning, and a close from our side that crossed it failed the call (hyper's own
+/// header timeout also counted the quiet time). The head itself is still timed, from its
+/// first byte.
+#[tokio::test]
+async fn a_quiet_keep_alive_connection_outlives_the_header_timeout_and_a_head_is_timed_from_its_first_byte(
+) {
+    let ca = TestCa::new();
+    let server = TestServer::start(components(service_accounts()), short_limits(), &ca).await;
+    let mut client = Client::connect(server.webhook, &ca, Protocol::Http1)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (status, body) = client.mutate(pod_review("api").to_string()).await.unwrap();
+        assert_mutated(status, &body);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
+    let (status, body) = client.mutate(pod_review("api").to_string()).await.unwrap();
+    assert_mutated(status, &body);
+
+    let mut stream = tls_stream(server.webhook, &ca).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stream
+        .write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Ty")
+        .await
+        .unwrap();
+    let (_, elapsed) = read_until_closed(&mut stream).await;
+    assert!(
+        elapsed > Duration::from_millis(900) && elapsed < Duration::from_secs(3),
+        "the head started 2.5 s after connecting was closed {elapsed:?} after its first byte"
+    );
+    let metrics = server.components.metrics.encode();
+    assert!(
+        metrics.contains(r#"pod_identity_webhook_rejected_total{reason="slow_head"} 1"#),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn client_stalling_the_tls_handshake_is_disconnected() {
     let ca = TestCa::new();

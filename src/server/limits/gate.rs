@@ -739,6 +739,8 @@ impl Drop for HandshakePermit {
 /// woke the connection task twice per request).
 pub(crate) struct Activity {
     in_flight: AtomicUsize,
+    /// Requests begun on the connection so far: tells the head deadline its head arrived.
+    begun: AtomicU64,
     /// When a request last ended, in ms after `epoch` ([`Activity::NEVER`] until one has):
     /// read only when none is in progress, so it is when the connection went quiet.
     idle_since_ms: AtomicU64,
@@ -751,12 +753,14 @@ impl Activity {
     pub fn new(epoch: Instant) -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
+            begun: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(Self::NEVER),
             epoch,
         }
     }
 
     pub fn started(&self) {
+        self.begun.fetch_add(1, Ordering::AcqRel);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -782,6 +786,16 @@ impl Activity {
             Self::NEVER => None,
             ms => Some(self.epoch + Duration::from_millis(ms) + idle_timeout),
         }
+    }
+
+    /// How many requests have begun on the connection.
+    pub fn begun(&self) -> u64 {
+        self.begun.load(Ordering::Acquire)
+    }
+
+    /// Whether no request is in progress.
+    pub fn is_quiet(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
     }
 
     /// Since when no request has been in progress (since accept if none ever was); `None`

@@ -37,6 +37,9 @@ pub(crate) enum Rejection {
     HandshakeTimeout,
     /// No request arrived within the first-request or idle deadline.
     Idle,
+    /// An HTTP/1.1 request head did not arrive whole within the header deadline from its
+    /// first byte.
+    SlowHead,
     /// The body did not arrive within the body deadline or below the minimum data rate.
     SlowBody,
     /// The body is larger than `max_body_bytes`.
@@ -53,12 +56,13 @@ pub(crate) enum Rejection {
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 11] = [
+    pub const ALL: [Rejection; 12] = [
         Rejection::Connections,
         Rejection::ConnectionsPerPeer,
         Rejection::Handshakes,
         Rejection::HandshakeTimeout,
         Rejection::Idle,
+        Rejection::SlowHead,
         Rejection::SlowBody,
         Rejection::BodyTooLarge,
         Rejection::Memory,
@@ -74,6 +78,7 @@ impl Rejection {
             Rejection::Handshakes => "handshakes",
             Rejection::HandshakeTimeout => "handshake_timeout",
             Rejection::Idle => "idle",
+            Rejection::SlowHead => "slow_head",
             Rejection::SlowBody => "slow_body",
             Rejection::BodyTooLarge => "body_too_large",
             Rejection::Memory => "memory",
