@@ -15,7 +15,6 @@
 //! checked, and deleted: the store holds a few batches at most.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::process::Command;
@@ -311,7 +310,8 @@ fn run_soak(
 ) -> Result<Report, String> {
     let client = runtime.block_on(client_for(node))?;
     runtime.block_on(prepare(&client))?;
-    let apiserver_log = PathBuf::from(&node.env["NODE_DIR"]).join("control-plane/kube-apiserver.log");
+    let apiserver_log =
+        PathBuf::from(&node.env["NODE_DIR"]).join("control-plane/kube-apiserver.log");
     let log_start = log_size(&apiserver_log);
     let shared = Arc::new(Shared {
         clock: Clock(Instant::now()),
@@ -392,8 +392,7 @@ fn run_soak(
 /// A kube client for the node's API server, with bounded timeouts.
 async fn client_for(node: &Node) -> Result<Client, String> {
     let path = PathBuf::from(&node.env["KUBECONFIG"]);
-    let mut config =
-        pod_identity_webhook::commands::cluster::config_from_kubeconfig(&path).await?;
+    let mut config = pod_identity_webhook::commands::cluster::config_from_kubeconfig(&path).await?;
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(REQUEST_TIMEOUT);
     config.write_timeout = Some(REQUEST_TIMEOUT);
@@ -649,7 +648,11 @@ async fn verify_batches(shared: Arc<Shared>) -> Vec<Stored> {
     }
 }
 
-async fn read_batch(pods: &Api<Pod>, batch: u64, created: Vec<Created>) -> Result<Vec<Stored>, String> {
+async fn read_batch(
+    pods: &Api<Pod>,
+    batch: u64,
+    created: Vec<Created>,
+) -> Result<Vec<Stored>, String> {
     let selector = ListParams::default().labels(&format!("{BATCH_LABEL}={batch}"));
     let started = Instant::now();
     let list = loop {
@@ -744,11 +747,14 @@ async fn scrape_fail_open(shared: &Shared) {
 
 /// The pid on the node of each running container task, by container id.
 async fn task_pids(containerd: &str) -> BTreeMap<String, u32> {
-    let out = tokio::process::Command::new("ctr")
-        .args(["--address", containerd, "-n", "k8s.io", "tasks", "ls"])
-        .output()
-        .await;
-    let Ok(out) = out else {
+    let containerd = containerd.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("ctr")
+            .args(["--address", &containerd, "-n", "k8s.io", "tasks", "ls"])
+            .output()
+    })
+    .await;
+    let Ok(Ok(out)) = out else {
         return BTreeMap::new();
     };
     String::from_utf8_lossy(&out.stdout)
@@ -791,7 +797,14 @@ async fn scrape_webhooks(shared: &Shared) {
         let container = pod
             .status
             .as_ref()
-            .and_then(|status| status.container_statuses.as_ref()?.first()?.container_id.clone())
+            .and_then(|status| {
+                status
+                    .container_statuses
+                    .as_ref()?
+                    .first()?
+                    .container_id
+                    .clone()
+            })
             .unwrap_or_default();
         let pid = container
             .strip_prefix("containerd://")
@@ -846,7 +859,12 @@ fn disrupt(
     let mut windows = Vec::new();
     let mut victim = 0usize;
     for (at, kind) in shared.settings.schedule() {
-        std::thread::sleep(shared.clock.instant(at).saturating_duration_since(Instant::now()));
+        std::thread::sleep(
+            shared
+                .clock
+                .instant(at)
+                .saturating_duration_since(Instant::now()),
+        );
         runtime.block_on(async {
             scrape_webhooks(shared).await;
             scrape_fail_open(shared).await;
@@ -1131,10 +1149,7 @@ fn slope(points: &[(f64, f64)]) -> Option<f64> {
     let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
     let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
     let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
-    let sxy: f64 = points
-        .iter()
-        .map(|p| (p.0 - mean_x) * (p.1 - mean_y))
-        .sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
     (sxx > 0.0).then(|| sxy / sxx)
 }
 
@@ -1472,7 +1487,10 @@ impl std::fmt::Display for Report {
             .stale
             .iter()
             .map(|(account, change, pods, lag)| {
-                format!("{}#{change}: {pods} pods, {lag:.2} s", SERVICE_ACCOUNTS[*account])
+                format!(
+                    "{}#{change}: {pods} pods, {lag:.2} s",
+                    SERVICE_ACCOUNTS[*account]
+                )
             })
             .collect();
         writeln!(
@@ -1510,7 +1528,9 @@ impl std::fmt::Display for Report {
         for process in &self.processes {
             let (first, last) = (process.warm[0], process.warm[process.warm.len() - 1]);
             let anon = |sample: (f64, f64, Option<f64>)| {
-                sample.2.map_or("?".to_string(), |anon| format!("{anon:.1}"))
+                sample
+                    .2
+                    .map_or("?".to_string(), |anon| format!("{anon:.1}"))
             };
             writeln!(
                 f,
@@ -1531,7 +1551,11 @@ impl std::fmt::Display for Report {
             .iter()
             .map(|(reason, n)| format!("{reason}={n}"))
             .collect();
-        writeln!(f, "\nwebhook refusals (all processes): {}", refusals.join(" "))?;
+        writeln!(
+            f,
+            "\nwebhook refusals (all processes): {}",
+            refusals.join(" ")
+        )?;
         for failure in self.failures.iter().take(20) {
             writeln!(f, "failure: {failure}")?;
         }
@@ -1567,19 +1591,37 @@ mod tests {
             change("r1", 10.0, 10.1),
             change("r2", 20.0, 20.1),
         ];
-        assert_eq!(judge_role(&history, &pod(5.0, 5.1), "r0"), RoleVerdict::Current);
+        assert_eq!(
+            judge_role(&history, &pod(5.0, 5.1), "r0"),
+            RoleVerdict::Current
+        );
         // Sent before the change was stored: either role is right.
-        assert_eq!(judge_role(&history, &pod(10.05, 10.2), "r0"), RoleVerdict::Current);
-        assert_eq!(judge_role(&history, &pod(9.9, 10.05), "r1"), RoleVerdict::Current);
+        assert_eq!(
+            judge_role(&history, &pod(10.05, 10.2), "r0"),
+            RoleVerdict::Current
+        );
+        assert_eq!(
+            judge_role(&history, &pod(9.9, 10.05), "r1"),
+            RoleVerdict::Current
+        );
         // The role just before, after the change was stored: stale by the lag.
         match judge_role(&history, &pod(11.1, 11.2), "r0") {
             RoleVerdict::Previous { change: 1, lag } => assert!((lag - 1.0).abs() < 1e-9),
             other => panic!("{other:?}"),
         }
         // Two changes behind, a role from the future, one never given: wrong.
-        assert_eq!(judge_role(&history, &pod(21.0, 21.1), "r0"), RoleVerdict::Wrong);
-        assert_eq!(judge_role(&history, &pod(5.0, 5.1), "r2"), RoleVerdict::Wrong);
-        assert_eq!(judge_role(&history, &pod(5.0, 5.1), "r9"), RoleVerdict::Wrong);
+        assert_eq!(
+            judge_role(&history, &pod(21.0, 21.1), "r0"),
+            RoleVerdict::Wrong
+        );
+        assert_eq!(
+            judge_role(&history, &pod(5.0, 5.1), "r2"),
+            RoleVerdict::Wrong
+        );
+        assert_eq!(
+            judge_role(&history, &pod(5.0, 5.1), "r9"),
+            RoleVerdict::Wrong
+        );
     }
 
     #[test]
@@ -1593,7 +1635,10 @@ mod tests {
         let long = settings(600, 60).schedule();
         assert_eq!(long.len(), 11, "{long:?}");
         assert_eq!(long[0], (30.0, Disruption::Rollout));
-        assert!(long.contains(&(300.0, Disruption::ApiServerRestart)), "{long:?}");
+        assert!(
+            long.contains(&(300.0, Disruption::ApiServerRestart)),
+            "{long:?}"
+        );
         assert_eq!(long.last(), Some(&(570.0, Disruption::Rollout)));
         let short = settings(70, 20).schedule();
         assert_eq!(

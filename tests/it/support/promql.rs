@@ -228,7 +228,10 @@ pub struct Series {
 /// The series of a Prometheus text exposition (comments and blank lines skipped).
 /// Err names the first line that is not a sample.
 pub fn exposition(text: &str) -> Result<Vec<Series>, String> {
-    Ok(samples(text)?.into_iter().map(|(series, _)| series).collect())
+    Ok(samples(text)?
+        .into_iter()
+        .map(|(series, _)| series)
+        .collect())
 }
 
 /// The series of a Prometheus text exposition with their values.
