@@ -6,7 +6,7 @@ SHELL := /bin/bash
 TOOLS_BIN := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pod-identity-webhook/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: test tools image lint unit real-cluster real-node demo demo-down bench bench-load bench-node render-deploy fuzz fuzz-smoke
+.PHONY: test tools image lint unit real-cluster real-node soak demo demo-down bench bench-load bench-node render-deploy fuzz fuzz-smoke
 
 ## Build helm (3 and 4), promtool, etcd and Kubernetes from their Go modules (cached after the
 ## first run); Debian's containerd, runc, CNI plugins and buildah for the local node; the
@@ -54,6 +54,22 @@ fuzz:
 ## out-of-memory still fails), in a build of its own that is quicker to make from clean.
 fuzz-smoke:
 	FUZZ_SANITIZER=none hack/fuzz.sh 5
+
+## The soak (docs/hardening.md, "The soak"): the image on a one-node cluster, pods created
+## at 20/s for SOAK_SECONDS (default 600) while a webhook pod restarts every minute (a rollout,
+## a pod deleted, its container SIGKILLed, in turn), ServiceAccount roles change every 30 s
+## and the API server restarts once; every stored pod is checked and the figures printed.
+## `make test` runs the same on a short schedule. Needs root; compiles first, then waits its
+## turn for the machine's node lock (NODE_LOCK).
+SOAK_SECONDS ?= 600
+SOAK_RESTART_EVERY ?= 60
+SOAK_ROLE_EVERY ?= 30
+NODE_LOCK ?= /tmp/piw-real-node.lock
+soak: tools image
+	cargo test --locked --test it --no-run
+	flock -o $(NODE_LOCK) env PIW_REQUIRE_TOOLS=1 PIW_SOAK_SECONDS=$(SOAK_SECONDS) \
+	  PIW_SOAK_RESTART_EVERY=$(SOAK_RESTART_EVERY) PIW_SOAK_ROLE_EVERY=$(SOAK_ROLE_EVERY) \
+	  cargo test --locked --test it -- real_node::soak:: --nocapture
 
 ## Run it: build the image, start a one-node cluster, helm install the chart from the image,
 ## run a pod under examples/serviceaccount.yaml and show from inside it what was injected.

@@ -8,6 +8,7 @@
 //! unless `PIW_REQUIRE_TOOLS=1`. Logs of the node are kept in `target/tmp/real-node-<pid>/`.
 
 mod node;
+mod soak;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -228,6 +228,14 @@ pub struct Series {
 /// The series of a Prometheus text exposition (comments and blank lines skipped).
 /// Err names the first line that is not a sample.
 pub fn exposition(text: &str) -> Result<Vec<Series>, String> {
+    Ok(samples(text)?
+        .into_iter()
+        .map(|(series, _)| series)
+        .collect())
+}
+
+/// The series of a Prometheus text exposition with their values.
+pub fn samples(text: &str) -> Result<Vec<(Series, f64)>, String> {
     text.lines()
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
@@ -235,7 +243,7 @@ pub fn exposition(text: &str) -> Result<Vec<Series>, String> {
         .collect()
 }
 
-fn parse_sample(line: &str) -> Option<Series> {
+fn parse_sample(line: &str) -> Option<(Series, f64)> {
     let name_end = line
         .find(|c: char| c == '{' || c.is_whitespace())
         .unwrap_or(line.len());
@@ -270,9 +278,9 @@ fn parse_sample(line: &str) -> Option<Series> {
             rest = &after[end + 1..];
         }
     }
-    // A value must follow.
-    rest.split_whitespace().next()?;
-    Some(Series { metric, labels })
+    // A value must follow (Rust's float syntax also reads Prometheus's +Inf, -Inf and NaN).
+    let value = rest.split_whitespace().next()?.parse().ok()?;
+    Some((Series { metric, labels }, value))
 }
 
 /// Labels Prometheus gives a series when it scrapes it (target labels): no exporter's own
@@ -326,6 +334,15 @@ mod tests {
             exposition("x{a=\"1\"}\n").is_err(),
             "a sample needs a value"
         );
+        assert!(
+            exposition("x{a=\"1\"} many\n").is_err(),
+            "a value is a number"
+        );
+        let values: Vec<f64> = samples(text).unwrap().into_iter().map(|(_, v)| v).collect();
+        assert_eq!(values, [3.0, 1.0]);
+        let special = samples("a +Inf\nb 1.5e+07\n").unwrap();
+        assert_eq!(special[0].1, f64::INFINITY);
+        assert_eq!(special[1].1, 1.5e7);
     }
 
     #[test]
