@@ -3,19 +3,17 @@
 //! as they arrive; a client sending them in a loop takes CPU from everyone else's reviews.
 //! Likewise a header block continued over and over (a CONTINUATION flood) is decoded and
 //! discarded by h2 for as long as it lasts.
-//! The connection's bytes are read through [`ControlFrameGuard`], which follows the frame
+//! The connection's bytes are watched by [`ControlFrames`], which follows the frame
 //! boundaries (it never buffers or changes anything) and ends the connection when the rate
 //! of control frames stays over the limit.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
 use super::limits::{Rejection, RejectionLog};
+use super::read_watch::{Ended, ReadWatch};
 
 const PREFACE_LEN: usize = 24;
 const FRAME_HEADER_LEN: usize = 9;
@@ -63,36 +61,27 @@ impl Bucket {
     }
 }
 
-/// The server side of an HTTP/2 connection, reading through the frame counter.
-pub(crate) struct ControlFrameGuard<I> {
-    inner: I,
+/// The frame counter of the server side of an HTTP/2 connection.
+pub(crate) struct ControlFrames {
     preface_left: usize,
     header: [u8; FRAME_HEADER_LEN],
     header_len: usize,
     payload_left: usize,
     bucket: Bucket,
     continuations: u32,
-    flooded: bool,
     rejections: Arc<RejectionLog>,
     peer: std::net::IpAddr,
 }
 
-impl<I> ControlFrameGuard<I> {
-    pub fn new(
-        inner: I,
-        per_second: u32,
-        rejections: Arc<RejectionLog>,
-        peer: std::net::IpAddr,
-    ) -> Self {
+impl ControlFrames {
+    pub fn new(per_second: u32, rejections: Arc<RejectionLog>, peer: std::net::IpAddr) -> Self {
         Self {
-            inner,
             preface_left: PREFACE_LEN,
             header: [0; FRAME_HEADER_LEN],
             header_len: 0,
             payload_left: 0,
             bucket: Bucket::new(per_second),
             continuations: 0,
-            flooded: false,
             rejections,
             peer,
         }
@@ -138,69 +127,25 @@ impl<I> ControlFrameGuard<I> {
     }
 }
 
-impl<I: AsyncRead + Unpin> AsyncRead for ControlFrameGuard<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.flooded {
-            return Poll::Ready(Err(flood_error()));
+impl ReadWatch for ControlFrames {
+    fn watch(
+        &mut self,
+        _: &mut Context<'_>,
+        read: &Poll<io::Result<()>>,
+        bytes: &[u8],
+    ) -> Result<(), Ended> {
+        if !matches!(read, Poll::Ready(Ok(()))) || self.observe(bytes) {
+            return Ok(());
         }
-        let before = buf.filled().len();
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if !this.observe(&buf.filled()[before..]) {
-                    this.flooded = true;
-                    this.rejections.reject(
-                        Rejection::Http2ControlFlood,
-                        Some(this.peer),
-                        "HTTP/2 control frames (SETTINGS, PING, RST_STREAM, PRIORITY) over the rate limit, or a header block in too many CONTINUATION frames; connection closed",
-                    );
-                    return Poll::Ready(Err(flood_error()));
-                }
-                Poll::Ready(Ok(()))
-            }
-            other => other,
-        }
-    }
-}
-
-fn flood_error() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        "HTTP/2 control frame flood",
-    )
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for ControlFrameGuard<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.rejections.reject(
+            Rejection::Http2ControlFlood,
+            Some(self.peer),
+            "HTTP/2 control frames (SETTINGS, PING, RST_STREAM, PRIORITY) over the rate limit, or a header block in too many CONTINUATION frames; connection closed",
+        );
+        Err(Ended {
+            kind: io::ErrorKind::ConnectionAborted,
+            message: "HTTP/2 control frame flood",
+        })
     }
 }
 
@@ -216,14 +161,9 @@ mod tests {
         bytes
     }
 
-    fn guard(per_second: u32) -> ControlFrameGuard<tokio::io::Empty> {
+    fn guard(per_second: u32) -> ControlFrames {
         let rejections = Arc::new(RejectionLog::new(Arc::new(Metrics::new())));
-        ControlFrameGuard::new(
-            tokio::io::empty(),
-            per_second,
-            rejections,
-            [127, 0, 0, 1].into(),
-        )
+        ControlFrames::new(per_second, rejections, [127, 0, 0, 1].into())
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod h2_guard;
 mod head_deadline;
 pub mod limits;
 mod low_port;
+mod read_watch;
 pub mod review;
 pub mod router;
 mod serve;

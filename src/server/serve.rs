@@ -27,9 +27,10 @@ use tower::util::Oneshot;
 use tower::ServiceExt;
 
 use super::coalesce::CoalescedWrites;
-use super::h2_guard::ControlFrameGuard;
+use super::h2_guard::ControlFrames;
 use super::head_deadline::HeadDeadline;
 use super::limits::{Activity, ConnectionGate, ConnectionSlot, Rejection, RejectionLog, Turn};
+use super::read_watch::Watched;
 use super::router::PeerAddr;
 use super::Limits;
 
@@ -288,12 +289,8 @@ async fn connect(stream: TcpStream, arrival: Arrival, context: ConnectionContext
     };
     match stream {
         Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
-            let guarded = ControlFrameGuard::new(
-                stream,
-                context.limits.http2_max_control_frames_per_second,
-                rejections,
-                ip,
-            );
+            let per_second = context.limits.http2_max_control_frames_per_second;
+            let guarded = Watched::new(stream, ControlFrames::new(per_second, rejections, ip));
             serve_connection(CoalescedWrites::new(guarded), &http2, context, slot).await;
         }
         Ok(Ok(stream)) => {
@@ -306,10 +303,15 @@ async fn connect(stream: TcpStream, arrival: Arrival, context: ConnectionContext
 }
 
 /// An HTTP/1.1 connection's reads, under the deadline of each request head.
-fn head_deadline<I>(io: I, slot: &ConnectionSlot, context: &ConnectionContext) -> HeadDeadline<I> {
+fn head_deadline<I>(
+    io: I,
+    slot: &ConnectionSlot,
+    context: &ConnectionContext,
+) -> Watched<I, HeadDeadline> {
     let timeout = context.limits.header_read_timeout;
     let rejections = context.rejections.clone();
-    HeadDeadline::new(io, slot.activity(), timeout, rejections, context.peer)
+    let deadline = HeadDeadline::new(slot.activity(), timeout, rejections, context.peer);
+    Watched::new(io, deadline)
 }
 
 /// Why a connection was closed before its handshake completed.
