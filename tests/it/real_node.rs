@@ -933,8 +933,19 @@ fn the_reference_deployment_shape_runs_unchanged_with_our_image() {
     ]));
 }
 
-/// The webhook's pods of the shared release.
-fn webhook_pods(node: &Node) -> Result<Vec<String>, String> {
+/// A webhook pod of the shared release, as the API server reports it.
+#[derive(Clone, Debug)]
+struct WebhookPod {
+    name: String,
+    ready: bool,
+    terminating: bool,
+    /// Restarts of its container.
+    restarts: u64,
+    /// `containerd://<id>`.
+    container: String,
+}
+
+fn webhook_pods(node: &Node) -> Result<Vec<WebhookPod>, String> {
     let pods = node.get(&[
         "-n",
         RELEASE_NS,
@@ -942,11 +953,21 @@ fn webhook_pods(node: &Node) -> Result<Vec<String>, String> {
         "-l",
         "app.kubernetes.io/name=pod-identity-webhook",
     ])?;
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or("").to_string();
     Ok(pods["items"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|pod| pod["metadata"]["name"].as_str().map(str::to_string))
+        .map(|pod| {
+            let status = &pod["status"]["containerStatuses"][0];
+            WebhookPod {
+                name: text(&pod["metadata"]["name"]),
+                ready: status["ready"] == true,
+                terminating: pod["metadata"]["deletionTimestamp"].is_string(),
+                restarts: status["restartCount"].as_u64().unwrap_or(0),
+                container: text(&status["containerID"]),
+            }
+        })
         .collect())
 }
 
@@ -1019,6 +1040,7 @@ fn the_metrics_the_alerts_and_the_dashboard_read_are_exported_and_fail_open_is_c
         .unwrap_or_else(|e| panic!("{e}\n{}", node.diagnostics(RELEASE_NS)));
     let mut exported: Vec<Series> = Vec::new();
     for pod in webhook_pods(node).unwrap() {
+        let pod = pod.name;
         exported.extend(scrape(
             node,
             &format!("/api/v1/namespaces/{RELEASE_NS}/pods/{pod}:9999/proxy/metrics"),

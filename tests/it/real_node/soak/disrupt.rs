@@ -53,44 +53,6 @@ pub(super) fn disrupt(
     Ok(windows)
 }
 
-/// A webhook pod as the API server reports it.
-#[derive(Clone, Debug)]
-pub(super) struct WebhookPod {
-    name: String,
-    ready: bool,
-    terminating: bool,
-    /// Restarts of its container.
-    restarts: u64,
-    /// `containerd://<id>`.
-    container: String,
-}
-
-pub(super) fn webhook_pods(node: &Node) -> Result<Vec<WebhookPod>, String> {
-    let pods = node.get(&[
-        "-n",
-        RELEASE_NS,
-        "pods",
-        "-l",
-        "app.kubernetes.io/name=pod-identity-webhook",
-    ])?;
-    let text = |value: &serde_json::Value| value.as_str().unwrap_or("").to_string();
-    Ok(pods["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|pod| {
-            let status = &pod["status"]["containerStatuses"][0];
-            WebhookPod {
-                name: text(&pod["metadata"]["name"]),
-                ready: status["ready"] == true,
-                terminating: pod["metadata"]["deletionTimestamp"].is_string(),
-                restarts: status["restartCount"].as_u64().unwrap_or(0),
-                container: text(&status["containerID"]),
-            }
-        })
-        .collect())
-}
-
 /// Waits until the webhook runs as before a disruption: two ready pods, none terminating.
 pub(super) fn wait_recovered(node: &Node, what: &str) -> Result<(), String> {
     eventually(

@@ -33,7 +33,7 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use super::node::{self, Node, POLL, RELEASE_NS};
-use super::{wait_two_replicas, ROLE_KEY};
+use super::{wait_two_replicas, webhook_pods, WebhookPod, ROLE_KEY};
 use crate::support::process::run;
 use crate::support::{eventually, promql, suite_gate};
 use disrupt::disrupt;
