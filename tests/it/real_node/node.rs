@@ -104,8 +104,11 @@ static DISRUPTION: RwLock<()> = RwLock::new(());
 /// instead of each waiting for the same failure.
 #[derive(Clone, PartialEq)]
 enum ChartState {
+    /// No release installed.
     Absent,
     Installed,
+    /// After an exclusive test: a release with other values may be installed, or none.
+    Unknown,
     Failed(String),
 }
 
@@ -222,7 +225,7 @@ impl Node {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut installed = self.chart_state();
-        if *installed == ChartState::Absent {
+        if matches!(*installed, ChartState::Absent | ChartState::Unknown) {
             *installed = match self.install_chart(&[]) {
                 Ok(()) => ChartState::Installed,
                 Err(e) => ChartState::Failed(format!("{e}\n{}", self.diagnostics(RELEASE_NS))),
@@ -242,11 +245,13 @@ impl Node {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut installed = self.chart_state();
         if without_chart && *installed != ChartState::Absent {
+            // Also when unknown: an exclusive test before may have left a release of other
+            // values, whose webhook would answer beside what this test installs.
             self.uninstall_chart()
                 .unwrap_or_else(|e| panic!("chart uninstall failed: {e}"));
         }
         // Whatever the test does to the release, the next shared test reinstalls it.
-        *installed = ChartState::Absent;
+        *installed = ChartState::Unknown;
         Exclusive { _guard: guard }
     }
 
@@ -266,7 +271,7 @@ impl Node {
                 )
             });
         }
-        *installed = ChartState::Absent;
+        *installed = ChartState::Unknown;
         Exclusive { _guard: guard }
     }
 
@@ -311,7 +316,8 @@ impl Node {
     pub fn uninstall_chart(&self) -> Result<(), String> {
         run(self
             .helm()
-            .args(["uninstall", RELEASE, "--namespace", RELEASE_NS, "--wait"]))?;
+            .args(["uninstall", RELEASE, "--namespace", RELEASE_NS, "--wait"])
+            .arg("--ignore-not-found"))?;
         // The built-in certificate Secret is the webhook's, not helm's.
         let _ = run(self.kubectl().args([
             "-n",
