@@ -324,15 +324,8 @@ fn pods_of_a_deployment_get_their_token() {
             }
         }
     }));
-    run(node.kubectl().args([
-        "-n",
-        namespace,
-        "rollout",
-        "status",
-        "deployment/worker",
-        "--timeout=120s",
-    ]))
-    .unwrap_or_else(|e| panic!("{e}\n{}", node.diagnostics(namespace)));
+    node.rollout_status(namespace, "deployment/worker", "120s")
+        .unwrap_or_else(|e| panic!("{e}\n{}", node.diagnostics(namespace)));
     let pods = node
         .get(&["-n", namespace, "pods", "-l", "app=worker"])
         .expect("pods");
@@ -605,15 +598,8 @@ impl PodStream {
 
 /// Waits until the release's Deployment has rolled out with two ready replicas.
 fn wait_two_replicas(node: &Node) {
-    run(node.kubectl().args([
-        "-n",
-        RELEASE_NS,
-        "rollout",
-        "status",
-        "deployment",
-        "--timeout=180s",
-    ]))
-    .unwrap_or_else(|e| panic!("{e}\n{}", node.diagnostics(RELEASE_NS)));
+    node.rollout_status(RELEASE_NS, "deployment", "180s")
+        .unwrap_or_else(|e| panic!("{e}\n{}", node.diagnostics(RELEASE_NS)));
     eventually("two replicas ready", Duration::from_secs(120), POLL, || {
         let d = node.get(&["-n", RELEASE_NS, "deployments"])?;
         if d["items"][0]["status"]["readyReplicas"] == 2 {
@@ -783,14 +769,7 @@ fn kubectl_apply_k_deploy_gives_the_same_pods_as_the_chart() {
             .lines()
             .find_map(|l| l.trim().strip_prefix("namespace: ").map(str::to_string))
             .ok_or("no namespace in deploy/")?;
-        run(node.kubectl().args([
-            "-n",
-            &namespace,
-            "rollout",
-            "status",
-            "deployment",
-            "--timeout=180s",
-        ]))?;
+        node.rollout_status(&namespace, "deployment", "180s")?;
         node.wait_webhook_answers("compare")?;
         Ok::<Value, String>(dry_run_mutation(node, "compare"))
     })()
@@ -858,14 +837,7 @@ fn the_reference_deployment_shape_runs_unchanged_with_our_image() {
     )
     .unwrap();
     let result = (|| {
-        run(node.kubectl().args([
-            "-n",
-            "default",
-            "rollout",
-            "status",
-            "deployment/pod-identity-webhook",
-            "--timeout=180s",
-        ]))?;
+        node.rollout_status("default", "deployment/pod-identity-webhook", "180s")?;
         node.wait_webhook_answers("reference-shape")?;
         // Port 443 as the image's non-root user: the file capability did it.
         let pods = node.get(&["-n", "default", "pods", "-l", "app=pod-identity-webhook"])?;
@@ -1230,15 +1202,8 @@ fn pods_print_their_own_names_as_session_name_and_a_container_its_own_role() {
             }
         }
     }));
-    run(node.kubectl().args([
-        "-n",
-        namespace,
-        "rollout",
-        "status",
-        "deployment/reports",
-        "--timeout=120s",
-    ]))
-    .unwrap_or_else(|e| panic!("{e}\n{}", node.diagnostics(namespace)));
+    node.rollout_status(namespace, "deployment/reports", "120s")
+        .unwrap_or_else(|e| panic!("{e}\n{}", node.diagnostics(namespace)));
     let pods = node
         .get(&["-n", namespace, "pods", "-l", "app=reports"])
         .expect("pods");

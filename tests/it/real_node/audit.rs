@@ -64,15 +64,8 @@ fn bare_pod(node: &Node, name: &str, service_account: &str) -> Value {
 }
 
 fn rolled_out(node: &Node, name: &str) {
-    run(node.kubectl().args([
-        "-n",
-        NAMESPACE,
-        "rollout",
-        "status",
-        &format!("deployment/{name}"),
-        "--timeout=120s",
-    ]))
-    .unwrap_or_else(|e| panic!("{e}\n{}", node.diagnostics(NAMESPACE)));
+    node.rollout_status(NAMESPACE, &format!("deployment/{name}"), "120s")
+        .unwrap_or_else(|e| panic!("{e}\n{}", node.diagnostics(NAMESPACE)));
 }
 
 /// The names of the pods of the namespace that are not being deleted, by whether they have a

@@ -187,6 +187,19 @@ impl Node {
         })
     }
 
+    /// Waits until `deployment` (`deployment/NAME`, or `deployment` for each of the
+    /// namespace's) has rolled out, for at most `timeout` (a kubectl duration).
+    pub fn rollout_status(
+        &self,
+        namespace: &str,
+        deployment: &str,
+        timeout: &str,
+    ) -> Result<(), String> {
+        let timeout = format!("--timeout={timeout}");
+        let args = ["-n", namespace, "rollout", "status", deployment, &timeout];
+        run(self.kubectl().args(args)).map(drop)
+    }
+
     pub fn kubectl(&self) -> Command {
         let mut command = Command::new(&self.kubectl);
         command.env("KUBECONFIG", &self.env["KUBECONFIG"]);

@@ -74,14 +74,7 @@ pub(super) fn rollout(node: &Node) -> Result<String, String> {
     run(node
         .kubectl()
         .args(["-n", RELEASE_NS, "rollout", "restart", "deployment"]))?;
-    run(node.kubectl().args([
-        "-n",
-        RELEASE_NS,
-        "rollout",
-        "status",
-        "deployment",
-        "--timeout=180s",
-    ]))?;
+    node.rollout_status(RELEASE_NS, "deployment", "180s")?;
     wait_recovered(node, "a rollout")?;
     Ok("both replicas replaced".to_string())
 }
