@@ -251,9 +251,11 @@ async fn watch_service_accounts(
     synced: Condition,
 ) {
     let api: Api<ServiceAccountMeta> = Api::all(client);
-    // `any_semantic`: relists are served from the API server's watch cache, as client-go's
-    // informers do, instead of a quorum read of every ServiceAccount in the cluster.
-    let config = watcher::Config::default().any_semantic();
+    // kube lists in pages of 500, so a list or relist holds one page of ServiceAccounts beside
+    // the store, never the whole cluster's. A paged list is a consistent read whatever the list
+    // semantic (kube sends no resourceVersion with a limit): the API server, not the webhook,
+    // bounds the time to ready with many ServiceAccounts (docs/benchmarks.md).
+    let config = watcher::Config::default();
     let mut events = pin!(watcher(api, config));
     let mut reflector = StoreWriter::new(store.clone(), keys);
     // The error count exists from the start at 0, so an alert on its increase sees the first.
