@@ -24,7 +24,9 @@ image:
 
 ## fmt + clippy, the image, every fuzz target briefly, then every test: unit, golden, property,
 ## server, hostile-client, chart, alerts (promtool), real-cluster (URL mode) and real-node (the
-## image on a one-node cluster). Says how long each phase took (hack/timed.sh).
+## image on a one-node cluster). Says how long each phase took (hack/timed.sh). The image and
+## the fuzz targets build side by side: the release build's whole-program optimisation keeps
+## about one core busy, the fuzz build takes the other; each one's output shows when it ends.
 PHASE = @hack/timed.sh
 # The image's binary (`make image`): the suites that run the server as a process of its own
 # run it, so what they measure is what ships.
@@ -33,8 +35,7 @@ test:
 	@hack/timed.sh --start
 	$(PHASE) tools $(MAKE) --no-print-directory tools
 	$(PHASE) lint $(MAKE) --no-print-directory lint
-	$(PHASE) image $(MAKE) --no-print-directory image
-	$(PHASE) fuzz-smoke $(MAKE) --no-print-directory fuzz-smoke
+	$(PHASE) image+fuzz-smoke $(MAKE) --no-print-directory -j3 --output-sync=target image fuzz-smoke
 	$(PHASE) tests env PIW_REQUIRE_TOOLS=1 PIW_WEBHOOK_BINARY=$(IMAGE_BINARY) cargo test --locked
 	@hack/timed.sh --summary
 

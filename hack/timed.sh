@@ -14,10 +14,10 @@ summary() {
   local total=0 name seconds status
   echo "make test: how long each phase took"
   while read -r name seconds status; do
-    printf '  %-12s %5d s  %s\n' "$name" "$seconds" "$status"
+    printf '  %-16s %5d s  %s\n' "$name" "$seconds" "$status"
     total=$((total + seconds))
   done <"$table"
-  printf '  %-12s %5d s\n' total "$total"
+  printf '  %-16s %5d s\n' total "$total"
 }
 
 case "${1:-}" in
