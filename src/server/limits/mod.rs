@@ -163,6 +163,27 @@ pub(crate) fn request_timed_out(limit: Duration) -> Response {
 mod tests {
     use super::*;
 
+    /// The chart's refused-clients alert can leave out any reason, and its values schema lists
+    /// them by hand: this keeps that list the server's.
+    #[test]
+    fn the_charts_values_schema_lists_every_rejection_reason() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/charts/pod-identity-webhook/values.schema.json"
+        );
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let listed: Vec<&str> = schema
+            .pointer("/properties/metrics/properties/prometheusRule/properties/clientsRefused/properties/ignoreReasons/items/enum")
+            .and_then(serde_json::Value::as_array)
+            .expect("ignoreReasons has an enum")
+            .iter()
+            .map(|reason| reason.as_str().unwrap())
+            .collect();
+        let reasons: Vec<&str> = Rejection::ALL.iter().map(|reason| reason.label()).collect();
+        assert_eq!(listed, reasons);
+    }
+
     #[test]
     fn every_rejection_is_counted_but_only_ten_a_window_are_logged() {
         let metrics = Arc::new(Metrics::new());

@@ -65,7 +65,8 @@ const SETTLE: Duration = Duration::from_secs(3);
 const WEBHOOK_NAME: &str = "pod-identity-webhook.amazonaws.com";
 /// A pod may carry the role its ServiceAccount had before the last change for this long
 /// after the change was stored: the time the change takes to reach both replicas' caches
-/// (measured: docs/hardening.md).
+/// (measured: docs/hardening.md). A change stored during an API server restart may wait
+/// longer, for the watch's next attempt ([`propagation_bound`]).
 const PROPAGATION_BOUND: f64 = 5.0;
 /// A sample of the webhook's memory counts toward the trend once its process is this old
 /// (caches filled, connections up).
