@@ -19,9 +19,10 @@ tools:
 	hack/install-reference.sh
 
 ## The container image, as a docker-archive: target/image/pod-identity-webhook.tar.
-# `+`: cargo shares make's job slots when `make test` runs this beside fuzz-smoke.
+# `make test` runs this beside fuzz-smoke with its output held until it ends, so make keeps
+# its job slots from the recipe and cargo is told of none (it would warn) and uses every core.
 image:
-	+hack/build-image.sh
+	env -u MAKEFLAGS -u MFLAGS hack/build-image.sh
 
 ## fmt + clippy, the image, every fuzz target briefly, then every test: unit, golden, property,
 ## server, hostile-client, chart, alerts (promtool), real-cluster (URL mode) and real-node (the
@@ -55,7 +56,7 @@ fuzz:
 ## What `make test` runs: every target for 5 seconds without a sanitizer (a panic, hang or
 ## out-of-memory still fails), in a build of its own that is quicker to make from clean.
 fuzz-smoke:
-	+FUZZ_SANITIZER=none hack/fuzz.sh 5
+	env -u MAKEFLAGS -u MFLAGS FUZZ_SANITIZER=none hack/fuzz.sh 5
 
 ## The soak (docs/hardening.md, "The soak"): the image on a one-node cluster, pods created
 ## at 20/s for SOAK_SECONDS (default 600) while a webhook pod restarts every minute (a rollout,
