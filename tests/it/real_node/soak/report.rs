@@ -60,9 +60,9 @@ impl FailOpenLog {
 pub(super) enum RoleVerdict {
     /// The role the account had at some moment while the pod was being created.
     Current,
-    /// The role before the last change, `lag` seconds after that change was stored.
+    /// An earlier role, `lag` seconds after the change that replaced it was stored.
     Previous { change: usize, lag: f64 },
-    /// No role, an older one, or one never given.
+    /// No role, one from a later change, or one never given.
     Wrong,
 }
 
@@ -82,14 +82,11 @@ pub(super) fn judge_role(history: &[RoleChange], pod: &Created, role: &str) -> R
     if from <= pod.answered && pod.sent <= until {
         return RoleVerdict::Current;
     }
-    // Stale: only the role just before the last change stored before the pod was sent.
-    let superseded_by = index + 1;
-    let newer_stored_too = history
-        .get(index + 2)
-        .is_some_and(|after| after.answered < pod.sent);
-    if pod.sent > until && !newer_stored_too {
+    // Stale: replaced before the pod was sent. How stale it may be is the replacing change's
+    // propagation bound, which outside an API server restart leaves room for one change only.
+    if pod.sent > until {
         return RoleVerdict::Previous {
-            change: superseded_by,
+            change: index + 1,
             lag: pod.sent - until,
         };
     }
@@ -379,7 +376,7 @@ impl Report {
         }
         if !self.wrong_roles.is_empty() {
             problems.push(format!(
-                "{} pods carry a role their ServiceAccount did not have then nor just before: {:?}",
+                "{} pods carry a role their ServiceAccount never had or had only later: {:?}",
                 self.wrong_roles.len(),
                 &self.wrong_roles[..self.wrong_roles.len().min(10)]
             ));
@@ -495,9 +492,9 @@ impl std::fmt::Display for Report {
             .collect();
         writeln!(
             f,
-            "\nroles: {} changes; {} pods with the role of their creation, {} with the one \
-             before (largest lag {:.2} s; bound {PROPAGATION_BOUND} s, longer during an API \
-             server restart), {} wrong",
+            "\nroles: {} changes; {} pods with the role of their creation, {} with an \
+             earlier one (largest lag {:.2} s; bound {PROPAGATION_BOUND} s, longer during an \
+             API server restart), {} wrong",
             self.role_changes,
             self.current,
             self.stale.iter().map(|s| s.2).sum::<usize>(),
@@ -610,11 +607,12 @@ mod tests {
             RoleVerdict::Previous { change: 1, lag } => assert!((lag - 1.0).abs() < 1e-9),
             other => panic!("{other:?}"),
         }
-        // Two changes behind, a role from the future, one never given: wrong.
-        assert_eq!(
-            judge_role(&history, &pod(21.0, 21.1), "r0"),
-            RoleVerdict::Wrong
-        );
+        // Two changes behind: stale since the first of them, past any bound but a restart's.
+        match judge_role(&history, &pod(21.0, 21.1), "r0") {
+            RoleVerdict::Previous { change: 1, lag } => assert!((lag - 10.9).abs() < 1e-9),
+            other => panic!("{other:?}"),
+        }
+        // A role from the future, one never given: wrong.
         assert_eq!(
             judge_role(&history, &pod(5.0, 5.1), "r2"),
             RoleVerdict::Wrong
