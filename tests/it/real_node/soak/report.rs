@@ -158,6 +158,17 @@ pub(super) struct WindowCounts {
     reasons: BTreeMap<String, usize>,
 }
 
+/// Pods of one ServiceAccount that carried a role after `change` had replaced it.
+struct StaleRole {
+    account: usize,
+    change: usize,
+    pods: usize,
+    /// The longest any of them came after the change was stored.
+    lag: f64,
+    /// How long that may be ([`propagation_bound`]).
+    bound: f64,
+}
+
 /// The run's figures and verdicts.
 pub(super) struct Report {
     settings: Settings,
@@ -172,8 +183,7 @@ pub(super) struct Report {
     fail_open_log_total: usize,
     wrong_roles: Vec<String>,
     current: usize,
-    /// (ServiceAccount, change, stale pods, largest lag, its bound).
-    stale: Vec<(usize, usize, usize, f64, f64)>,
+    stale: Vec<StaleRole>,
     role_changes: usize,
     /// Each webhook process's samples once warm.
     processes: Vec<Process>,
@@ -285,9 +295,12 @@ impl Report {
         }
         let stale = stale
             .into_iter()
-            .map(|((account, change), (pods, lag))| {
-                let bound = propagation_bound(&windows, histories[account][change].answered);
-                (account, change, pods, lag, bound)
+            .map(|((account, change), (pods, lag))| StaleRole {
+                account,
+                change,
+                pods,
+                lag,
+                bound: propagation_bound(&windows, histories[account][change].answered),
             })
             .collect();
 
@@ -334,12 +347,12 @@ impl Report {
     }
 
     fn largest_lag(&self) -> f64 {
-        self.stale.iter().map(|s| s.3).fold(0.0, f64::max)
+        self.stale.iter().map(|s| s.lag).fold(0.0, f64::max)
     }
 
     /// The changes whose stale pods outlasted their bound.
-    fn late_changes(&self) -> impl Iterator<Item = &(usize, usize, usize, f64, f64)> {
-        self.stale.iter().filter(|s| s.3 > s.4)
+    fn late_changes(&self) -> impl Iterator<Item = &StaleRole> {
+        self.stale.iter().filter(|s| s.lag > s.bound)
     }
 
     /// What makes the run fail; empty when it passed.
@@ -381,11 +394,10 @@ impl Report {
                 &self.wrong_roles[..self.wrong_roles.len().min(10)]
             ));
         }
-        for (account, change, _, lag, bound) in self.late_changes() {
+        for late in self.late_changes() {
             problems.push(format!(
-                "role change {}#{change} took {lag:.2} s to reach every pod, over its {bound:.1} s \
-                 bound",
-                SERVICE_ACCOUNTS[*account]
+                "role change {}#{} took {:.2} s to reach every pod, over its {:.1} s bound",
+                SERVICE_ACCOUNTS[late.account], late.change, late.lag, late.bound
             ));
         }
         match self.memory_rise_mib(true) {
@@ -483,10 +495,10 @@ impl std::fmt::Display for Report {
         let lags: Vec<String> = self
             .stale
             .iter()
-            .map(|(account, change, pods, lag, bound)| {
+            .map(|s| {
                 format!(
-                    "{}#{change}: {pods} pods, {lag:.2} s (bound {bound:.1} s)",
-                    SERVICE_ACCOUNTS[*account]
+                    "{}#{}: {} pods, {:.2} s (bound {:.1} s)",
+                    SERVICE_ACCOUNTS[s.account], s.change, s.pods, s.lag, s.bound
                 )
             })
             .collect();
@@ -497,7 +509,7 @@ impl std::fmt::Display for Report {
              API server restart), {} wrong",
             self.role_changes,
             self.current,
-            self.stale.iter().map(|s| s.2).sum::<usize>(),
+            self.stale.iter().map(|s| s.pods).sum::<usize>(),
             self.largest_lag(),
             self.wrong_roles.len()
         )?;
