@@ -6,7 +6,7 @@ SHELL := /bin/bash
 TOOLS_BIN := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pod-identity-webhook/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: test tools image lint unit real-cluster real-node soak demo demo-down bench bench-load bench-node render-deploy fuzz fuzz-smoke
+.PHONY: test tools image beside-image lint unit real-cluster real-node soak demo demo-down bench bench-load bench-node render-deploy fuzz fuzz-smoke
 
 ## Build helm (3 and 4), promtool, etcd and Kubernetes from their Go modules (cached after the
 ## first run); Debian's containerd, runc, CNI plugins and buildah for the local node; the
@@ -19,16 +19,18 @@ tools:
 	hack/install-reference.sh
 
 ## The container image, as a docker-archive: target/image/pod-identity-webhook.tar.
-# `make test` runs this beside fuzz-smoke with its output held until it ends, so make keeps
-# its job slots from the recipe and cargo is told of none (it would warn) and uses every core.
+# `make test` runs this beside other builds with each one's output held until it ends, so make
+# keeps its job slots from the recipe and cargo is told of none (it would warn) and uses every
+# core.
 image:
 	env -u MAKEFLAGS -u MFLAGS hack/build-image.sh
 
 ## fmt + clippy, the image, every fuzz target briefly, then every test: unit, golden, property,
 ## server, hostile-client, chart, alerts (promtool), real-cluster (URL mode) and real-node (the
-## image on a one-node cluster). Says how long each phase took (hack/timed.sh). The image and
-## the fuzz targets build side by side: the release build's whole-program optimisation keeps
-## about one core busy, the fuzz build takes the other; each one's output shows when it ends.
+## image on a one-node cluster). Says how long each phase took (hack/timed.sh). The builds run
+## side by side: the image's whole-program optimisation keeps one core busy for minutes, so
+## lint, the test build and the fuzz targets share the other, at a lower priority so that they
+## do not lengthen the image's build; each one's output shows when it ends.
 PHASE = @hack/timed.sh
 # The image's binary (`make image`): the suites that run the server as a process of its own
 # run it, so what they measure is what ships.
@@ -36,10 +38,16 @@ IMAGE_BINARY := $(CURDIR)/target/$(shell uname -m)-unknown-linux-gnu/release/pod
 test:
 	@hack/timed.sh --start
 	$(PHASE) tools $(MAKE) --no-print-directory tools
-	$(PHASE) lint $(MAKE) --no-print-directory lint
-	$(PHASE) image+fuzz-smoke $(MAKE) --no-print-directory -j3 --output-sync=target image fuzz-smoke
+	$(PHASE) builds $(MAKE) --no-print-directory -j3 --output-sync=target image beside-image
 	$(PHASE) tests env PIW_REQUIRE_TOOLS=1 PIW_WEBHOOK_BINARY=$(IMAGE_BINARY) cargo test --locked
 	@hack/timed.sh --summary
+
+# What `make test` builds beside the image, niced: lint first (it fails soonest), then the
+# tests (the same build directory, so one after the other), then the fuzz targets.
+beside-image:
+	env -u MAKEFLAGS -u MFLAGS nice -n 10 $(MAKE) --no-print-directory lint
+	env -u MAKEFLAGS -u MFLAGS nice -n 10 cargo test --locked --no-run
+	env -u MAKEFLAGS -u MFLAGS nice -n 10 $(MAKE) --no-print-directory fuzz-smoke
 
 lint:
 	cargo fmt --all -- --check
