@@ -28,6 +28,9 @@
 //! twice that rate is left out there: the wait in its queue would be measured instead.
 //! `PIW_WEBHOOK_BINARY=path` measures another build of ours, `PIW_REFERENCE_WEBHOOK_BINARY=path`
 //! another build of the reference.
+//! `PIW_LOAD_HOLD=seconds` measures nothing: once every server has answered with its patch, it
+//! prints their ports, process ids and the bodies' files, and keeps them running that long, for
+//! a profiler or an instruction count (docs/benchmarks.md) to be pointed at one of them.
 //! Without `--bench` (as under `cargo test --benches`) nothing is measured.
 
 // The integration tests' stand-in API server; the benchmark uses part of it.
@@ -313,6 +316,27 @@ fn run() -> Result<(), String> {
         }
     }
 
+    if let Some(hold) = std::env::var_os("PIW_LOAD_HOLD") {
+        let seconds = hold
+            .to_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("PIW_LOAD_HOLD={hold:?}: expected a whole number of seconds"))?;
+        for server in [&ours, &null, &reference] {
+            println!(
+                "{}: port {}, pid {}",
+                server.name,
+                server.port,
+                server.pid()
+            );
+        }
+        println!(
+            "bodies: {} {}\nheld for {seconds} s",
+            small_path.display(),
+            large_path.display()
+        );
+        std::thread::sleep(Duration::from_secs(seconds));
+        return Ok(());
+    }
     let scenarios = [
         ("h2", vec!["-c16", "-m8"]),
         ("http/1.1", vec!["--h1", "-c16", "-m1"]),

@@ -219,7 +219,15 @@ use review_event;
 /// form of `[]byte` is a base64 string, which is what tools reading audit logs expect and is
 /// half the size of kube's array of numbers (the API server accepts both).
 fn encode(api_version: &str, uid: &str, answer: &Answer) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+    // Room for the patch in base64 from the start: a large one would otherwise be copied
+    // as the answer grows around it.
+    let patch_len = match answer {
+        Answer::Admit(Decision {
+            patch: Some(patch), ..
+        }) => base64::encoded_len(patch.as_bytes().len(), true).unwrap_or(0),
+        _ => 0,
+    };
+    let mut out = Vec::with_capacity(256 + uid.len() + patch_len);
     out.extend_from_slice(b"{\"apiVersion\":\"");
     out.extend_from_slice(api_version.as_bytes());
     out.extend_from_slice(b"\",\"kind\":\"AdmissionReview\",\"response\":{\"uid\":");

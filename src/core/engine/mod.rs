@@ -44,6 +44,9 @@ pub(crate) const MAX_SESSION_NAME: usize = 64;
 /// stored: such a pod (tens of thousands of containers) is left as it is, with a warning. This
 /// also bounds the memory one review can take.
 pub(crate) const MAX_PATCH_BYTES: usize = 3 * 1024 * 1024;
+/// Room the patch is given first, per container and for the pod: more than a container's
+/// operations take with every variable and the mount, so a patch is written without growing.
+const PATCH_BYTES_PER_CONTAINER: usize = 1024;
 
 /// The engine's answer.
 #[derive(Debug, Default)]
@@ -73,7 +76,8 @@ pub fn mutate(
         HashSet::new()
     });
     let roles = container_roles(pod, identity, keys, &mut warnings);
-    let mut patch = Patch::with_limit(MAX_PATCH_BYTES);
+    let expected = (1 + pod.containers().count()).saturating_mul(PATCH_BYTES_PER_CONTAINER);
+    let mut patch = Patch::with_limit(expected, MAX_PATCH_BYTES);
 
     let projection = TokenProjection::new(identity, settings, pod.is_windows());
     let token = projection

@@ -21,11 +21,14 @@ pub(crate) enum Json<'a> {
     Object(&'a [(&'a str, Json<'a>)]),
 }
 
-/// A JSON patch of `add` operations, as text.
-#[derive(Clone, PartialEq, Eq)]
+/// A JSON patch of `add` operations, as text; two are equal when their text is.
+#[derive(Clone)]
 pub struct Patch {
     /// A JSON array of operation objects, UTF-8 (only serde_json writes into it).
     json: Vec<u8>,
+    /// Where each operation's path is assembled before it is written, reused: a string of its
+    /// own would be allocated and grown again for every operation.
+    pointer: String,
     len: usize,
     /// Past this many bytes nothing more is written, and the patch is over its limit.
     limit: usize,
@@ -34,15 +37,20 @@ pub struct Patch {
 
 impl Default for Patch {
     fn default() -> Self {
-        Self::with_limit(usize::MAX)
+        Self::with_limit(0, usize::MAX)
     }
 }
 
 impl Patch {
-    /// An empty patch that takes operations until it holds more than `limit` bytes.
-    pub(crate) fn with_limit(limit: usize) -> Self {
+    /// An empty patch that takes operations until it holds more than `limit` bytes, with room
+    /// for `expected` bytes first: a patch grown from nothing is copied each time it doubles,
+    /// about a dozen times for a large pod's.
+    pub(crate) fn with_limit(expected: usize, limit: usize) -> Self {
+        let mut json = Vec::with_capacity(expected.min(limit).max(2));
+        json.extend_from_slice(b"[]");
         Self {
-            json: b"[]".to_vec(),
+            json,
+            pointer: String::new(),
             len: 0,
             limit,
             over_limit: false,
@@ -85,10 +93,10 @@ impl Patch {
             self.over_limit = true;
             return;
         }
-        let mut pointer = String::new();
+        self.pointer.clear();
         for &token in tokens {
-            pointer.push('/');
-            pointer.push_str(Token::new(token).encoded());
+            self.pointer.push('/');
+            self.pointer.push_str(Token::new(token).encoded());
         }
         // Reopen the array: drop the closing `]`.
         self.json.pop();
@@ -96,7 +104,7 @@ impl Patch {
             self.json.push(b',');
         }
         self.json.extend_from_slice(br#"{"op":"add","path":"#);
-        write_json(&mut self.json, pointer.as_str());
+        write_json(&mut self.json, self.pointer.as_str());
         self.json.extend_from_slice(br#","value":"#);
         write_json(&mut self.json, &value);
         self.json.extend_from_slice(b"}]");
@@ -126,6 +134,14 @@ impl Patch {
 fn write_json(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
     let _ = serde_json::to_writer(out, value);
 }
+
+impl PartialEq for Patch {
+    fn eq(&self, other: &Self) -> bool {
+        self.json == other.json
+    }
+}
+
+impl Eq for Patch {}
 
 /// The JSON text, as `Debug` shows it in test failures.
 impl fmt::Debug for Patch {
@@ -221,7 +237,7 @@ mod tests {
 
     #[test]
     fn past_its_limit_a_patch_takes_no_more_operations_and_says_so() {
-        let mut patch = Patch::with_limit(150);
+        let mut patch = Patch::with_limit(0, 150);
         let entry = Json::Object(&[("name", Json::Str("A")), ("value", Json::Str("1"))]);
         patch.add(&["spec", "volumes"], Json::Str(&"v".repeat(60)));
         assert!(!patch.is_over_limit());
