@@ -19,9 +19,8 @@ tools:
 	hack/install-reference.sh
 
 ## The container image, as a docker-archive: target/image/pod-identity-webhook.tar.
-# `make test` runs this beside other builds with each one's output held until it ends, so make
-# keeps its job slots from the recipe and cargo is told of none (it would warn) and uses every
-# core.
+# `make test` runs this beside other builds with its output held until it ends, so make keeps
+# its job slots from the recipe and cargo is told of none (it would warn) and uses every core.
 image:
 	env -u MAKEFLAGS -u MFLAGS hack/build-image.sh
 
@@ -30,7 +29,7 @@ image:
 ## image on a one-node cluster). Says how long each phase took (hack/timed.sh). The builds run
 ## side by side: the image's whole-program optimisation keeps one core busy for minutes, so
 ## lint, the test build and the fuzz targets share the other, at a lower priority so that they
-## do not lengthen the image's build; each one's output shows when it ends.
+## do not lengthen the image's build; theirs shows as they go, the image's when it ends.
 PHASE = @hack/timed.sh
 # The image's binary (`make image`): the suites that run the server as a process of its own
 # run it, so what they measure is what ships.
@@ -38,7 +37,7 @@ IMAGE_BINARY := $(CURDIR)/target/$(shell uname -m)-unknown-linux-gnu/release/pod
 test:
 	@hack/timed.sh --start
 	$(PHASE) tools $(MAKE) --no-print-directory tools
-	$(PHASE) builds $(MAKE) --no-print-directory -j3 --output-sync=target image beside-image
+	$(PHASE) builds $(MAKE) --no-print-directory -j2 --output-sync=target image beside-image
 	$(PHASE) tests env PIW_REQUIRE_TOOLS=1 PIW_WEBHOOK_BINARY=$(IMAGE_BINARY) cargo test --locked
 	@hack/timed.sh --summary
 
