@@ -221,13 +221,13 @@ use review_event;
 fn encode(api_version: &str, uid: &str, answer: &Answer) -> Vec<u8> {
     // Room for the patch in base64 from the start: a large one would otherwise be copied
     // as the answer grows around it.
-    let patch_len = match answer {
+    let patch_base64_len = match answer {
         Answer::Admit(Decision {
             patch: Some(patch), ..
         }) => base64::encoded_len(patch.as_bytes().len(), true).unwrap_or(0),
         _ => 0,
     };
-    let mut out = Vec::with_capacity(256 + uid.len() + patch_len);
+    let mut out = Vec::with_capacity(256 + uid.len() + patch_base64_len);
     out.extend_from_slice(b"{\"apiVersion\":\"");
     out.extend_from_slice(api_version.as_bytes());
     out.extend_from_slice(b"\",\"kind\":\"AdmissionReview\",\"response\":{\"uid\":");
@@ -249,13 +249,11 @@ fn encode(api_version: &str, uid: &str, answer: &Answer) -> Vec<u8> {
             }
             if let Some(patch) = &admit.patch {
                 out.extend_from_slice(b",\"patch\":\"");
-                let json = patch.as_bytes();
                 let start = out.len();
-                out.resize(
-                    start + base64::encoded_len(json.len(), true).unwrap_or(0),
-                    0,
-                );
-                let written = STANDARD.encode_slice(json, &mut out[start..]).unwrap_or(0);
+                out.resize(start + patch_base64_len, 0);
+                let written = STANDARD
+                    .encode_slice(patch.as_bytes(), &mut out[start..])
+                    .unwrap_or(0);
                 out.truncate(start + written);
                 out.push(b'"');
             }
